@@ -1,0 +1,127 @@
+"""Plain values of the domain: ids, roles, users, rooms and durable events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+UserId = NewType("UserId", str)
+RoomId = NewType("RoomId", str)
+ConnId = NewType("ConnId", str)
+Seq = NewType("Seq", int)
+
+
+class Role(StrEnum):
+    """A user's role across Hearth."""
+
+    PATIENT = "patient"
+    CAREGIVER = "caregiver"
+    FACILITATOR = "facilitator"
+    CLINICIAN = "clinician"
+    ADMIN = "admin"
+
+    @property
+    def is_staff(self) -> bool:
+        return self in STAFF_ROLES
+
+
+STAFF_ROLES = frozenset({Role.FACILITATOR, Role.CLINICIAN, Role.ADMIN})
+SIGNUP_ROLES = frozenset({Role.PATIENT, Role.CAREGIVER})
+
+
+class RoomKind(StrEnum):
+    """`group` rooms admit members and facilitators; `drop_in` rooms every signed-in user."""
+
+    GROUP = "group"
+    DROP_IN = "drop_in"
+
+
+class MemberRole(StrEnum):
+    """A user's role within one room."""
+
+    MEMBER = "member"
+    FACILITATOR = "facilitator"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UserId
+    username: str
+    name: str
+    role: Role
+
+    def public(self) -> dict[str, str]:
+        """What other members see of this user."""
+        return {"id": self.id, "name": self.name, "role": self.role.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: RoomId
+    name: str
+    kind: RoomKind
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "kind": self.kind.value}
+
+
+class EventKind(StrEnum):
+    """Durable room events; each is committed with the room's next seq."""
+
+    MESSAGE = "message"
+    EDIT = "edit"
+    DELETE = "delete"
+    REACTION = "reaction"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event on its way to the store: everything but its seq and timestamp.
+
+    `target` is the seq of the message an edit, deletion or reaction acts on.
+    """
+
+    room: RoomId
+    kind: EventKind
+    sender: User
+    body: Mapping[str, Any]
+    client_id: str | None = None
+    target: Seq | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed durable event, as the store returns it."""
+
+    room: RoomId
+    seq: Seq
+    ts: datetime
+    kind: EventKind
+    sender: Mapping[str, str]
+    body: Mapping[str, Any] = field(default_factory=dict)
+    client_id: str | None = None
+    target: Seq | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event as every client sees it (PROTOCOL.md, core events)."""
+        wire: dict[str, Any] = {
+            "ev": self.kind.value,
+            "room": self.room,
+            "seq": self.seq,
+            "ts": iso_ts(self.ts),
+            "from": dict(self.sender),
+        }
+        if self.target is not None:
+            wire["target"] = self.target
+        wire.update(self.body)
+        if self.client_id is not None:
+            wire["client_id"] = self.client_id
+        return wire
+
+
+def iso_ts(ts: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a `Z`, as the protocol shows."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"

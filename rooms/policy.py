@@ -1,0 +1,30 @@
+"""Who may do what: pure functions of roles, so every rule is testable without a socket.
+
+Least privilege: each function answers for one action and grants nothing by default.
+"""
+
+from __future__ import annotations
+
+from rooms.model import MemberRole, Role, Room, RoomKind, User
+
+
+def can_join(user: User, room: Room, membership: MemberRole | None) -> bool:
+    """Drop-in rooms admit every signed-in user; groups their members, facilitators and admins."""
+    if room.kind is RoomKind.DROP_IN:
+        return True
+    return membership is not None or user.role is Role.ADMIN
+
+
+def can_create_room(user: User) -> bool:
+    """Facilitators and admins open rooms."""
+    return user.role in (Role.FACILITATOR, Role.ADMIN)
+
+
+def can_manage_members(user: User, membership: MemberRole | None) -> bool:
+    """A room's own facilitators and admins add members; a facilitator of another room may not."""
+    return user.role is Role.ADMIN or membership is MemberRole.FACILITATOR
+
+
+def can_hold_room_role(user: User, role: MemberRole) -> bool:
+    """Only staff can be made a room's facilitator; anyone can be a member."""
+    return role is MemberRole.MEMBER or user.role.is_staff

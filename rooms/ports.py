@@ -1,0 +1,79 @@
+"""The interfaces the domain needs; `server/` implements them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from rooms.errors import HearthError
+from rooms.model import Event, MemberRole, NewEvent, Role, Room, RoomId, RoomKind, Seq, User, UserId
+
+
+class Broker(Protocol):
+    """Fans committed room events out to every worker. Implementations: MemoryBroker, RedisBroker.
+
+    At most once: a subscriber that sees a gap in a room's seq fills it from the TranscriptStore.
+    Publishes to one room from one worker arrive in the order they were made.
+    """
+
+    async def publish(self, room: RoomId, event: bytes) -> None:
+        """Hand `event` to every worker subscribed to `room`, this one included."""
+
+    def subscribe(self, room: RoomId) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Return once the backend has confirmed the subscription; a publish made after that is seen."""
+
+
+class TranscriptStore(Protocol):
+    """The source of truth for durable room events. Implementation: SqlTranscriptStore."""
+
+    async def append(self, events: Sequence[NewEvent]) -> list[Event | HearthError]:
+        """Commit all `events` in one transaction, each with its room's next seq.
+
+        Idempotent on (room, sender, client_id): a repeat returns the stored event. An event
+        that cannot be applied (its target is gone) gets its error in place and takes no seq.
+        Raises `Unavailable` when the store cannot be reached; then nothing was committed.
+        """
+
+    async def read_since(self, room: RoomId, after: Seq, limit: int) -> list[Event]:
+        """Up to `limit` events with seq > `after`, oldest first."""
+
+    async def read_before(self, room: RoomId, before: Seq | None, limit: int) -> list[Event]:
+        """The `limit` events just before seq `before` (or the latest), oldest first."""
+
+    async def read_event(self, room: RoomId, seq: Seq) -> Event | None:
+        """One event by seq, as it stands now (edited or redacted)."""
+
+    async def last_seq(self, room: RoomId) -> Seq:
+        """The latest committed seq of `room` (0 when it has none)."""
+
+
+class Directory(Protocol):
+    """Users, rooms and membership. Implementation: SqlDirectory."""
+
+    async def get_user(self, user: UserId) -> User | None: ...
+
+    async def get_room(self, room: RoomId) -> Room | None: ...
+
+    async def member_role(self, room: RoomId, user: UserId) -> MemberRole | None: ...
+
+    async def rooms_for(self, user: User) -> list[Room]:
+        """Every room `user` may join: drop-in rooms and the groups they belong to."""
+
+    async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
+        """Create a room; the creator of a group becomes one of its facilitators."""
+
+    async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
+        """Add or update a membership; False when it already was exactly that."""
+
+
+class Clock(Protocol):
+    """Time, as the domain sees it: `now()` wall clock (UTC), `monotonic()` for intervals."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+__all__ = ["Broker", "Clock", "Directory", "Role", "TranscriptStore"]

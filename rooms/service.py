@@ -1,0 +1,131 @@
+"""Rooms and messages: values in, events and replies out.
+
+Every rule about who may join, what a message may hold and which message one may edit
+lives here; the socket handler only decodes, calls and encodes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+from rooms import policy
+from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
+from rooms.model import EventKind, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.ports import Directory, TranscriptStore
+
+# Control characters other than tab and newline are refused in text; so are unpaired surrogates.
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+MAX_NAME = 80
+MAX_EMOJI = 16
+
+
+def clean_text(text: str, *, max_chars: int, what: str = "Text") -> str:
+    """A message text as stored: NFC-normalised, no control characters, within the limit."""
+    if _FORBIDDEN_CHARS.search(text):
+        raise BadRequest(f"{what} contains control characters.")
+    text = unicodedata.normalize("NFC", text)
+    if len(text) > max_chars:
+        raise TooLarge(f"{what} is longer than {max_chars} characters.")
+    if not text.strip():
+        raise BadRequest(f"{what} is empty.")
+    return text
+
+
+def clean_name(name: str, *, what: str = "Name") -> str:
+    """A display or room name: one line, 1 to MAX_NAME characters."""
+    name = clean_text(name, max_chars=MAX_NAME, what=what).strip()
+    if "\n" in name or "\t" in name:
+        raise BadRequest(f"{what} must be one line.")
+    return name
+
+
+def check_client_id(client_id: str) -> str:
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise BadRequest("client_id must be 1 to 64 letters, digits or . _ : -")
+    return client_id
+
+
+class RoomService:
+    """Membership, permissions and the making of durable events."""
+
+    def __init__(self, directory: Directory, store: TranscriptStore, *, max_text: int) -> None:
+        self.directory = directory
+        self.store = store
+        self.max_text = max_text
+
+    # Rooms and membership
+
+    async def open_room(self, user: User, room_id: RoomId) -> Room:
+        """The room `user` asks to join, once they are allowed in."""
+        room = await self.directory.get_room(room_id)
+        if room is None:
+            raise NotFound("There is no such room.")
+        membership = None
+        if room.kind is RoomKind.GROUP:
+            membership = await self.directory.member_role(room.id, user.id)
+        if not policy.can_join(user, room, membership):
+            raise Forbidden("This group is for its members. Ask its facilitator to add you.")
+        return room
+
+    async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
+        if not policy.can_create_room(user):
+            raise Forbidden("Only facilitators and admins can open rooms.")
+        return await self.directory.create_room(clean_name(name, what="Room name"), kind, user)
+
+    async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
+        room = await self.directory.get_room(room_id)
+        if room is None:
+            raise NotFound("There is no such room.")
+        if not policy.can_manage_members(actor, await self.directory.member_role(room.id, actor.id)):
+            raise Forbidden("Only this room's facilitators can add members.")
+        target = await self.directory.get_user(user_id)
+        if target is None:
+            raise NotFound("There is no such user.")
+        if not policy.can_hold_room_role(target, role):
+            raise Forbidden("Only staff can facilitate a room.")
+        return await self.directory.add_member(room.id, target.id, role)
+
+    # Durable events
+
+    def new_message(
+        self, user: User, room: RoomId, text: str, client_id: str, reply_to: int | None, latest: Seq
+    ) -> NewEvent:
+        """A message ready for the store; `latest` is the room's newest seq this worker knows."""
+        body: dict[str, Any] = {"text": clean_text(text, max_chars=self.max_text)}
+        if reply_to is not None:
+            if not 1 <= reply_to <= latest:
+                raise BadRequest("reply_to names no message of this room.")
+            body["reply_to"] = reply_to
+        return NewEvent(room, EventKind.MESSAGE, user, body, check_client_id(client_id))
+
+    async def new_edit(self, user: User, room: RoomId, target: Seq, text: str, client_id: str | None) -> NewEvent:
+        body = {"text": clean_text(text, max_chars=self.max_text)}
+        await self._own_message(user, room, target, "edit")
+        return NewEvent(room, EventKind.EDIT, user, body, _opt_client_id(client_id), target)
+
+    async def new_delete(self, user: User, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
+        await self._own_message(user, room, target, "delete")
+        return NewEvent(room, EventKind.DELETE, user, {}, _opt_client_id(client_id), target)
+
+    def new_reaction(
+        self, user: User, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None
+    ) -> NewEvent:
+        emoji = clean_text(emoji, max_chars=MAX_EMOJI, what="Reaction")
+        if any(ch.isspace() for ch in emoji):
+            raise BadRequest("A reaction is one emoji or a short word, without spaces.")
+        body = {"emoji": emoji, "remove": remove}
+        return NewEvent(room, EventKind.REACTION, user, body, _opt_client_id(client_id), target)
+
+    async def _own_message(self, user: User, room: RoomId, target: Seq, verb: str) -> None:
+        event = await self.store.read_event(room, target)
+        if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
+            raise NotFound("There is no such message.")
+        if event.sender.get("id") != user.id:
+            raise Forbidden(f"You can only {verb} your own messages.")
+
+
+def _opt_client_id(client_id: str | None) -> str | None:
+    return None if client_id is None else check_client_id(client_id)

@@ -1,0 +1,65 @@
+"""create_app(settings): the ASGI app, and the lifespan that builds store, broker and hub."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from server.auth import Accounts, Tokens, load_secret
+from server.broker import open_broker
+from server.http import routes
+from server.hub import Hub
+from server.settings import Settings
+from server.store.directory import SqlDirectory
+from server.store.engine import open_engines
+from server.store.migrate import upgrade
+from server.store.sql import SqlTranscriptStore
+from server.ws import ws_endpoint
+
+log = logging.getLogger("hearth")
+
+WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engines = open_engines(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
+        if settings.development:
+            await upgrade(engines)
+        directory = SqlDirectory(engines)
+        tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
+        accounts = Accounts(
+            directory, tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
+        )
+        broker = open_broker(settings.broker_url)
+        hub = Hub(settings, store=SqlTranscriptStore(engines), directory=directory, broker=broker, accounts=accounts)
+        hub.start()
+        app.state.hub = hub
+        app.state.login_buckets = {}
+        await directory.purge_revoked()
+        log.info("hearth ready env=%s broker=%s", settings.env, settings.broker_url.split("://")[0])
+        try:
+            yield
+        finally:
+            await hub.drain()
+            await hub.close()
+            await engines.dispose()
+
+    app = Starlette(
+        routes=[
+            *routes,
+            WebSocketRoute("/ws", ws_endpoint),
+            Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
+        ],
+        lifespan=lifespan,
+    )
+    return app

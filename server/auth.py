@@ -1,0 +1,164 @@
+"""Accounts: argon2 password hashes, signed expiring tokens, revocation, the Origin check."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from rooms.errors import BadRequest, Forbidden, Unauthenticated
+from rooms.model import SIGNUP_ROLES, Role, User, UserId
+from rooms.service import clean_name
+from server.settings import Settings
+from server.store.directory import SqlDirectory
+
+log = logging.getLogger("hearth.auth")
+
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{2,31}")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+def load_secret(settings: Settings) -> bytes:
+    """HEARTH_SECRET_KEY, or a development secret generated once in the data directory."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    log.warning("HEARTH_SECRET_KEY is not set; using the development secret in %s", path)
+    return Path(path).read_text().strip().encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a valid token says: whose it is, its id (for revocation) and when it expires."""
+
+    user: UserId
+    jti: str
+    exp: int
+
+
+class Tokens:
+    """`v1.<payload>.<HMAC-SHA256>`, base64url; the payload names the user, an id and an expiry."""
+
+    def __init__(self, secret: bytes, *, ttl: float) -> None:
+        self._key = hashlib.sha256(b"hearth token v1" + secret).digest()
+        self.ttl = ttl
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, user: UserId) -> tuple[str, Claims]:
+        claims = Claims(user, secrets.token_hex(12), int(time.time() + self.ttl))
+        payload = _b64(orjson.dumps({"sub": claims.user, "jti": claims.jti, "exp": claims.exp}))
+        return f"v1.{payload}.{self._sign(payload)}", claims
+
+    def verify(self, token: object) -> Claims:
+        invalid = Unauthenticated("Your sign-in is not valid. Please sign in again.")
+        if not isinstance(token, str) or len(token) > 512 or token.count(".") != 2:
+            raise invalid
+        version, payload, signature = token.split(".")
+        if version != "v1" or not hmac.compare_digest(self._sign(payload), signature):
+            raise invalid
+        try:
+            data = orjson.loads(_unb64(payload))
+            claims = Claims(UserId(str(data["sub"])), str(data["jti"]), int(data["exp"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise invalid from exc
+        if claims.exp < time.time():
+            raise Unauthenticated("Your sign-in has expired. Please sign in again.")
+        return claims
+
+
+class Accounts:
+    """Signup, login, logout and token checks, on the directory."""
+
+    def __init__(self, directory: SqlDirectory, tokens: Tokens, *, memory_kib: int, time_cost: int) -> None:
+        self.directory = directory
+        self.tokens = tokens
+        self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+
+    async def hash_password(self, password: object) -> str:
+        password = check_password(password)
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def create_user(self, username: object, password: object, name: str, role: Role) -> User:
+        username = check_username(username)
+        name = clean_name(name, what="Display name")
+        return await self.directory.create_user(username, name, role, await self.hash_password(password))
+
+    async def signup(self, username: object, password: object, name: str, role: Role = Role.PATIENT) -> User:
+        """Anyone may sign up as a patient or caregiver; staff roles come from the command line."""
+        if role not in SIGNUP_ROLES:
+            raise Forbidden("Staff accounts are made by an administrator.")
+        return await self.create_user(username, password, name, role)
+
+    async def login(self, username: object, password: object) -> User:
+        wrong = Unauthenticated("Wrong username or password.")
+        found = await self.directory.find_login(username) if isinstance(username, str) else None
+        if found is None or not isinstance(password, str) or len(password) > MAX_PASSWORD:
+            raise wrong
+        user, stored = found
+        try:
+            await asyncio.to_thread(self.hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError) as exc:
+            raise wrong from exc
+        if self.hasher.check_needs_rehash(stored):
+            await self.directory.set_password(user.id, await self.hash_password(password))
+        return user
+
+    async def authenticate(self, token: object) -> tuple[User, Claims]:
+        """The user a token belongs to; raises Unauthenticated if it is invalid, expired or revoked."""
+        claims = self.tokens.verify(token)
+        user = await self.directory.get_user(claims.user)
+        if user is None or await self.directory.is_revoked(claims.jti):
+            raise Unauthenticated("Your sign-in is not valid. Please sign in again.")
+        return user, claims
+
+    async def logout(self, claims: Claims) -> None:
+        await self.directory.revoke_token(claims.jti, claims.exp * 1_000_000)
+
+
+def check_username(username: object) -> str:
+    if not isinstance(username, str) or not _USERNAME.fullmatch(username.lower()):
+        raise BadRequest("A username is 3 to 32 letters, digits, dots, dashes or underscores.")
+    return username.lower()
+
+
+def check_password(password: object) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise BadRequest(f"A password is {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
+    return password
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """No Origin (a native client), the same origin, or one of HEARTH_ALLOWED_ORIGINS."""
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in allowed or "*" in allowed:
+        return True
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()

@@ -1,0 +1,127 @@
+"""`hearth serve | migrate | user create | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from rooms.errors import HearthError
+from rooms.model import Role
+from server.auth import Accounts, Tokens, load_secret
+from server.settings import Settings
+from server.store.directory import SqlDirectory
+from server.store.engine import Engines, open_engines
+from server.store.migrate import upgrade
+from server.store.sql import SqlTranscriptStore
+
+T = TypeVar("T")
+
+
+def _with_store(settings: Settings, work: Callable[[Engines], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engines = open_engines(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            await upgrade(engines)
+            return await work(engines)
+        finally:
+            await engines.dispose()
+
+    return asyncio.run(run())
+
+
+def _accounts(settings: Settings, engines: Engines) -> Accounts:
+    tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
+    return Accounts(
+        SqlDirectory(engines), tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
+    )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.serve import serve
+
+    settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+    if args.demo:
+        cmd_demo(args, settings)
+    serve(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(engines: Engines) -> None:
+        return None
+
+    _with_store(settings, work)
+    print("schema is up to date")
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
+    password = args.password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif password is None:
+        password = os.environ.get("HEARTH_PASSWORD") or getpass.getpass("Password: ")
+
+    async def work(engines: Engines) -> str:
+        user = await _accounts(settings, engines).create_user(
+            args.name, password, args.display_name or args.name, Role(args.role)
+        )
+        return user.id
+
+    print(_with_store(settings, work))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from server.demo import seed
+
+    async def work(engines: Engines) -> list[str]:
+        return await seed(_accounts(settings, engines), SqlDirectory(engines), SqlTranscriptStore(engines))
+
+    lines = _with_store(settings, work)
+    print(f"Demo data is ready. Sign in at http://{settings.host}:{settings.port}/ as:")
+    print("\n".join(lines))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hearth", description="Hearth, a real-time server for support groups.")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (PORT, DATABASE_URL, REDIS_URL from the environment)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true", help="seed the demo users and rooms first")
+    serve.set_defaults(run=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+    demo = sub.add_parser("demo", help="seed example users, rooms and messages")
+    demo.set_defaults(run=cmd_demo)
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    create = user.add_parser("create", help="create a user with any role")
+    create.add_argument("name", help="the username")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--password", help="the password (or --password-stdin, HEARTH_PASSWORD, a prompt)")
+    create.add_argument("--password-stdin", action="store_true")
+    create.add_argument("--display-name")
+    create.set_defaults(run=cmd_user_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args, Settings.from_env())
+        return code
+    except HearthError as exc:
+        print(f"hearth: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

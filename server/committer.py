@@ -1,0 +1,88 @@
+"""Group commit: sends waiting at the same moment share one transaction.
+
+The commit rate, not the message rate, bounds the store. Each event is acknowledged only
+after its transaction committed, and published on the broker right after, in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from rooms.errors import HearthError, Internal
+from rooms.model import Event, NewEvent
+from rooms.ports import Broker, TranscriptStore
+from server.fanout import pack
+
+log = logging.getLogger("hearth.commit")
+
+
+class GroupCommitter:
+    """One writer task per worker; `submit()` queues an event and returns its future."""
+
+    def __init__(self, store: TranscriptStore, broker: Broker, *, max_batch: int) -> None:
+        self.store = store
+        self.broker = broker
+        self.max_batch = max_batch
+        self._queue: deque[tuple[NewEvent, asyncio.Future[Event]]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.committed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group commit")
+
+    def submit(self, event: NewEvent) -> asyncio.Future[Event]:
+        """Queue `event`; the future resolves once it is durable (or fails with a HearthError)."""
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._queue.append((event, future))
+        self._idle.clear()
+        self._wake.set()
+        return future
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is committed (or failed)."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                await self._commit(batch)
+            self._idle.set()
+
+    async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Event]]]) -> None:
+        try:
+            results: list[Event | HearthError] = await self.store.append([new for new, _ in batch])
+        except HearthError as exc:
+            results = [exc] * len(batch)
+        except Exception:
+            log.exception("commit of %d events failed", len(batch))
+            results = [Internal("The message could not be saved.")] * len(batch)
+        self.batches += 1
+        for result in results:
+            if isinstance(result, Event):
+                self.committed += 1
+                try:
+                    await self.broker.publish(result.room, pack(result.to_wire()))
+                except Exception as exc:  # the event is durable; feeds fill the gap from the store
+                    log.warning("publish room=%s seq=%s failed: %s", result.room, result.seq, type(exc).__name__)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Event):
+                future.set_result(result)
+            else:
+                future.set_exception(result)

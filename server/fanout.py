@@ -1,0 +1,250 @@
+"""Room feeds: broker events → seq order → encode once per codec → local outboxes.
+
+One feed per room with local members, holding the room's one upstream subscription on
+this worker, the last seq delivered and a short ring of recent events for resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+
+from rooms.errors import BadRequest
+from rooms.model import ConnId, RoomId, Seq
+from rooms.ports import Broker, TranscriptStore
+from server.connection import Connection
+
+log = logging.getLogger("hearth.fanout")
+
+GoLive = Callable[[int, list[dict[str, Any]], bool], None]
+SKIP = "_skip"  # ephemeral events carry the id of the user who should not get them back
+
+
+def pack(event: Mapping[str, Any]) -> bytes:
+    """The broker's payload between workers: msgpack of the event as clients see it."""
+    data: bytes = msgpack.packb(event, use_bin_type=True)
+    return data
+
+
+class RoomFeed:
+    """Delivers one room's events to this worker's members, in seq order, each once.
+
+    A durable event whose seq is ahead of the next expected one is held back; if the
+    missing ones do not arrive within `gap_wait` seconds they are read from the store.
+    """
+
+    def __init__(
+        self, room: RoomId, broker: Broker, store: TranscriptStore, *, ring: int, resume_max: int, gap_wait: float
+    ) -> None:
+        self.room = room
+        self.broker = broker
+        self.store = store
+        self.resume_max = resume_max
+        self.gap_wait = gap_wait
+        self.last = Seq(0)
+        self.ring: deque[dict[str, Any]] = deque(maxlen=ring)
+        self.members: dict[ConnId, Connection] = {}
+        self._joining: dict[ConnId, list[dict[str, Any]]] = {}
+        self._held: dict[int, dict[str, Any]] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._filler: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._advanced: asyncio.Future[None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.members and not self._joining
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Subscribe upstream; returns once the subscription is confirmed and `last` is known."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"feed {self.room}")
+        waiter = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait([waiter, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.is_set():
+            waiter.cancel()
+            raise self._failure or RuntimeError("feed stopped")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._filler):
+            if task is not None:
+                task.cancel()
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        """Listen upstream; on a broken subscription, resubscribe and fill from the store."""
+        delay = 0.1
+        while True:
+            try:
+                async with self.broker.subscribe(self.room) as messages:
+                    latest = await self.store.last_seq(self.room)
+                    if self._ready.is_set():
+                        self._hold_until(latest)
+                    else:
+                        self.last = latest
+                        self._ready.set()
+                    delay = 0.1
+                    async for raw in messages:
+                        self._accept(msgpack.unpackb(raw, raw=False))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._ready.is_set():
+                    self._failure = exc
+                    raise
+                log.warning("feed room=%s lost its subscription (%s); retrying", self.room, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # Delivery
+
+    def _accept(self, event: dict[str, Any]) -> None:
+        seq = event.get("seq")
+        if seq is None:
+            self._deliver_ephemeral(event)
+            return
+        if seq <= self.last:
+            return  # already delivered (a repeat or a late duplicate)
+        self._held[seq] = event
+        self._flush()
+
+    def _flush(self) -> None:
+        while (event := self._held.pop(self.last + 1, None)) is not None:
+            self._deliver(event)
+        if self._held and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(self.gap_wait, self._gap_expired)
+        elif not self._held and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _hold_until(self, latest: int) -> None:
+        """Events up to `latest` exist in the store; make sure they get delivered."""
+        if latest > self.last and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(0, self._gap_expired)
+
+    def _gap_expired(self) -> None:
+        self._gap_timer = None
+        if self._filler is None or self._filler.done():
+            self._filler = asyncio.create_task(self._fill(), name=f"gap fill {self.room}")
+
+    async def _fill(self) -> None:
+        try:
+            while True:
+                found = await self.store.read_since(self.room, self.last, 500)
+                if not found:
+                    break
+                log.info("gap fill room=%s after=%s events=%d", self.room, self.last, len(found))
+                for event in found:
+                    self._held.setdefault(event.seq, event.to_wire())
+                self._flush()
+                if len(found) < 500:
+                    break
+        except Exception as exc:
+            log.warning("gap fill room=%s failed (%s); retrying", self.room, type(exc).__name__)
+            self._gap_timer = asyncio.get_running_loop().call_later(self.gap_wait, self._gap_expired)
+        finally:
+            self._held = {s: e for s, e in self._held.items() if s > self.last}
+            self._flush()
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        self.last = event["seq"]
+        if self._advanced is not None and not self._advanced.done():
+            self._advanced.set_result(None)
+        self.ring.append(event)
+        if event["ev"] == "delete":
+            self._redact(event["target"])
+        for pending in self._joining.values():
+            pending.append(event)
+        self._push(event, self.members.values())
+
+    def _deliver_ephemeral(self, event: dict[str, Any]) -> None:
+        skip = event.pop(SKIP, None)
+        self._push(event, [c for c in self.members.values() if c.user_id != skip])
+
+    @staticmethod
+    def _push(event: Mapping[str, Any], conns: Any) -> None:
+        frames: dict[str, str | bytes] = {}
+        for conn in conns:
+            frame = frames.get(conn.codec.name)
+            if frame is None:
+                frame = frames[conn.codec.name] = conn.codec.encode(event)
+            conn.push(frame)
+
+    def _redact(self, target: int) -> None:
+        for i, kept in enumerate(self.ring):
+            if kept["seq"] == target and kept["ev"] == "message":
+                redacted = {k: v for k, v in kept.items() if k not in ("text",)}
+                self.ring[i] = {**redacted, "deleted": True}
+            elif kept.get("target") == target and kept["ev"] == "edit":
+                self.ring[i] = {k: v for k, v in kept.items() if k != "text"} | {"deleted": True}
+
+    # Joining
+
+    async def attach(self, conn: Connection, since: int | None, go_live: GoLive) -> None:
+        """Make `conn` a member; with `since`, hand it every durable event after it.
+
+        Live events start being collected before the store is read and are merged by seq,
+        so nothing committed meanwhile is missed or repeated. `go_live(latest, events,
+        recovered)` is called at the moment `conn` becomes a member, before any live event
+        is pushed to it. Nothing happens if the connection closed meanwhile.
+        """
+        self.members.pop(conn.id, None)
+        if since is None:
+            self._go_live(conn, go_live, self.last, [], True)
+            return
+        if since > self.last:
+            if since > await self.store.last_seq(self.room):
+                raise BadRequest("since is ahead of this room's latest seq.")
+            await self._reach(since)  # committed but not yet delivered here: wait for it
+        first = self.ring[0]["seq"] if self.ring else self.last + 1
+        if first <= since + 1 and self.last - since <= self.resume_max and since <= self.last:
+            self._go_live(conn, go_live, self.last, [e for e in self.ring if e["seq"] > since], True)
+            return
+        live: list[dict[str, Any]] = []
+        self._joining[conn.id] = live
+        try:
+            stored = await self.store.read_since(self.room, Seq(since), self.resume_max + 1)
+            recovered = len(stored) <= self.resume_max
+            if not recovered:
+                stored = await self.store.read_before(self.room, None, self.resume_max)
+        finally:
+            self._joining.pop(conn.id, None)
+        merged = {e.seq: e.to_wire() for e in stored}
+        for event in live:
+            merged.setdefault(event["seq"], event)
+        # Events past `last` are still on their way through the broker and will arrive live.
+        events = [merged[s] for s in sorted(merged) if since < s <= self.last]
+        self._go_live(conn, go_live, self.last, events, recovered)
+
+    def _go_live(
+        self, conn: Connection, go_live: GoLive, latest: int, events: list[dict[str, Any]], recovered: bool
+    ) -> None:
+        if not conn.closing:
+            go_live(latest, events, recovered)
+            self.members[conn.id] = conn
+
+    async def _reach(self, seq: int) -> None:
+        """Wait (briefly) until this feed has delivered `seq`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.gap_wait * 4):
+                while self.last < seq:
+                    if self._advanced is None or self._advanced.done():
+                        self._advanced = asyncio.get_running_loop().create_future()
+                    await asyncio.shield(self._advanced)
+
+    def detach(self, conn: Connection) -> None:
+        self.members.pop(conn.id, None)
+        self._joining.pop(conn.id, None)

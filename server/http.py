@@ -1,0 +1,204 @@
+"""The HTTP API: accounts, rooms, membership, health. JSON in and out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rooms.errors import (
+    BadRequest,
+    Forbidden,
+    HearthError,
+    Internal,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from rooms.limits import TokenBucket
+from rooms.model import MemberRole, Role, RoomId, RoomKind, User, UserId
+from server.auth import Claims
+from server.hub import Hub
+
+log = logging.getLogger("hearth.http")
+MAX_BODY = 16 * 1024
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def api(handler: Endpoint) -> Endpoint:
+    """Turn HearthErrors into `{"error": {...}}` with the matching status."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HearthError as exc:
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            return JSON({"error": exc.to_wire()}, status_code=exc.http_status, headers=headers)
+        except Exception:
+            log.exception("http %s %s failed", request.method, request.url.path)
+            return JSON({"error": Internal("Something went wrong on our side.").to_wire()}, status_code=500)
+
+    return endpoint
+
+
+async def body(request: Request) -> dict[str, Any]:
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise TooLarge("The request body is too large.")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise TooLarge("The request body is too large.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("The body must be a JSON object.") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return data
+
+
+async def signed_in(request: Request) -> tuple[User, Claims]:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("Sign in first (Authorization: Bearer <token>).")
+    return await _hub(request).accounts.authenticate(token.strip())
+
+
+def throttle(request: Request) -> None:
+    """Sign-in attempts per client address: a short burst, then one a second."""
+    buckets: dict[str, TokenBucket] = request.app.state.login_buckets
+    key = request.client.host if request.client else "?"
+    now = time.monotonic()
+    bucket = buckets.get(key)
+    if bucket is None:
+        if len(buckets) > 10_000:
+            buckets.clear()
+        bucket = buckets[key] = TokenBucket(1.0, 10.0, now)
+    wait = bucket.take(now)
+    if wait:
+        raise RateLimited("Too many sign-in attempts. Wait a moment.", retry_after=wait)
+
+
+def _session(hub: Hub, user: User, status: int = 200) -> Response:
+    token, _ = hub.accounts.tokens.issue(user.id)
+    return JSON({"token": token, "user": user.public()}, status_code=status)
+
+
+@api
+async def signup(request: Request) -> Response:
+    hub = _hub(request)
+    if not hub.settings.signup_open:
+        raise Forbidden("Signup is closed here; ask an administrator for an account.")
+    throttle(request)
+    data = await body(request)
+    role = data.get("role", Role.PATIENT.value)
+    if role not in {r.value for r in Role}:
+        raise BadRequest("Unknown role.")
+    user = await hub.accounts.signup(
+        data.get("username"), data.get("password"), _text(data, "display_name"), Role(role)
+    )
+    return _session(hub, user, 201)
+
+
+@api
+async def login(request: Request) -> Response:
+    throttle(request)
+    data = await body(request)
+    hub = _hub(request)
+    return _session(hub, await hub.accounts.login(data.get("username"), data.get("password")))
+
+
+@api
+async def logout(request: Request) -> Response:
+    hub = _hub(request)
+    _, claims = await signed_in(request)
+    await hub.accounts.logout(claims)
+    hub.revoke(claims.jti)
+    return JSON({})
+
+
+@api
+async def me(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    return JSON({"user": user.public()})
+
+
+@api
+async def list_rooms(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    rooms = await _hub(request).directory.rooms_for(user)
+    return JSON({"rooms": [r.public() for r in rooms]})
+
+
+@api
+async def create_room(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    data = await body(request)
+    kind = data.get("kind")
+    if kind not in {k.value for k in RoomKind}:
+        raise BadRequest("`kind` must be group or drop_in.")
+    room = await _hub(request).service.create_room(user, _text(data, "name"), RoomKind(kind))
+    return JSON({"room": room.public()}, status_code=201)
+
+
+@api
+async def add_member(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    data = await body(request)
+    role = data.get("role", MemberRole.MEMBER.value)
+    if role not in {r.value for r in MemberRole}:
+        raise BadRequest("`role` must be member or facilitator.")
+    room_id = RoomId(request.path_params["room"])
+    added = await _hub(request).service.add_member(user, room_id, UserId(_text(data, "user")), MemberRole(role))
+    return JSON({"user": data["user"], "role": role}, status_code=201 if added else 200)
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    hub = _hub(request)
+    checks = {"store": "ok"}
+    try:
+        await hub.store.ping()
+    except Unavailable:
+        checks["store"] = "down"
+    ready = checks["store"] == "ok" and not hub.draining
+    return JSON({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"`{name}` must be a string.")
+    return value
+
+
+routes = [
+    Route("/api/signup", signup, methods=["POST"]),
+    Route("/api/login", login, methods=["POST"]),
+    Route("/api/logout", logout, methods=["POST"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/rooms", list_rooms, methods=["GET"]),
+    Route("/api/rooms", create_room, methods=["POST"]),
+    Route("/api/rooms/{room}/members", add_member, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

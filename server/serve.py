@@ -1,0 +1,55 @@
+"""Running Hearth under uvicorn, with Hearth's limits and its graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from server.app import create_app
+from server.settings import Settings
+
+
+class HearthServer(uvicorn.Server):
+    """uvicorn's server, draining the hub before uvicorn closes the sockets.
+
+    On SIGTERM: stop accepting connections, commit and acknowledge every pending send,
+    then close each socket with 1012 so clients reconnect elsewhere and resume.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        hub = getattr(self.app.state, "hub", None)
+        if hub is not None and not self.force_exit:
+            await hub.drain()
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> uvicorn.Config:
+    limits = settings.limits
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws": "websockets-sansio",
+        "ws_max_size": limits.hard_frame,
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": limits.ping_interval,
+        "ws_ping_timeout": limits.ping_interval,
+        "timeout_graceful_shutdown": 15,
+        "lifespan": "on",
+        "proxy_headers": True,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    HearthServer(uvicorn_config(app, settings), app).run()

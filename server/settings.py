@@ -1,0 +1,104 @@
+"""Configuration, read once from the environment into frozen dataclasses.
+
+With nothing set, Hearth runs one process on a SQLite file and the memory broker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Self
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every limit a client can hit; each is answered with a protocol error or close code."""
+
+    # Frames
+    max_frame: int = 64 * 1024  # bytes; larger frames get `too_large`
+    hard_frame: int = 1024 * 1024  # bytes; larger frames are refused by the websocket layer (1009)
+    max_text: int = 4000  # characters of a message
+    max_depth: int = 16  # nesting of maps and lists in one frame
+    # Timeouts
+    auth_timeout: float = 10.0  # seconds to send `auth` before close 4401
+    ping_interval: float = 20.0  # seconds between server pings; a missed pong closes
+    # Rate: a token bucket per connection
+    rate: float = 20.0  # commands per second
+    burst: float = 40.0
+    strikes: int = 20  # rate_limited replies in a row before close 4429
+    # Outbox
+    outbox: int = 2048  # frames waiting for one client before close 4408
+    # History and resume
+    history_max: int = 100
+    resume_max: int = 1000  # events a join with `since` returns at most
+    ring: int = 1024  # recent events per room kept in memory for resume
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    env: str = "development"
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = "memory://"
+    secret_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    signup_open: bool = True
+    token_ttl: float = 30 * 24 * 3600.0
+    argon2_memory_kib: int = 65536
+    argon2_time_cost: int = 3
+    commit_batch: int = 512
+    drain_timeout: float = 10.0  # seconds SIGTERM waits for pending commits and acks
+    gap_wait: float = 0.5  # seconds a feed waits for a missing seq before reading the store
+    sqlite_synchronous: str = "FULL"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hearth.db'}"
+
+    def with_(self, **changes: object) -> Self:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        lim, base = Limits(), cls()
+        limits = Limits(
+            max_text=int(env.get("HEARTH_MAX_TEXT", lim.max_text)),
+            rate=float(env.get("HEARTH_RATE", lim.rate)),
+            burst=float(env.get("HEARTH_BURST", lim.burst)),
+            outbox=int(env.get("HEARTH_OUTBOX", lim.outbox)),
+        )
+        return cls(
+            host=env.get("HEARTH_HOST", base.host),
+            port=int(env.get("PORT", base.port)),
+            env=env.get("HEARTH_ENV", base.env),
+            data_dir=Path(env.get("HEARTH_DATA_DIR", str(base.data_dir))),
+            database_url=normalise_db_url(env.get("HEARTH_DATABASE_URL") or env.get("DATABASE_URL", "")),
+            broker_url=env.get("HEARTH_BROKER_URL") or env.get("REDIS_URL") or base.broker_url,
+            secret_key=env.get("HEARTH_SECRET_KEY") or None,
+            allowed_origins=tuple(
+                o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()
+            ),
+            signup_open=env.get("HEARTH_SIGNUP_OPEN", "1").lower() not in ("0", "false", "no"),
+            token_ttl=float(env.get("HEARTH_TOKEN_TTL", base.token_ttl)),
+            sqlite_synchronous=env.get("HEARTH_SQLITE_SYNCHRONOUS", base.sqlite_synchronous).upper(),
+            limits=limits,
+        )
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept the `postgres://` URLs platforms hand out and pick the async drivers."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url

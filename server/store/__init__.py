@@ -1,0 +1,1 @@
+"""The SQL transcript store and directory (SQLite by default, PostgreSQL in production)."""

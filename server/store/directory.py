@@ -1,0 +1,146 @@
+"""SqlDirectory: users, rooms, membership and revoked tokens."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rooms.errors import Conflict
+from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.ports import Directory
+from server.store.engine import Engines
+from server.store.sql import guarded, now_us
+from server.store.tables import revoked_tokens, room_members, rooms, users
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def _user(row: Any) -> User:
+    return User(UserId(row.id), row.username, row.display_name, Role(row.role))
+
+
+def _room(row: Any) -> Room:
+    return Room(RoomId(row.id), row.name, RoomKind(row.kind))
+
+
+class SqlDirectory:
+    """Who exists, which rooms exist, who belongs where. Reads use the reader engine."""
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+
+    async def _one(self, query: Any) -> Any:
+        async def run() -> Any:
+            async with self.engines.reader.connect() as conn:
+                return (await conn.execute(query)).first()
+
+        return await guarded(run)
+
+    async def _all(self, query: Any) -> list[Any]:
+        async def run() -> list[Any]:
+            async with self.engines.reader.connect() as conn:
+                return list(await conn.execute(query))
+
+        return await guarded(run)
+
+    async def _write(self, *statements: Any) -> None:
+        async def run() -> None:
+            async with self.engines.writer.begin() as conn:
+                for statement in statements:
+                    await conn.execute(statement)
+
+        await guarded(run)
+
+    # Users
+
+    async def get_user(self, user: UserId) -> User | None:
+        row = await self._one(select(users).where(users.c.id == user))
+        return _user(row) if row else None
+
+    async def find_login(self, username: str) -> tuple[User, str] | None:
+        """The user and their password hash, by username (case-insensitive)."""
+        row = await self._one(select(users).where(users.c.username == username.lower()))
+        return (_user(row), row.password_hash) if row else None
+
+    async def create_user(self, username: str, name: str, role: Role, password_hash: str) -> User:
+        user = User(UserId(new_id("u")), username.lower(), name, role)
+        values = {"id": user.id, "username": user.username, "display_name": name, "role": role.value}
+        try:
+            await self._write(insert(users).values(**values, password_hash=password_hash, created_at=now_us()))
+        except IntegrityError as exc:
+            raise Conflict("That username is taken.") from exc
+        return user
+
+    async def set_password(self, user: UserId, password_hash: str) -> None:
+        await self._write(update(users).where(users.c.id == user).values(password_hash=password_hash))
+
+    # Rooms and membership
+
+    async def get_room(self, room: RoomId) -> Room | None:
+        row = await self._one(select(rooms).where(rooms.c.id == room))
+        return _room(row) if row else None
+
+    async def find_room(self, name: str) -> Room | None:
+        row = await self._one(select(rooms).where(rooms.c.name == name).order_by(rooms.c.created_at))
+        return _room(row) if row else None
+
+    async def member_role(self, room: RoomId, user: UserId) -> MemberRole | None:
+        row = await self._one(
+            select(room_members.c.role).where(room_members.c.room_id == room, room_members.c.user_id == user)
+        )
+        return MemberRole(row.role) if row else None
+
+    async def rooms_for(self, user: User) -> list[Room]:
+        query = select(rooms).order_by(rooms.c.created_at, rooms.c.id)
+        if user.role is not Role.ADMIN:
+            mine = select(room_members.c.room_id).where(room_members.c.user_id == user.id)
+            query = query.where(or_(rooms.c.kind == RoomKind.DROP_IN.value, rooms.c.id.in_(mine)))
+        return [_room(row) for row in await self._all(query)]
+
+    async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
+        room = Room(RoomId(new_id("r")), name, kind)
+        now = now_us()
+        statements: list[Any] = [
+            insert(rooms).values(id=room.id, name=name, kind=kind.value, created_by=creator.id, created_at=now)
+        ]
+        if kind is RoomKind.GROUP:
+            statements.append(
+                insert(room_members).values(
+                    room_id=room.id, user_id=creator.id, role=MemberRole.FACILITATOR.value, added_at=now
+                )
+            )
+        await self._write(*statements)
+        return room
+
+    async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
+        current = await self.member_role(room, user)
+        if current is role:
+            return False
+        where = (room_members.c.room_id == room, room_members.c.user_id == user)
+        await self._write(
+            delete(room_members).where(*where),
+            insert(room_members).values(room_id=room, user_id=user, role=role.value, added_at=now_us()),
+        )
+        return True
+
+    # Tokens
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        if await self.is_revoked(jti):
+            return
+        await self._write(insert(revoked_tokens).values(jti=jti, expires_at=expires_at))
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await self._one(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)) is not None
+
+    async def purge_revoked(self) -> None:
+        """Forget revocations of tokens that have expired anyway."""
+        await self._write(delete(revoked_tokens).where(revoked_tokens.c.expires_at < now_us()))
+
+
+_: type[Directory] = SqlDirectory

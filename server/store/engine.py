@@ -1,0 +1,66 @@
+"""Opening the database: SQLite in WAL mode by default, PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """`writer` for transactions that write, `reader` for reads; the same engine on PostgreSQL.
+
+    On SQLite the writer starts every transaction with BEGIN IMMEDIATE, so two writers wait
+    for each other (busy_timeout) instead of failing when one upgrades a read to a write.
+    """
+
+    writer: AsyncEngine
+    reader: AsyncEngine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.writer.dialect.name == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
+    if not url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return Engines(engine, engine)
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError("HEARTH_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+    writer = create_async_engine(url, pool_size=2, max_overflow=0)
+    reader = create_async_engine(url, pool_size=5, max_overflow=5)
+    for engine, immediate in ((writer, True), (reader, False)):
+        _sqlite_pragmas(engine, sqlite_synchronous, immediate=immediate)
+    return Engines(writer, reader)
+
+
+def _sqlite_pragmas(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the driver so BEGIN is ours to choose.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,234 @@
+"""SqlTranscriptStore: durable room events with per-room seq, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Row, and_, bindparam, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rooms.errors import HearthError, NotFound, Unavailable
+from rooms.model import Event, EventKind, NewEvent, RoomId, Seq
+from rooms.ports import TranscriptStore
+from server.store.engine import Engines
+from server.store.tables import events, rooms
+
+log = logging.getLogger("hearth.store")
+T = TypeVar("T")
+
+_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+async def guarded(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a store call; a connection failure becomes `Unavailable` (nothing was committed)."""
+    try:
+        return await call()
+    except _DOWN as exc:
+        log.warning("store unavailable: %s", type(exc).__name__)
+        raise Unavailable("The message store is unavailable. Please retry.") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("The message store is unavailable. Please retry.") from exc
+        raise
+
+
+def _row_event(row: Row[Any]) -> Event:
+    return Event(
+        room=RoomId(row.room_id),
+        seq=Seq(row.seq),
+        ts=from_us(row.ts),
+        kind=EventKind(row.kind),
+        sender={"id": row.sender_id, "name": row.sender_name, "role": row.sender_role},
+        body=orjson.loads(row.body),
+        client_id=row.client_id,
+        target=row.target,
+    )
+
+
+class SqlTranscriptStore:
+    """The transcript store on SQLAlchemy Core.
+
+    `append` takes each room's counter under its row lock (SELECT ... FOR UPDATE on
+    PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers), so commits within a room
+    happen in seq order whatever the worker.
+    """
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
+        async def run() -> list[Event | HearthError]:
+            async with self.engines.writer.begin() as conn:
+                return await self._append(conn, batch)
+
+        return await guarded(run)
+
+    async def _append(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
+        room_ids = sorted({e.room for e in batch})
+        locked = await conn.execute(
+            select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(room_ids)).order_by(rooms.c.id).with_for_update()
+        )
+        last: dict[str, int] = {r.id: r.last_seq for r in locked}
+        known = await self._repeats(conn, batch)
+        targets = await self._targets(conn, batch)
+        ts = now_us()
+        results: list[Event | HearthError] = []
+        rows: list[dict[str, Any]] = []
+        edits: list[dict[str, Any]] = []
+        deletes: list[dict[str, Any]] = []
+        for new in batch:
+            key = (new.room, new.sender.id, new.client_id)
+            if new.room not in last:
+                results.append(NotFound("There is no such room."))
+                continue
+            if new.client_id is not None and key in known:
+                results.append(known[key])
+                continue
+            if new.target is not None:
+                target = targets.get((new.room, new.target))
+                if target is None or target["kind"] != EventKind.MESSAGE or target["redacted"]:
+                    results.append(NotFound("There is no such message."))
+                    continue
+            seq = last[new.room] = last[new.room] + 1
+            event = Event(
+                new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target
+            )
+            results.append(event)
+            if new.client_id is not None:
+                known[key] = event
+            rows.append(
+                {
+                    "room_id": new.room,
+                    "seq": seq,
+                    "kind": new.kind.value,
+                    "sender_id": new.sender.id,
+                    "sender_name": new.sender.name,
+                    "sender_role": new.sender.role.value,
+                    "client_id": new.client_id,
+                    "target": new.target,
+                    "ts": ts,
+                    "body": orjson.dumps(new.body).decode(),
+                    "redacted": False,
+                }
+            )
+            if new.kind is EventKind.MESSAGE:
+                targets[(new.room, seq)] = {"kind": EventKind.MESSAGE, "redacted": False, "body": dict(new.body)}
+            elif new.kind is EventKind.EDIT:
+                target = targets[(new.room, new.target)]
+                target["body"] = {**target["body"], "text": new.body["text"], "edited": True}
+                edits.append({"r": new.room, "s": new.target, "b": orjson.dumps(target["body"]).decode()})
+            elif new.kind is EventKind.DELETE:
+                target = targets[(new.room, new.target)]
+                target["redacted"] = True
+                kept = {k: v for k, v in target["body"].items() if k == "reply_to"}
+                deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
+        if rows:
+            await conn.execute(events.insert(), rows)
+            await conn.execute(
+                update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s")),
+                [{"r": r, "s": s} for r, s in last.items()],
+            )
+        await self._materialise(conn, edits, deletes)
+        return results
+
+    async def _repeats(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Any, Event]:
+        """Events already stored under the batch's (room, sender, client_id) keys."""
+        by_room: dict[str, set[str]] = {}
+        for new in batch:
+            if new.client_id is not None:
+                by_room.setdefault(new.room, set()).add(new.client_id)
+        found: dict[Any, Event] = {}
+        for room, client_ids in by_room.items():
+            query = select(events).where(events.c.room_id == room, events.c.client_id.in_(sorted(client_ids)))
+            for row in await conn.execute(query):
+                found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
+        return found
+
+    async def _targets(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Any, dict[str, Any]]:
+        """The messages the batch's edits, deletions and reactions act on."""
+        by_room: dict[str, set[int]] = {}
+        for new in batch:
+            if new.target is not None:
+                by_room.setdefault(new.room, set()).add(new.target)
+        found: dict[Any, dict[str, Any]] = {}
+        for room, seqs in by_room.items():
+            query = select(events.c.seq, events.c.kind, events.c.redacted, events.c.body).where(
+                events.c.room_id == room, events.c.seq.in_(sorted(seqs))
+            )
+            for row in await conn.execute(query):
+                found[(room, row.seq)] = {"kind": row.kind, "redacted": row.redacted, "body": orjson.loads(row.body)}
+        return found
+
+    async def _materialise(
+        self, conn: AsyncConnection, edits: list[dict[str, Any]], deletes: list[dict[str, Any]]
+    ) -> None:
+        """Keep each message row as it now stands; a deletion also erases the text of its edits."""
+        at = and_(events.c.room_id == bindparam("r"), events.c.seq == bindparam("s"))
+        if edits:
+            await conn.execute(update(events).where(at).values(body=bindparam("b")), edits)
+        if deletes:
+            await conn.execute(update(events).where(at).values(body=bindparam("b"), redacted=True), deletes)
+            edits_of = and_(
+                events.c.room_id == bindparam("r"), events.c.kind == "edit", events.c.target == bindparam("s")
+            )
+            await conn.execute(
+                update(events).where(edits_of).values(body='{"deleted":true}', redacted=True),
+                [{"r": d["r"], "s": d["s"]} for d in deletes],
+            )
+
+    async def _read(self, query: Any) -> list[Event]:
+        async def run() -> list[Event]:
+            async with self.engines.reader.connect() as conn:
+                return [_row_event(row) for row in await conn.execute(query)]
+
+        return await guarded(run)
+
+    async def read_since(self, room: RoomId, after: Seq, limit: int) -> list[Event]:
+        query = select(events).where(events.c.room_id == room, events.c.seq > after)
+        return await self._read(query.order_by(events.c.seq).limit(limit))
+
+    async def read_before(self, room: RoomId, before: Seq | None, limit: int) -> list[Event]:
+        query = select(events).where(events.c.room_id == room)
+        if before is not None:
+            query = query.where(events.c.seq < before)
+        found = await self._read(query.order_by(events.c.seq.desc()).limit(limit))
+        found.reverse()
+        return found
+
+    async def read_event(self, room: RoomId, seq: Seq) -> Event | None:
+        found = await self._read(select(events).where(events.c.room_id == room, events.c.seq == seq))
+        return found[0] if found else None
+
+    async def last_seq(self, room: RoomId) -> Seq:
+        async def run() -> Seq:
+            async with self.engines.reader.connect() as conn:
+                value = await conn.scalar(select(rooms.c.last_seq).where(rooms.c.id == room))
+                return Seq(value or 0)
+
+        return await guarded(run)
+
+    async def ping(self) -> None:
+        """Raise `Unavailable` unless the database answers."""
+
+        async def run() -> None:
+            async with self.engines.reader.connect() as conn:
+                await conn.scalar(select(1))
+
+        await guarded(run)
+
+
+_: type[TranscriptStore] = SqlTranscriptStore

@@ -1,0 +1,268 @@
+"""Real servers on free ports, real websocket clients, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from rooms.model import Role
+from server.app import create_app
+from server.hub import Hub
+from server.serve import HearthServer, uvicorn_config
+from server.settings import Limits, Settings
+
+# One time unit for deadlines, scaled on slow machines (HEARTH_TEST_TIMEOUT_FACTOR).
+UNIT = float(os.environ.get("HEARTH_TEST_TIMEOUT_FACTOR", "1"))
+TIMEOUT = 10 * UNIT
+JSON, MSGPACK = "hearth.v1.json", "hearth.v1.msgpack"
+ENCODINGS = [JSON, MSGPACK]
+
+
+def test_settings(data_dir: Path, **limits: Any) -> Settings:
+    """Settings for a test server: production limits unless a test says otherwise; cheap hashes."""
+    return Settings(
+        port=0,
+        data_dir=data_dir,
+        secret_key="test-secret-" + secrets.token_hex(8),
+        argon2_memory_kib=1024,
+        argon2_time_cost=1,
+        limits=Limits(**limits),
+    )
+
+
+@dataclass
+class Running:
+    server: HearthServer
+    task: asyncio.Task[None]
+    settings: Settings
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.server.app.state.hub
+        return hub
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def start_server(settings: Settings) -> Running:
+    app = create_app(settings)
+    server = HearthServer(uvicorn_config(app, settings, log_level="warning"), app)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped before it started")
+        await asyncio.sleep(0.01)
+    return Running(server, task, settings)
+
+
+@pytest.fixture(scope="session")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    """The shared server: production limits but a generous rate, for tests that send a lot."""
+    running = await start_server(test_settings(tmp_path_factory.mktemp("hearth"), rate=2000.0, burst=2000.0))
+    yield running
+    await running.stop()
+
+
+_names = itertools.count()
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    name: str
+    role: str
+    token: str
+
+
+class Api:
+    """HTTP calls as a client makes them."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.http = httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT)
+
+    async def signup(self, role: str = "patient", name: str | None = None) -> Account:
+        username = f"user{next(_names)}{secrets.token_hex(2)}"
+        body = {"username": username, "password": "correct horse", "display_name": name or username.title()}
+        if role != "patient":
+            body["role"] = role
+        r = await self.http.post("/api/signup", json=body)
+        assert r.status_code == 201, r.text
+        data = r.json()
+        return Account(data["user"]["id"], username, data["user"]["name"], data["user"]["role"], data["token"])
+
+    async def staff(self, role: str = "facilitator") -> Account:
+        """A staff account, made the way `hearth user create` makes it, then signed in over HTTP."""
+        username = f"staff{next(_names)}{secrets.token_hex(2)}"
+        await self.running.hub.accounts.create_user(username, "correct horse", username.title(), Role(role))
+        r = await self.http.post("/api/login", json={"username": username, "password": "correct horse"})
+        assert r.status_code == 200, r.text
+        data = r.json()
+        return Account(data["user"]["id"], username, data["user"]["name"], data["user"]["role"], data["token"])
+
+    async def room(self, owner: Account, kind: str = "drop_in", name: str = "Room") -> str:
+        r = await self.http.post("/api/rooms", json={"name": name, "kind": kind}, headers=auth(owner))
+        assert r.status_code == 201, r.text
+        room_id: str = r.json()["room"]["id"]
+        return room_id
+
+    async def add_member(self, actor: Account, room: str, user: Account) -> httpx.Response:
+        return await self.http.post(f"/api/rooms/{room}/members", json={"user": user.id}, headers=auth(actor))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def auth(account: Account) -> dict[str, str]:
+    return {"Authorization": f"Bearer {account.token}"}
+
+
+@pytest.fixture
+async def api(server: Running) -> AsyncIterator[Api]:
+    client = Api(server)
+    yield client
+    await client.aclose()
+
+
+class Client:
+    """A websocket client as an app would write it: commands by id, events in a queue."""
+
+    def __init__(self, ws: ClientConnection, encoding: str) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.ids = itertools.count(1)
+        self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed: asyncio.Future[tuple[int | None, str]] = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read())
+
+    def encode(self, message: dict[str, Any]) -> str | bytes:
+        if self.encoding == MSGPACK:
+            data: bytes = msgpack.packb(message, use_bin_type=True)
+            return data
+        return orjson.dumps(message).decode()
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                message = msgpack.unpackb(raw) if isinstance(raw, bytes) else orjson.loads(raw)
+                if self.encoding == MSGPACK:
+                    assert isinstance(raw, bytes), "msgpack connections get binary frames"
+                else:
+                    assert isinstance(raw, str), "JSON connections get text frames"
+                if "ev" in message:
+                    self.events.put_nowait(message)
+                elif message.get("id") in self.replies:
+                    self.replies.pop(message["id"]).set_result(message)
+                else:
+                    self.events.put_nowait(message)  # a reply nobody waits for (id null)
+        except ConnectionClosed:
+            pass
+        finally:
+            rcvd = self.ws.close_rcvd
+            self.closed.set_result((rcvd.code if rcvd else None, rcvd.reason if rcvd else ""))
+
+    async def raw(self, frame: str | bytes) -> None:
+        await self.ws.send(frame)
+
+    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send a command; return the whole reply (`result` or `error`)."""
+        cid = next(self.ids)
+        future = self.replies[cid] = asyncio.get_running_loop().create_future()
+        await self.ws.send(self.encode({"id": cid, "op": op, **args}))
+        return await asyncio.wait_for(future, TIMEOUT)
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send a command that must succeed; return its result."""
+        reply = await self.request(op, **args)
+        assert "result" in reply, reply
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def error(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send a command that must fail; return its error."""
+        reply = await self.request(op, **args)
+        assert "error" in reply, reply
+        error: dict[str, Any] = reply["error"]
+        return error
+
+    async def event(self, ev: str | None = None, *, room: str | None = None) -> dict[str, Any]:
+        """The next event (of kind `ev`, in `room`), skipping others."""
+        while True:
+            event = await asyncio.wait_for(self.events.get(), TIMEOUT)
+            if (ev is None or event.get("ev") == ev) and (room is None or event.get("room") == room):
+                return event
+
+    async def messages(self, room: str, count: int) -> list[dict[str, Any]]:
+        """The next `count` durable events of `room`, in the order they arrived."""
+        found = []
+        while len(found) < count:
+            event = await self.event(room=room)
+            if "seq" in event:
+                found.append(event)
+        return found
+
+    async def close_code(self) -> int | None:
+        code, _ = await asyncio.wait_for(asyncio.shield(self.closed), TIMEOUT)
+        return code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+async def open_client(
+    running: Running, account: Account | None = None, encoding: str = JSON, **connect_args: Any
+) -> Client:
+    """Connect (and, given an account, authenticate) a client."""
+    ws = await connect(running.ws_url, subprotocols=[encoding], compression=None, open_timeout=TIMEOUT, **connect_args)  # type: ignore[list-item]
+    client = Client(ws, encoding)
+    if account is not None:
+        result = await client.call("auth", token=account.token)
+        assert result["user"]["id"] == account.id
+    return client
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Clients a test opens; closed at the end."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture(params=ENCODINGS)
+def encoding(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
