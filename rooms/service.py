@@ -15,8 +15,9 @@ from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
 from rooms.model import EventKind, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
 from rooms.ports import Directory, TranscriptStore
 
-# Control characters other than tab and newline are refused in text; so are unpaired surrogates.
-_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# Control characters other than tab, newline and carriage return are refused in text; so are
+# unpaired surrogates.
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 MAX_NAME = 80
 MAX_EMOJI = 16
@@ -70,9 +71,13 @@ class RoomService:
             raise Forbidden("This group is for its members. Ask its facilitator to add you.")
         return room
 
-    async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
+    @staticmethod
+    def require_room_creator(user: User) -> None:
         if not policy.can_create_room(user):
             raise Forbidden("Only facilitators and admins can open rooms.")
+
+    async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
+        self.require_room_creator(user)
         return await self.directory.create_room(clean_name(name, what="Room name"), kind, user)
 
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:

@@ -29,6 +29,8 @@ def _check_depth(value: object, max_depth: int) -> None:
             children: Any = item.values()
         elif isinstance(item, list):
             children = item
+        elif isinstance(item, msgpack.Timestamp):
+            raise ProtocolViolation("msgpack extension types are not accepted")
         else:
             continue
         if depth > max_depth:

@@ -45,6 +45,7 @@ class Connection:
         self._outbox: deque[str | bytes] = deque()
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        self.closed = asyncio.Event()  # set once a close is asked for
 
     @property
     def user_id(self) -> str:
@@ -76,6 +77,7 @@ class Connection:
         if self._close is None:
             self._close = (code, reason)
             self._wake.set()
+            self.closed.set()
 
     async def drain(self) -> None:
         """Write queued frames until a close is asked for; then send the close frame."""

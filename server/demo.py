@@ -14,7 +14,7 @@ PEOPLE = [
     ("maya", "Maya (facilitator)", Role.FACILITATOR),
     ("sam", "Sam", Role.PATIENT),
     ("alex", "Alex", Role.PATIENT),
-    ("jo", "Jo", Role.CAREGIVER),
+    ("joan", "Joan", Role.CAREGIVER),
 ]
 
 GROUP = "Long COVID Thursday group"
@@ -39,8 +39,8 @@ async def seed(accounts: Accounts, directory: SqlDirectory, store: SqlTranscript
         lines = [
             (group.id, "maya", "Welcome, everyone. We meet Thursdays at 7pm; this room stays open between."),
             (group.id, "sam", "Hi all. Pacing went better this week."),
-            (drop_in.id, "jo", "Anyone up? Long night with Dad again."),
-            (drop_in.id, "maya", "I'm here, Jo. Take your time."),
+            (drop_in.id, "joan", "Anyone up? Long night with Dad again."),
+            (drop_in.id, "maya", "I am here, Joan. Take your time."),
         ]
         await store.append(
             [

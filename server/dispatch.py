@@ -168,6 +168,18 @@ def command_id(frame: Mapping[str, Any]) -> int | None:
     return None
 
 
+def throttle(hub: Hub, conn: Connection) -> None:
+    """Spend one of the connection's tokens on a frame; after too many refusals in a row, close 4429."""
+    wait = conn.bucket.take(hub.clock())
+    if not wait:
+        conn.strikes = 0
+        return
+    conn.strikes += 1
+    if conn.strikes > hub.limits.strikes:
+        conn.close_soon(CLOSE_TOO_MANY, "too many requests")
+    raise RateLimited("Too many commands. Slow down.", retry_after=wait)
+
+
 def reply_error(conn: Connection, cid: int | None, error: HearthError) -> None:
     conn.send({"id": cid, "error": error.to_wire()})
 
@@ -187,18 +199,11 @@ async def dispatch(hub: Hub, conn: Connection, frame: Mapping[str, Any]) -> None
     cid = command_id(frame)
     op = frame.get("op")
     try:
+        throttle(hub, conn)
         if cid is None:
             raise BadRequest("`id` must be a non-negative integer.")
         if hub.draining:
             raise Unavailable("Hearth is restarting. Reconnect and resume.")
-        wait = conn.bucket.take(hub.clock())
-        if wait:
-            conn.strikes += 1
-            if conn.strikes > hub.limits.strikes:
-                conn.close_soon(CLOSE_TOO_MANY, "too many requests")
-                return
-            raise RateLimited("Too many commands. Slow down.", retry_after=wait)
-        conn.strikes = 0
         handler = OPS.get(op) if isinstance(op, str) else None
         if handler is None:
             raise BadRequest("Unknown op." if isinstance(op, str) else "`op` must be a string.")
@@ -208,7 +213,7 @@ async def dispatch(hub: Hub, conn: Connection, frame: Mapping[str, Any]) -> None
         elif result is not None:
             conn.send({"id": cid, "result": result})
     except HearthError as exc:
-        reply_error(conn, cid, exc)
+        reply_error(conn, cid, exc)  # dropped if the connection is closing (4429)
     except Exception:
         log.exception("op failed conn=%s user=%s op=%s", conn.id, conn.user_id, op if op in OPS else "?")
         reply_error(conn, cid, Internal("Something went wrong on our side."))

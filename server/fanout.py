@@ -164,8 +164,8 @@ class RoomFeed:
         if self._advanced is not None and not self._advanced.done():
             self._advanced.set_result(None)
         self.ring.append(event)
-        if event["ev"] == "delete":
-            self._redact(event["target"])
+        if event["ev"] in ("edit", "delete"):
+            self._amend(event)
         for pending in self._joining.values():
             pending.append(event)
         self._push(event, self.members.values())
@@ -183,12 +183,16 @@ class RoomFeed:
                 frame = frames[conn.codec.name] = conn.codec.encode(event)
             conn.push(frame)
 
-    def _redact(self, target: int) -> None:
+    def _amend(self, change: dict[str, Any]) -> None:
+        """Keep the ring's copy of a message as it now stands, as the store does."""
+        target, deleted = change["target"], change["ev"] == "delete"
         for i, kept in enumerate(self.ring):
             if kept["seq"] == target and kept["ev"] == "message":
-                redacted = {k: v for k, v in kept.items() if k not in ("text",)}
-                self.ring[i] = {**redacted, "deleted": True}
-            elif kept.get("target") == target and kept["ev"] == "edit":
+                if deleted:
+                    self.ring[i] = {k: v for k, v in kept.items() if k != "text"} | {"deleted": True}
+                else:
+                    self.ring[i] = kept | {"text": change["text"], "edited": True}
+            elif deleted and kept["ev"] == "edit" and kept.get("target") == target:
                 self.ring[i] = {k: v for k, v in kept.items() if k != "text"} | {"deleted": True}
 
     # Joining

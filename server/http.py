@@ -81,15 +81,16 @@ async def signed_in(request: Request) -> tuple[User, Claims]:
 
 
 def throttle(request: Request) -> None:
-    """Sign-in attempts per client address: a short burst, then one a second."""
+    """Sign-in attempts per client address: a short burst, then a steady trickle."""
     buckets: dict[str, TokenBucket] = request.app.state.login_buckets
+    limits = _hub(request).limits
     key = request.client.host if request.client else "?"
     now = time.monotonic()
     bucket = buckets.get(key)
     if bucket is None:
         if len(buckets) > 10_000:
             buckets.clear()
-        bucket = buckets[key] = TokenBucket(1.0, 10.0, now)
+        bucket = buckets[key] = TokenBucket(limits.signin_rate, limits.signin_burst, now)
     wait = bucket.take(now)
     if wait:
         raise RateLimited("Too many sign-in attempts. Wait a moment.", retry_after=wait)
@@ -149,6 +150,7 @@ async def list_rooms(request: Request) -> Response:
 @api
 async def create_room(request: Request) -> Response:
     user, _ = await signed_in(request)
+    _hub(request).service.require_room_creator(user)  # before reading the body
     data = await body(request)
     kind = data.get("kind")
     if kind not in {k.value for k in RoomKind}:

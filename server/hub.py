@@ -119,13 +119,17 @@ class Hub:
             event = {"ev": "typing", "room": room, "user": conn.user.public(), SKIP: conn.user.id}
             await self.broker.publish(room, pack(event))
 
-    async def forget(self, conn: Connection) -> None:
-        """The connection is gone: leave every room, drop it from the registry."""
+    async def leave_all(self, conn: Connection) -> None:
+        """Leave every room the connection is in (it is closing)."""
         for room in list(conn.rooms):
             try:
                 await self.leave(conn, room)
             except Exception:
                 log.exception("leave on disconnect failed conn=%s room=%s", conn.id, room)
+
+    async def forget(self, conn: Connection) -> None:
+        """The connection is gone: leave every room, drop it from the registry."""
+        await self.leave_all(conn)
         self.registry.discard(conn)
         if not len(self.registry):
             self._emptied.set()

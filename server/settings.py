@@ -27,6 +27,8 @@ class Limits:
     rate: float = 20.0  # commands per second
     burst: float = 40.0
     strikes: int = 20  # rate_limited replies in a row before close 4429
+    signin_rate: float = 1.0  # signups and logins per second per client address
+    signin_burst: float = 10.0
     # Outbox
     outbox: int = 2048  # frames waiting for one client before close 4408
     # History and resume

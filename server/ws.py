@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from rooms.errors import HearthError, TooLarge, Unauthenticated
@@ -13,7 +14,7 @@ from server.auth import origin_allowed
 from server.closecodes import CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import ProtocolViolation, choose_codec
 from server.connection import Connection, Disconnected
-from server.dispatch import command_id, dispatch, reply_error
+from server.dispatch import command_id, dispatch, reply_error, throttle
 from server.hub import Hub
 
 log = logging.getLogger("hearth.ws")
@@ -21,9 +22,10 @@ log = logging.getLogger("hearth.ws")
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
-    if hub.draining or not origin_allowed(
-        websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins
-    ):
+    if hub.draining:  # restarting: the client should try another worker
+        await websocket.send_denial_response(PlainTextResponse("restarting", status_code=503))
+        return
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins):
         await websocket.close()  # before accept: the handshake is refused with HTTP 403
         return
     offered = websocket.scope.get("subprotocols", [])
@@ -38,11 +40,16 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     try:
         if await authenticate(hub, conn):
             reader = asyncio.create_task(read_loop(hub, conn), name=f"reader {conn.id}")
-            await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        if conn.closing:  # let the writer send what is queued and the close frame
-            await asyncio.wait([writer], timeout=hub.limits.auth_timeout)
+            closing = asyncio.create_task(conn.closed.wait())
+            await asyncio.wait([reader, writer, closing], return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, closing):
+                task.cancel()
+            await asyncio.gather(reader, closing, return_exceptions=True)
+            await hub.leave_all(conn)  # the rooms stop waiting for this client right away
+        if conn.closing:
+            # The writer sends what is queued, then the close frame; a client that stopped
+            # reading holds it until the keepalive gives up on the socket.
+            await asyncio.wait([writer], timeout=2 * hub.limits.ping_interval)
     finally:
         writer.cancel()
         await hub.forget(conn)
@@ -58,14 +65,18 @@ async def next_frame(hub: Hub, conn: Connection) -> dict[str, Any] | None:
     try:
         frame = conn.codec.decode(payload)
     except ProtocolViolation as exc:
-        if size > hub.limits.max_frame:
-            reply_error(conn, None, TooLarge(f"Frames are limited to {hub.limits.max_frame} bytes."))
-            return None
-        log.info("protocol violation conn=%s: %s", conn.id, exc)
-        conn.close_soon(CLOSE_PROTOCOL, "protocol violation")
-        raise Disconnected from exc
+        if size <= hub.limits.max_frame:
+            log.info("protocol violation conn=%s: %s", conn.id, exc)
+            conn.close_soon(CLOSE_PROTOCOL, "protocol violation")
+            raise Disconnected from exc
+        frame = {}
     if size > hub.limits.max_frame:
-        reply_error(conn, command_id(frame), TooLarge(f"Frames are limited to {hub.limits.max_frame} bytes."))
+        try:
+            if conn.user is not None:
+                throttle(hub, conn)
+            raise TooLarge(f"Frames are limited to {hub.limits.max_frame} bytes.")
+        except HearthError as error:
+            reply_error(conn, command_id(frame), error)
         return None
     return frame
 

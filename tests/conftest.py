@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,9 @@ ENCODINGS = [JSON, MSGPACK]
 
 
 def test_settings(data_dir: Path, **limits: Any) -> Settings:
-    """Settings for a test server: production limits unless a test says otherwise; cheap hashes."""
+    """Settings for a test server: production limits unless a test says otherwise; cheap hashes,
+    and sign-ins unthrottled because every test client comes from 127.0.0.1."""
+    limits = {"signin_rate": 1000.0, "signin_burst": 1000.0, **limits}
     return Settings(
         port=0,
         data_dir=data_dir,
@@ -41,6 +46,9 @@ def test_settings(data_dir: Path, **limits: Any) -> Settings:
         argon2_time_cost=1,
         limits=Limits(**limits),
     )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @dataclass
@@ -189,8 +197,7 @@ class Client:
         except ConnectionClosed:
             pass
         finally:
-            rcvd = self.ws.close_rcvd
-            self.closed.set_result((rcvd.code if rcvd else None, rcvd.reason if rcvd else ""))
+            self.closed.set_result((self.ws.close_code, self.ws.close_reason or ""))
 
     async def raw(self, frame: str | bytes) -> None:
         await self.ws.send(frame)
@@ -266,3 +273,107 @@ async def clients() -> AsyncIterator[list[Client]]:
 def encoding(request: pytest.FixtureRequest) -> str:
     value: str = request.param
     return value
+
+
+class ServerProcess:
+    """`hearth serve` in its own process, on a port it picks itself (port 0, read from its log)."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "HEARTH_DATA_DIR": str(data_dir),
+            "HEARTH_SECRET_KEY": "process-secret",
+            "HEARTH_RATE": "5000",
+            "HEARTH_BURST": "5000",
+            **env,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.log: list[str] = []
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def hearth(self, *args: str, stdin: bytes | None = None) -> str:
+        """Run a `hearth` command against this server's database; return its output."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", *args, env=self.env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 6 * TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async def start(self) -> ServerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "serve", "--port", "0", env=self.env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(6 * TIMEOUT):
+            while not self.port:
+                line = (await self.proc.stderr.readline()).decode()
+                if not line:
+                    raise RuntimeError("hearth serve exited:\n" + "".join(self.log))
+                self.log.append(line)
+                if match := re.search(r"running on http://127\.0\.0\.1:(\d+)", line):
+                    self.port = int(match.group(1))
+        self._pump = asyncio.create_task(self._read_log())
+        return self
+
+    async def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.log.append(line.decode())
+
+    async def signal(self, sig: int) -> int:
+        """Send `sig` and wait for the process to exit; returns its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), 6 * TIMEOUT)
+        if self._pump is not None:
+            await asyncio.wait_for(self._pump, TIMEOUT)
+        self.port = 0
+        return code
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            await self.signal(signal.SIGKILL)
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for proc in started:
+        await proc.stop()
+
+
+async def process_account(proc: ServerProcess, role: str = "patient") -> Account:
+    """An account on a server process: staff through `hearth user create`, others by signup."""
+    username = f"p{next(_names)}{secrets.token_hex(2)}"
+    async with httpx.AsyncClient(base_url=proc.http_url, timeout=TIMEOUT) as http:
+        if role in ("facilitator", "clinician", "admin"):
+            await proc.hearth("user", "create", username, "--role", role, "--password-stdin", stdin=b"correct horse\n")
+            r = await http.post("/api/login", json={"username": username, "password": "correct horse"})
+        else:
+            body = {"username": username, "password": "correct horse", "display_name": username, "role": role}
+            r = await http.post("/api/signup", json=body)
+        assert r.status_code in (200, 201), r.text
+        data = r.json()
+    return Account(data["user"]["id"], username, data["user"]["name"], data["user"]["role"], data["token"])
+
+
+async def process_room(proc: ServerProcess, owner: Account, kind: str = "drop_in") -> str:
+    async with httpx.AsyncClient(base_url=proc.http_url, timeout=TIMEOUT) as http:
+        r = await http.post("/api/rooms", json={"name": "Group", "kind": kind}, headers=auth(owner))
+        assert r.status_code == 201, r.text
+        room: str = r.json()["room"]["id"]
+        return room

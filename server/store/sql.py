@@ -13,7 +13,7 @@ from sqlalchemy import Row, and_, bindparam, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rooms.errors import HearthError, NotFound, Unavailable
+from rooms.errors import Conflict, HearthError, NotFound, Unavailable
 from rooms.model import Event, EventKind, NewEvent, RoomId, Seq
 from rooms.ports import TranscriptStore
 from server.store.engine import Engines
@@ -96,7 +96,9 @@ class SqlTranscriptStore:
                 results.append(NotFound("There is no such room."))
                 continue
             if new.client_id is not None and key in known:
-                results.append(known[key])
+                repeat = known[key]
+                same = repeat.kind is new.kind and repeat.target == new.target
+                results.append(repeat if same else Conflict("This client_id was already used for another event."))
                 continue
             if new.target is not None:
                 target = targets.get((new.room, new.target))

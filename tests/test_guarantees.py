@@ -1,0 +1,237 @@
+"""The guarantees of ARCHITECTURE.md: order, no loss on resume, durability, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    Api,
+    Client,
+    Running,
+    ServerProcess,
+    open_client,
+    process_account,
+    process_room,
+    start_server,
+    test_settings,
+)
+
+
+async def _send_many(client: Client, room: str, count: int, tag: str) -> list[int]:
+    """Send `count` messages without waiting between them; return the acknowledged seqs."""
+    replies = await asyncio.gather(
+        *(client.call("send", room=room, text=f"{tag} {i}", client_id=f"{tag}-{i}") for i in range(count))
+    )
+    return [r["seq"] for r in replies]
+
+
+async def test_two_senders_get_one_gap_free_order_seen_the_same_by_all(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Two clients sending 500 messages each at once get seqs 1..1000 once each; all members agree."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    a, b, watcher = await api.signup(), await api.signup(), await api.signup()
+    ca = await open_client(server, a, "hearth.v1.json")
+    cb = await open_client(server, b, "hearth.v1.msgpack")
+    cw = await open_client(server, watcher, "hearth.v1.json")
+    clients += [ca, cb, cw]
+    for c in (ca, cb, cw):
+        await c.call("join", room=room)
+    seqs_a, seqs_b = await asyncio.gather(_send_many(ca, room, 500, "a"), _send_many(cb, room, 500, "b"))
+    assert sorted(seqs_a + seqs_b) == list(range(1, 1001))
+    seen = [await c.messages(room, 1000) for c in (ca, cb, cw)]
+    orders = [[(e["seq"], e["text"]) for e in events] for events in seen]
+    assert orders[0] == orders[1] == orders[2]
+    assert [seq for seq, _ in orders[0]] == list(range(1, 1001))
+    # Each sender's own messages keep the order in which it sent them.
+    assert [t for _, t in orders[0] if t.startswith("a ")] == [f"a {i}" for i in range(500)]
+    assert [t for _, t in orders[0] if t.startswith("b ")] == [f"b {i}" for i in range(500)]
+
+
+@pytest.mark.parametrize("others_stay", [True, False], ids=["from-memory", "from-store"])
+async def test_resume_returns_exactly_the_missed_events_in_order(
+    server: Running, api: Api, clients: list[Client], encoding: str, others_stay: bool
+) -> None:
+    """A client that drops while 500 messages, edits and deletions go by gets exactly those on rejoin."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    reader, writer = await api.signup(), await api.signup()
+    cr, cw = await open_client(server, reader, encoding), await open_client(server, writer, encoding)
+    clients.append(cw)
+    await cr.call("join", room=room)
+    await cw.call("join", room=room)
+    last_seen = (await cw.call("send", room=room, text="before", client_id="before"))["seq"]
+    await cr.messages(room, 1)
+    await cr.close()
+    if not others_stay:  # nobody left on the worker: the room's feed and its memory are gone
+        await cw.call("leave", room=room)
+        await cw.call("join", room=room)
+    seqs = await _send_many(cw, room, 500, "m")
+    edit = await cw.call("edit", room=room, target=seqs[10], text="m 10, edited")
+    delete = await cw.call("delete", room=room, target=seqs[20])
+    back = await open_client(server, reader, encoding)
+    clients.append(back)
+    joined = await back.call("join", room=room, since=last_seen)
+    events = joined["events"]
+    assert joined["recovered"] is True and joined["seq"] == delete["seq"]
+    assert [e["seq"] for e in events] == list(range(last_seen + 1, delete["seq"] + 1))
+    assert events[-2]["ev"] == "edit" and events[-2]["seq"] == edit["seq"] and events[-2]["target"] == seqs[10]
+    assert events[-1]["ev"] == "delete" and events[-1]["target"] == seqs[20]
+    assert [e for e in events if e.get("text") == "m 20"] == []  # the deleted text is not handed out again
+    after = await cw.call("send", room=room, text="welcome back", client_id="after")
+    assert [e["seq"] for e in await back.messages(room, 1)] == [after["seq"]]
+
+
+async def test_resume_while_the_room_is_busy_has_no_gap_and_no_duplicate(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Rejoining with `since` while others keep sending: join events plus live events are gap-free."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    reader, writer = await api.signup(), await api.signup()
+    cw = await open_client(server, writer)
+    clients.append(cw)
+    await cw.call("join", room=room)
+    await _send_many(cw, room, 50, "old")
+    for rejoin in range(5):
+        busy = asyncio.create_task(_send_many(cw, room, 200, f"busy{rejoin}"))
+        cr = await open_client(server, reader)
+        joined = await cr.call("join", room=room, since=10 * rejoin)
+        final = max(await busy)
+        seqs = [e["seq"] for e in joined["events"]]
+        live = [e["seq"] for e in await cr.messages(room, final - joined["seq"])]
+        assert seqs + live == list(range(10 * rejoin + 1, final + 1))
+        await cr.close()
+
+
+async def test_resume_too_far_back_says_not_recovered_and_returns_the_latest(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """When more events were missed than a join returns, `recovered` is false and the newest come back."""
+    running = await start_server(test_settings(tmp_path, resume_max=50, ring=64, rate=2000.0, burst=2000.0))
+    try:
+        api = Api(running)
+        staff = await api.staff()
+        room = await api.room(staff)
+        a = await api.signup()
+        ca = await open_client(running, a)
+        clients.append(ca)
+        await ca.call("join", room=room)
+        seqs = [(await ca.call("send", room=room, text=f"{i}", client_id=f"r{i}"))["seq"] for i in range(80)]
+        back = await open_client(running, a)
+        clients.append(back)
+        joined = await back.call("join", room=room, since=5)
+        assert joined["recovered"] is False
+        assert [e["seq"] for e in joined["events"]] == seqs[-50:]
+        near = await back.call("join", room=room, since=seqs[-40])
+        assert near["recovered"] is True and [e["seq"] for e in near["events"]] == seqs[-39:]
+        await api.aclose()
+    finally:
+        await running.stop()
+
+
+async def test_a_retried_send_returns_the_first_seq_and_stores_once(
+    server: Running, api: Api, clients: list[Client], encoding: str
+) -> None:
+    """The same client_id sent again, even after a reconnect, gets the same seq and no new event."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    a = await api.signup()
+    ca = await open_client(server, a, encoding)
+    await ca.call("join", room=room)
+    first = await ca.call("send", room=room, text="only once", client_id="retry-me")
+    both = await asyncio.gather(*(ca.call("send", room=room, text="only once", client_id="twice") for _ in range(2)))
+    assert both[0] == both[1]
+    await ca.close()
+    again = await open_client(server, a, encoding)
+    clients.append(again)
+    await again.call("join", room=room)
+    assert await again.call("send", room=room, text="only once", client_id="retry-me") == first
+    history = (await again.call("history", room=room))["events"]
+    assert [e["client_id"] for e in history] == ["retry-me", "twice"]
+    other = await api.signup()
+    co = await open_client(server, other, encoding)
+    clients.append(co)
+    await co.call("join", room=room)
+    # Another user may use the same client_id: ids are per sender.
+    assert (await co.call("send", room=room, text="mine", client_id="retry-me"))["seq"] == both[0]["seq"] + 1
+
+
+async def test_acknowledged_messages_survive_kill_9(tmp_path: Path, processes: list[ServerProcess]) -> None:
+    """Kill -9 the server right after acks: after a restart on the same database, history has every acked seq."""
+    proc = await ServerProcess(tmp_path).start()
+    processes.append(proc)
+    staff = await process_account(proc, "facilitator")
+    room = await process_room(proc, staff)
+    sender = await process_account(proc)
+    client = await open_client(proc, sender)
+    await client.call("join", room=room)
+    acked: dict[int, str] = {}
+
+    async def send(i: int) -> None:
+        reply = await client.request("send", room=room, text=f"kept {i}", client_id=f"k{i}")
+        if "result" in reply:
+            acked[reply["result"]["seq"]] = f"kept {i}"
+
+    tasks = [asyncio.create_task(send(i)) for i in range(400)]
+    while len(acked) < 150:
+        await asyncio.sleep(0)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED, timeout=0.001)
+    assert await proc.signal(signal.SIGKILL) == -signal.SIGKILL
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()
+    await proc.start()
+    back = await open_client(proc, sender)
+    await back.call("join", room=room)
+    stored: dict[int, str] = {}
+    before = None
+    while True:
+        page = (await back.call("history", room=room, limit=100, **({"before": before} if before else {})))["events"]
+        stored.update({e["seq"]: e["text"] for e in page})
+        if len(page) < 100:
+            break
+        before = page[0]["seq"]
+    assert acked and all(stored.get(seq) == text for seq, text in acked.items())
+    assert sorted(stored) == list(range(1, len(stored) + 1))
+    await back.close()
+
+
+async def test_sigterm_acknowledges_pending_sends_then_closes_with_1012(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """On SIGTERM every send already received is committed and acknowledged before close 1012."""
+    proc = await ServerProcess(tmp_path).start()
+    processes.append(proc)
+    staff = await process_account(proc, "facilitator")
+    room = await process_room(proc, staff)
+    sender = await process_account(proc)
+    client = await open_client(proc, sender, "hearth.v1.msgpack")
+    await client.call("join", room=room)
+    sends = [asyncio.create_task(client.request("send", room=room, text=f"{i}", client_id=f"s{i}")) for i in range(200)]
+    await asyncio.wait(sends, return_when=asyncio.FIRST_COMPLETED)
+    stopping = asyncio.create_task(proc.signal(signal.SIGTERM))
+    assert await client.close_code() == 1012
+    replies = await asyncio.gather(*sends, return_exceptions=True)
+    assert await stopping in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+    answered = [r for r in replies if isinstance(r, dict)]
+    acked = {r["result"]["seq"] for r in answered if "result" in r}
+    refused = [r["error"]["code"] for r in answered if "error" in r]
+    assert acked and set(refused) <= {"unavailable"}
+    # After a restart, the store holds exactly the acknowledged sends: none committed without its ack.
+    await proc.start()
+    back = await open_client(proc, sender)
+    await back.call("join", room=room)
+    history = (await back.call("history", room=room, limit=100))["events"]
+    history += (
+        (await back.call("history", room=room, limit=100, before=history[0]["seq"]))["events"]
+        if len(history) == 100
+        else []
+    )
+    assert {e["seq"] for e in history} == acked
+    await back.close()
+    await client.close()

@@ -1,0 +1,68 @@
+"""A client too slow to read is cut off with 4408; the room never waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import TIMEOUT, Api, open_client, start_server, test_settings
+
+
+async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes_on(tmp_path: Path) -> None:
+    """The outbox of a stalled phone overflows: the others keep getting acks and events, it gets 4408."""
+    # 16 sends in flight put 32 frames in the sender's own outbox: under the limit of 64.
+    # A long ping interval keeps the keepalive from closing the stalled socket first.
+    settings = test_settings(tmp_path, outbox=64, rate=5000.0, burst=5000.0, ping_interval=300.0)
+    running = await start_server(settings)
+    api = Api(running)
+    try:
+        staff = await api.staff()
+        room = await api.room(staff)
+        fast, slow = await api.signup(), await api.signup()
+        sender = await open_client(running, fast)
+        await sender.call("join", room=room)
+        # The stalled phone: a tiny receive buffer, and it never reads after joining.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect(("127.0.0.1", running.port))
+        stalled = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
+        await stalled.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
+        assert "result" in orjson.loads(await stalled.recv())
+        await stalled.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
+        assert "result" in orjson.loads(await stalled.recv())
+        await sender.event("presence", room=room)  # the stalled phone arrived
+
+        text = "💛" * 4000  # 16 KB a frame
+        sent = 0
+        async with asyncio.timeout(6 * TIMEOUT):
+            while True:
+                await asyncio.gather(
+                    *(sender.call("send", room=room, text=text, client_id=f"f{sent + i}") for i in range(16))
+                )
+                sent += 16
+                left = [e for e in list(sender.events._queue) if e.get("ev") == "presence" and e["left"]]  # type: ignore[attr-defined]
+                if left:
+                    break
+        assert left[0]["left"][0]["id"] == slow.id
+        # The room goes on at full speed for those who read.
+        ack = await sender.call("send", room=room, text="still here", client_id="after")
+        assert ack["seq"] == sent + 1
+        # Once the phone reads again it finds what was queued, then the close frame 4408.
+        received = 0
+        try:
+            async with asyncio.timeout(6 * TIMEOUT):
+                async for _ in stalled:
+                    received += 1
+        except ConnectionClosed:
+            pass
+        assert stalled.close_code == 4408
+        assert received < sent
+        await sender.close()
+    finally:
+        await api.aclose()
+        await running.stop()
