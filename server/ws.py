@@ -53,6 +53,8 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     finally:
         writer.cancel()
         await hub.forget(conn)
+        if conn.user is not None:
+            log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
 
 
 async def next_frame(hub: Hub, conn: Connection) -> dict[str, Any] | None:
@@ -105,6 +107,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
             conn.close_soon(CLOSE_RESTARTING, "try again")
         return False
     hub.register(conn, user, claims.jti)
+    log.info("connected conn=%s user=%s encoding=%s", conn.id, user.id, conn.codec.name)
     conn.send({"id": frame["id"], "result": {"user": user.public(), "heartbeat": hub.limits.ping_interval}})
     return True
 

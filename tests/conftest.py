@@ -249,10 +249,11 @@ class Client:
 
 
 async def open_client(
-    running: Running, account: Account | None = None, encoding: str = JSON, **connect_args: Any
+    running: Running | ServerProcess, account: Account | None = None, encoding: str = JSON, **connect_args: Any
 ) -> Client:
     """Connect (and, given an account, authenticate) a client."""
-    ws = await connect(running.ws_url, subprotocols=[encoding], compression=None, open_timeout=TIMEOUT, **connect_args)  # type: ignore[list-item]
+    options: dict[str, Any] = {"compression": None, "open_timeout": TIMEOUT, **connect_args}
+    ws = await connect(running.ws_url, subprotocols=[encoding], **options)  # type: ignore[list-item]
     client = Client(ws, encoding)
     if account is not None:
         result = await client.call("auth", token=account.token)
@@ -377,3 +378,27 @@ async def process_room(proc: ServerProcess, owner: Account, kind: str = "drop_in
         assert r.status_code == 201, r.text
         room: str = r.json()["room"]["id"]
         return room
+
+
+PG_ADMIN_URL = os.environ.get("HEARTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards. Under CI=true a missing
+    PostgreSQL fails the test; elsewhere it skips it."""
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = f"hearth_test_{secrets.token_hex(6)}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,17 +34,28 @@ class Engines:
             await self.reader.dispose()
 
 
+def _quiet_driver_logs() -> None:
+    """At DEBUG, aiosqlite logs statements with their parameters and SQLAlchemy logs result
+    rows: both would put message text in the logs. INFO is as far down as they go."""
+    for name in ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
+    _quiet_driver_logs()
     if not url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
         return Engines(engine, engine)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ValueError("HEARTH_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
-    writer = create_async_engine(url, pool_size=2, max_overflow=0)
-    reader = create_async_engine(url, pool_size=5, max_overflow=5)
+    # hide_parameters: message text and password hashes never reach SQL logs or error strings.
+    writer = create_async_engine(url, pool_size=2, max_overflow=0, hide_parameters=True)
+    reader = create_async_engine(url, pool_size=5, max_overflow=5, hide_parameters=True)
     for engine, immediate in ((writer, True), (reader, False)):
         _sqlite_pragmas(engine, sqlite_synchronous, immediate=immediate)
     return Engines(writer, reader)

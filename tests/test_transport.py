@@ -1,0 +1,104 @@
+"""The transport around the protocol: pings, compression, gap filling, and what reaches the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId
+from tests.conftest import TIMEOUT, Api, Client, Running, open_client, start_server, test_settings
+
+
+async def test_the_server_pings_idle_connections(tmp_path: Path) -> None:
+    """An idle socket gets websocket pings at the heartbeat interval (read off the raw TCP stream)."""
+    running = await start_server(test_settings(tmp_path, ping_interval=0.3))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101")
+        first = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        assert first[0] & 0x0F == 0x9  # opcode 9: ping, unprompted
+        writer.close()
+    finally:
+        await running.stop()
+
+
+async def test_permessage_deflate_is_never_negotiated(server: Running, api: Api, clients: list[Client]) -> None:
+    """A client offering compression gets a connection without it (compression bombs, CPU)."""
+    client = await open_client(server, await api.signup(), compression="deflate")
+    clients.append(client)
+    assert client.ws.protocol.extensions == []
+    assert (await client.call("ping"))["ts"]
+
+
+async def test_a_lost_publish_is_filled_from_the_store_in_order(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Events committed without reaching the broker are delivered from the store, in seq order."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    account = await api.signup()
+    client = await open_client(server, account)
+    clients.append(client)
+    await client.call("join", room=room)
+    sender = User(UserId(account.id), account.username, account.name, Role.PATIENT)
+    # Committed straight to the store: as if the broker had dropped these publishes.
+    lost = await server.hub.store.append(
+        [NewEvent(RoomId(room), EventKind.MESSAGE, sender, {"text": f"lost {i}"}, f"lost-{i}") for i in range(3)]
+    )
+    assert [e.seq for e in lost] == [1, 2, 3]  # type: ignore[union-attr]
+    sent = await client.call("send", room=room, text="after the loss", client_id="after")
+    events = await client.messages(room, 4)
+    assert [(e["seq"], e["text"]) for e in events] == [
+        (1, "lost 0"),
+        (2, "lost 1"),
+        (3, "lost 2"),
+        (4, "after the loss"),
+    ]
+    assert sent["seq"] == 4
+
+
+async def test_no_message_text_or_token_reaches_the_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the server's loggers (SQL included) at DEBUG, sends, errors and bad tokens log no text or token."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")  # SQLAlchemy keeps itself at WARNING otherwise
+    running = await start_server(test_settings(tmp_path))  # its engines see the DEBUG level
+    api = Api(running)
+    try:
+        staff = await api.staff()
+        room = await api.room(staff)
+        account = await api.signup()
+        client = await open_client(running, account)
+        await client.call("join", room=room)
+        secret = "my diagnosis is private-7d1f"
+        sent = await client.call("send", room=room, text=secret, client_id="s")
+        await client.call("edit", room=room, target=sent["seq"], text=secret + " edited")
+        await client.error("send", room=room, text=secret + "\x00", client_id="bad")
+        await client.error("send", room=room, text=secret * 200, client_id="big")
+        await client.close()
+        intruder = await open_client(running)
+        await intruder.error("auth", token=account.token + "tampered")
+        await intruder.close_code()
+        await api.http.post("/api/login", json={"username": account.username, "password": "wrong password here"})
+    finally:
+        await api.aclose()
+        await running.stop()
+    server_side = ("hearth", "uvicorn", "starlette", "sqlalchemy", "aiosqlite", "alembic", "asyncio")
+    records = [r for r in caplog.records if r.name.startswith(server_side)]
+    names = {r.name for r in records}
+    assert "hearth.ws" in names and any(n.startswith("sqlalchemy.engine") for n in names), names  # SQL too
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in records)
+    for secret_thing in (secret, "private-7d1f", account.token, account.token.split(".")[1], "wrong password here"):
+        assert secret_thing not in logged
