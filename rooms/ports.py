@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
 from typing import Protocol
 
 from rooms.errors import HearthError
-from rooms.model import Event, MemberRole, NewEvent, Role, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.model import Event, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
 
 
 class Broker(Protocol):
@@ -66,14 +65,3 @@ class Directory(Protocol):
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         """Add or update a membership; False when it already was exactly that."""
-
-
-class Clock(Protocol):
-    """Time, as the domain sees it: `now()` wall clock (UTC), `monotonic()` for intervals."""
-
-    def now(self) -> datetime: ...
-
-    def monotonic(self) -> float: ...
-
-
-__all__ = ["Broker", "Clock", "Directory", "Role", "TranscriptStore"]
