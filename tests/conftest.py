@@ -392,9 +392,7 @@ async def postgres_url() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+        need_service("PostgreSQL", PG_ADMIN_URL, exc)
     name = f"hearth_test_{secrets.token_hex(6)}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -402,3 +400,33 @@ async def postgres_url() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+REDIS_URL = os.environ.get("HEARTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def need_service(name: str, url: str, exc: BaseException) -> None:
+    """A missing service fails the test under CI=true and skips it elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{name} is required in CI and is not reachable at {url}: {exc}")
+    pytest.skip(f"{name} not reachable at {url}")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis; tests keep apart by key prefix (see `redis_prefix`)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:
+        need_service("Redis", REDIS_URL, exc)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"hearth-test:{secrets.token_hex(4)}:"

@@ -41,6 +41,11 @@ class MemoryBroker:
                 if not subscribers:
                     del self._subscribers[room]
 
+    healthy = True
+
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         self._subscribers.clear()
 
