@@ -1,9 +1,11 @@
-"""Presence per room: one entry per user however many devices, and a typing throttle."""
+"""Presence per room on this worker: one entry per user however many devices; a typing throttle."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from presence.ports import PresenceStore
 
 
 @dataclass(slots=True)
@@ -51,6 +53,15 @@ class PresenceTracker:
         """The user cards of everyone present, in the order they arrived."""
         return [dict(e.card) for e in self._rooms.get(room, {}).values()]
 
+    def leases(self) -> list[tuple[str, str, str, Mapping[str, str]]]:
+        """Every (room, user, connection, card) held here: what a heartbeat renews."""
+        return [
+            (room, user, conn, entry.card)
+            for room, users in self._rooms.items()
+            for user, entry in users.items()
+            for conn in entry.conns
+        ]
+
     def typing(self, room: str, user_id: str, now: float) -> bool:
         """Whether a typing notice from `user_id` should go out now (at most one per interval)."""
         last = self._typing.get((room, user_id))
@@ -58,3 +69,31 @@ class PresenceTracker:
             return False
         self._typing[(room, user_id)] = now
         return True
+
+
+class MemoryPresence:
+    """The PresenceStore of a single process: this worker's tracker is the whole truth, so
+    leases never lapse and there is nothing to sweep."""
+
+    def __init__(self) -> None:
+        self.tracker = PresenceTracker()
+
+    async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
+        return self.tracker.add(room, user_id, conn_id, card)
+
+    async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
+        return self.tracker.remove(room, user_id, conn_id)
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        return self.tracker.members(room)
+
+    async def refresh(
+        self, leases: Sequence[tuple[str, str, str, Mapping[str, str]]]
+    ) -> list[tuple[str, Mapping[str, str]]]:
+        return []
+
+    async def sweep(self, room: str) -> list[Mapping[str, str]]:
+        return []
+
+
+_: type[PresenceStore] = MemoryPresence

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from rooms.errors import HearthError
@@ -65,3 +66,42 @@ class Directory(Protocol):
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         """Add or update a membership; False when it already was exactly that."""
+
+
+class Limiter(Protocol):
+    """Limits that hold across workers. Implementations: MemoryLimiter, RedisLimiter."""
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        """Spend a token of bucket `key`; 0 on success, else seconds until one is there."""
+
+    async def open_conn(self, user: UserId, conn: str, limit: int) -> bool:
+        """Count a connection of `user`; False when they already have `limit` open."""
+
+    async def close_conn(self, user: UserId, conn: str) -> None: ...
+
+    async def refresh_conns(self, conns: Sequence[tuple[UserId, str]]) -> None:
+        """Renew the leases of this worker's connections (a dead worker's lapse)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held lock: `token` is a fencing token, larger for every new holder of `name`."""
+
+    name: str
+    token: int
+
+
+class Locks(Protocol):
+    """Once-only work across workers: a lock with expiry and a fencing token.
+
+    Implementations: MemoryLocks, RedisLocks. See docs/once-only.md.
+    """
+
+    async def acquire(self, name: str, ttl: float) -> Lease | None:
+        """Take `name` for `ttl` seconds; None when another holder has it."""
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        """Extend a held lock; False when it expired and may have passed to someone else."""
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lock up early (a no-op when it is no longer ours)."""

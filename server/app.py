@@ -12,7 +12,7 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from server.auth import Accounts, Tokens, load_secret
-from server.broker import open_broker
+from server.broker import open_broker, open_shared
 from server.http import routes
 from server.hub import Hub
 from server.settings import Settings
@@ -40,8 +40,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         accounts = Accounts(
             directory, tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
         )
-        broker = open_broker(settings.broker_url)
-        hub = Hub(settings, store=SqlTranscriptStore(engines), directory=directory, broker=broker, accounts=accounts)
+        broker = open_broker(settings.broker_url, prefix=settings.redis_prefix)
+        await broker.start()
+        shared = open_shared(broker, presence_ttl=settings.presence_ttl)
+        store = SqlTranscriptStore(engines)
+        hub = Hub(settings, store=store, directory=directory, broker=broker, shared=shared, accounts=accounts)
         hub.start()
         app.state.hub = hub
         app.state.login_buckets = {}
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await hub.drain()
             await hub.close()
+            await broker.aclose()
             await engines.dispose()
 
     app = Starlette(

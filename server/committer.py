@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from rooms.errors import HearthError, Internal
 from rooms.model import Event, NewEvent
-from rooms.ports import Broker, TranscriptStore
-from server.fanout import pack
+from rooms.ports import TranscriptStore
 
 log = logging.getLogger("hearth.commit")
 
@@ -21,9 +21,9 @@ log = logging.getLogger("hearth.commit")
 class GroupCommitter:
     """One writer task per worker; `submit()` queues an event and returns its future."""
 
-    def __init__(self, store: TranscriptStore, broker: Broker, *, max_batch: int) -> None:
+    def __init__(self, store: TranscriptStore, publish: Callable[[Event], Awaitable[None]], *, max_batch: int) -> None:
         self.store = store
-        self.broker = broker
+        self.publish = publish
         self.max_batch = max_batch
         self._queue: deque[tuple[NewEvent, asyncio.Future[Event]]] = deque()
         self._wake = asyncio.Event()
@@ -75,10 +75,7 @@ class GroupCommitter:
         for result in results:
             if isinstance(result, Event):
                 self.committed += 1
-                try:
-                    await self.broker.publish(result.room, pack(result.to_wire()))
-                except Exception as exc:  # the event is durable; feeds fill the gap from the store
-                    log.warning("publish room=%s seq=%s failed: %s", result.room, result.seq, type(exc).__name__)
+                await self.publish(result)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from rooms.errors import BadRequest
+from rooms.errors import BadRequest, Unavailable
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
 from server.connection import Connection
@@ -24,6 +24,7 @@ log = logging.getLogger("hearth.fanout")
 
 GoLive = Callable[[int, list[dict[str, Any]], bool], None]
 SKIP = "_skip"  # ephemeral events carry the id of the user who should not get them back
+ORIGIN = "_origin"  # and the worker that sent them, which delivered them locally already
 
 
 def pack(event: Mapping[str, Any]) -> bytes:
@@ -40,9 +41,18 @@ class RoomFeed:
     """
 
     def __init__(
-        self, room: RoomId, broker: Broker, store: TranscriptStore, *, ring: int, resume_max: int, gap_wait: float
+        self,
+        room: RoomId,
+        broker: Broker,
+        store: TranscriptStore,
+        *,
+        worker: str,
+        ring: int,
+        resume_max: int,
+        gap_wait: float,
     ) -> None:
         self.room = room
+        self.worker = worker
         self.broker = broker
         self.store = store
         self.resume_max = resume_max
@@ -85,36 +95,55 @@ class RoomFeed:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        """Listen upstream; on a broken subscription, resubscribe and fill from the store."""
+        """Listen upstream; on a broken subscription, subscribe again and fill from the store.
+
+        When the broker is down at the start, the feed starts anyway (local events still come
+        straight from this worker's commits) and keeps trying to subscribe.
+        """
         delay = 0.1
         while True:
             try:
                 async with self.broker.subscribe(self.room) as messages:
-                    latest = await self.store.last_seq(self.room)
-                    if self._ready.is_set():
-                        self._hold_until(latest)
-                    else:
-                        self.last = latest
-                        self._ready.set()
+                    self._synced(await self.store.last_seq(self.room))
                     delay = 0.1
                     async for raw in messages:
-                        self._accept(msgpack.unpackb(raw, raw=False))
+                        self.accept(msgpack.unpackb(raw, raw=False))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not self._ready.is_set():
-                    self._failure = exc
-                    raise
-                log.warning("feed room=%s lost its subscription (%s); retrying", self.room, type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                    if not isinstance(exc, Unavailable) or not await self._start_degraded():
+                        self._failure = exc
+                        raise
+                log.warning("feed room=%s has no subscription (%s); retrying", self.room, type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _synced(self, latest: int) -> None:
+        """Subscribed, and `latest` read from the store after that: deliver up to it."""
+        if not self._ready.is_set():
+            self.last = Seq(latest)
+            self._ready.set()
+        elif latest > self.last and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(0, self._gap_expired)
+
+    async def _start_degraded(self) -> bool:
+        try:
+            self.last = await self.store.last_seq(self.room)
+        except Unavailable:
+            return False
+        self._ready.set()
+        return True
 
     # Delivery
 
-    def _accept(self, event: dict[str, Any]) -> None:
+    def accept(self, event: dict[str, Any], *, local: bool = False) -> None:
+        """An event from the broker, or (`local`) straight from this worker: deliver it in seq
+        order, once. Ours come back through the broker too: seq, or their origin, drops them."""
         seq = event.get("seq")
         if seq is None:
-            self._deliver_ephemeral(event)
+            if event.pop(ORIGIN, None) != self.worker or local:
+                self._deliver_ephemeral(event)
             return
         if seq <= self.last:
             return  # already delivered (a repeat or a late duplicate)
@@ -129,11 +158,6 @@ class RoomFeed:
         elif not self._held and self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
-
-    def _hold_until(self, latest: int) -> None:
-        """Events up to `latest` exist in the store; make sure they get delivered."""
-        if latest > self.last and self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(0, self._gap_expired)
 
     def _gap_expired(self) -> None:
         self._gap_timer = None

@@ -176,14 +176,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 `ready`; 200 `degraded` while the broker is down (sends still commit, fan-out to other
+    workers waits); 503 while the store is down or the worker is draining."""
     hub = _hub(request)
-    checks = {"store": "ok"}
+    checks = {"store": "ok", "broker": "ok" if hub.broker.healthy else "down"}
     try:
         await hub.store.ping()
     except Unavailable:
         checks["store"] = "down"
-    ready = checks["store"] == "ok" and not hub.draining
-    return JSON({"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    if checks["store"] == "down" or hub.draining:
+        return JSON({"status": "unavailable", "checks": checks}, status_code=503)
+    return JSON({"status": "degraded" if hub.degraded else "ready", "checks": checks})
 
 
 def _text(data: dict[str, Any], name: str) -> str:

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from presence.registry import ConnectionRegistry
 from presence.tracker import PresenceTracker
-from rooms.model import Room, RoomId, User
-from rooms.ports import Broker
+from rooms.errors import RateLimited, Unavailable
+from rooms.model import Event, Room, RoomId, User
 from rooms.service import RoomService
 from server.auth import Accounts
+from server.broker import Backend, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter
 from server.connection import Connection
-from server.fanout import SKIP, RoomFeed, pack
+from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 from server.store.sql import SqlTranscriptStore
@@ -37,7 +39,8 @@ class Hub:
         *,
         store: SqlTranscriptStore,
         directory: SqlDirectory,
-        broker: Broker,
+        broker: Backend,
+        shared: Shared,
         accounts: Accounts,
     ) -> None:
         self.settings = settings
@@ -45,14 +48,18 @@ class Hub:
         self.store = store
         self.directory = directory
         self.broker = broker
+        self.shared = shared
         self.accounts = accounts
+        self.worker = secrets.token_hex(8)
         self.codecs = make_codecs(max_depth=settings.limits.max_depth)
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
-        self.committer = GroupCommitter(store, broker, max_batch=settings.commit_batch)
+        self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch)
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
-        self.presence = PresenceTracker()
+        self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
         self._feed_locks: dict[RoomId, asyncio.Lock] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._degraded: set[str] = set()
         self.draining = False
         self._emptied = asyncio.Event()
 
@@ -62,14 +69,49 @@ class Hub:
 
     def start(self) -> None:
         self.committer.start()
+        self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
 
     def connection(self, ws: WebSocket, codec: Codec) -> Connection:
         return Connection(ws, codec, self.limits, self.clock())
 
-    def register(self, conn: Connection, user: User, token_id: str) -> None:
+    async def register(self, conn: Connection, user: User, token_id: str) -> None:
+        """A connection signed in; refuses one over the user's connection limit (all workers)."""
+        allowed = await self._shared(self.shared.limiter.open_conn(user.id, conn.id, self.limits.user_connections))
+        if allowed is False:
+            raise RateLimited("Too many open connections for this account. Close one and retry.", retry_after=5.0)
         conn.user = user
         conn.token_id = token_id
         self.registry.add(conn)
+
+    async def check_user_rate(self, user: User) -> None:
+        """The per-user rate of durable events, counted across every worker."""
+        wait = await self._shared(
+            self.shared.limiter.take(f"{user.id}:events", self.limits.user_rate, self.limits.user_burst)
+        )
+        if wait:
+            raise RateLimited("You are sending too fast. Slow down.", retry_after=wait)
+
+    # Fan-out
+
+    async def publish(self, event: Event) -> None:
+        """A committed event: to this worker's members at once, then to the others via the broker."""
+        wire = event.to_wire()
+        feed = self.feeds.get(event.room)
+        if feed is not None:
+            feed.accept(dict(wire), local=True)
+        await self._broadcast(event.room, wire)
+
+    async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
+        feed = self.feeds.get(room)
+        if feed is not None:
+            feed.accept(dict(event), local=True)
+        await self._broadcast(room, {**event, ORIGIN: self.worker})
+
+    async def _broadcast(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        try:
+            await self.broker.publish(room, pack(event))
+        except Unavailable:  # durable events reach the other workers by gap fill later
+            self._note_degraded("broker")
 
     # Rooms
 
@@ -84,40 +126,45 @@ class Hub:
         user = conn.user
         assert user is not None
         feed = await self._feed(room.id)
-        arrived = False
+        arrived = await self._shared(self.shared.presence.add(room.id, user.id, conn.id, user.public()))
+        present = await self._shared(self.shared.presence.members(room.id))
+        if present is None:  # the shared view is down: show who is here on this worker
+            present = self.local.members(room.id)
+            if not any(card["id"] == user.id for card in present):
+                present.append(user.public())
 
         def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
-            nonlocal arrived
             conn.rooms.add(room.id)
-            arrived = self.presence.add(room.id, user.id, conn.id, user.public())
-            presence = self.presence.members(room.id)
-            reply(
-                {"room": room.public(), "seq": latest, "presence": presence, "events": events, "recovered": recovered}
-            )
+            self.local.add(room.id, user.id, conn.id, user.public())
+            reply({"room": room.public(), "seq": latest, "presence": present, "events": events, "recovered": recovered})
 
         try:
             await feed.attach(conn, since, go_live)
         finally:
             if room.id not in conn.rooms:
+                await self._shared(self.shared.presence.remove(room.id, user.id, conn.id))
                 await self._release(feed)
         if arrived:
-            await self._announce(room.id, user, "joined")
+            await self._announce(room.id, user.public(), "joined")
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
         feed = self.feeds.get(room)
         if feed is not None:
             feed.detach(conn)
-        if conn.user is not None and self.presence.remove(room, conn.user.id, conn.id):
-            await self._announce(room, conn.user, "left")
+        if conn.user is not None:
+            self.local.remove(room, conn.user.id, conn.id)
+            if await self._shared(self.shared.presence.remove(room, conn.user.id, conn.id)):
+                await self._announce(room, conn.user.public(), "left")
         if feed is not None:
             await self._release(feed)
 
     async def typing(self, conn: Connection, room: RoomId) -> None:
         assert conn.user is not None
-        if self.presence.typing(room, conn.user.id, self.clock()):
-            event = {"ev": "typing", "room": room, "user": conn.user.public(), SKIP: conn.user.id}
-            await self.broker.publish(room, pack(event))
+        if self.local.typing(room, conn.user.id, self.clock()):
+            await self.publish_ephemeral(
+                room, {"ev": "typing", "room": room, "user": conn.user.public(), SKIP: conn.user.id}
+            )
 
     async def leave_all(self, conn: Connection) -> None:
         """Leave every room the connection is in (it is closing)."""
@@ -130,14 +177,16 @@ class Hub:
     async def forget(self, conn: Connection) -> None:
         """The connection is gone: leave every room, drop it from the registry."""
         await self.leave_all(conn)
+        if conn.user is not None:  # set only once `register` counted the connection
+            await self._shared(self.shared.limiter.close_conn(conn.user.id, conn.id))
         self.registry.discard(conn)
         if not len(self.registry):
             self._emptied.set()
 
-    async def _announce(self, room: RoomId, user: User, change: str) -> None:
-        event: dict[str, Any] = {"ev": "presence", "room": room, "joined": [], "left": [], SKIP: user.id}
-        event[change] = [user.public()]
-        await self.broker.publish(room, pack(event))
+    async def _announce(self, room: RoomId, card: Mapping[str, str], change: str) -> None:
+        event: dict[str, Any] = {"ev": "presence", "room": room, "joined": [], "left": [], SKIP: card["id"]}
+        event[change] = [dict(card)]
+        await self.publish_ephemeral(room, event)
 
     async def _feed(self, room: RoomId) -> RoomFeed:
         lock = self._feed_locks.setdefault(room, asyncio.Lock())
@@ -148,6 +197,7 @@ class Hub:
                     room,
                     self.broker,
                     self.store,
+                    worker=self.worker,
                     ring=self.limits.ring,
                     resume_max=self.limits.resume_max,
                     gap_wait=self.settings.gap_wait,
@@ -162,6 +212,47 @@ class Hub:
             del self.feeds[feed.room]
             self._feed_locks.pop(feed.room, None)
             await feed.stop()
+
+    # Shared state: presence leases and connection counts, kept alive by a heartbeat
+
+    async def _shared(self, call: Any) -> Any:
+        """Await a call on shared state; while it is down, carry on without it (None)."""
+        try:
+            result = await call
+        except Unavailable:
+            self._note_degraded("shared state")
+            return None
+        return result
+
+    def _note_degraded(self, part: str) -> None:
+        if part not in self._degraded:
+            self._degraded.add(part)
+            log.warning("%s unavailable: running degraded until it is back", part)
+
+    @property
+    def degraded(self) -> bool:
+        return not self.broker.healthy
+
+    async def _beat(self) -> None:
+        """Renew this worker's leases; sweep the rooms it serves for users of dead workers."""
+        while True:
+            await asyncio.sleep(self.settings.presence_ttl / 4)
+            try:
+                back = await self.shared.presence.refresh(self.local.leases())
+                for room, card in back:
+                    await self._announce(RoomId(room), card, "joined")
+                conns = [(c.user.id, c.id) for c in self.registry.all() if c.user is not None]
+                await self.shared.limiter.refresh_conns(conns)
+                for room in list(self.feeds):
+                    for card in await self.shared.presence.sweep(room):
+                        await self._announce(room, card, "left")
+                if self._degraded:
+                    log.info("shared state is back")
+                    self._degraded.clear()
+            except Unavailable:
+                self._note_degraded("shared state")
+            except Exception:
+                log.exception("presence heartbeat failed")
 
     # Sessions
 
@@ -191,6 +282,9 @@ class Hub:
             log.warning("drain timed out with %d connections open", len(self.registry))
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.committer.close()
         for feed in list(self.feeds.values()):
             await feed.stop()

@@ -27,6 +27,9 @@ class Limits:
     rate: float = 20.0  # commands per second
     burst: float = 40.0
     strikes: int = 20  # rate_limited replies in a row before close 4429
+    user_rate: float = 10.0  # durable events (send, edit, delete, react) per second per user, all workers
+    user_burst: float = 30.0
+    user_connections: int = 20  # open sockets per user across all workers; more get 4429
     signin_rate: float = 1.0  # signups and logins per second per client address
     signin_burst: float = 10.0
     # Outbox
@@ -45,6 +48,8 @@ class Settings:
     data_dir: Path = Path("data")
     database_url: str = ""
     broker_url: str = "memory://"
+    redis_prefix: str = "hearth:"
+    presence_ttl: float = 24.0  # seconds a connection's lease lives without a heartbeat
     secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     signup_open: bool = True
@@ -77,6 +82,9 @@ class Settings:
             rate=float(env.get("HEARTH_RATE", lim.rate)),
             burst=float(env.get("HEARTH_BURST", lim.burst)),
             outbox=int(env.get("HEARTH_OUTBOX", lim.outbox)),
+            user_rate=float(env.get("HEARTH_USER_RATE", lim.user_rate)),
+            user_burst=float(env.get("HEARTH_USER_BURST", lim.user_burst)),
+            user_connections=int(env.get("HEARTH_USER_CONNECTIONS", lim.user_connections)),
         )
         return cls(
             host=env.get("HEARTH_HOST", base.host),
@@ -85,6 +93,8 @@ class Settings:
             data_dir=Path(env.get("HEARTH_DATA_DIR", str(base.data_dir))),
             database_url=normalise_db_url(env.get("HEARTH_DATABASE_URL") or env.get("DATABASE_URL", "")),
             broker_url=env.get("HEARTH_BROKER_URL") or env.get("REDIS_URL") or base.broker_url,
+            redis_prefix=env.get("HEARTH_REDIS_PREFIX", base.redis_prefix),
+            presence_ttl=float(env.get("HEARTH_PRESENCE_TTL", base.presence_ttl)),
             secret_key=env.get("HEARTH_SECRET_KEY") or None,
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()

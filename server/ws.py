@@ -9,9 +9,9 @@ from typing import Any
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
-from rooms.errors import HearthError, TooLarge, Unauthenticated
+from rooms.errors import HearthError, RateLimited, TooLarge, Unauthenticated
 from server.auth import origin_allowed
-from server.closecodes import CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
+from server.closecodes import CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from server.codec import ProtocolViolation, choose_codec
 from server.connection import Connection, Disconnected
 from server.dispatch import command_id, dispatch, reply_error, throttle
@@ -93,6 +93,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
                 conn.close_soon(CLOSE_UNAUTHENTICATED, "authenticate first")
                 return False
             user, claims = await hub.accounts.authenticate(frame.get("token"))
+            await hub.register(conn, user, claims.jti)
     except TimeoutError:
         conn.close_soon(CLOSE_UNAUTHENTICATED, "authentication timed out")
         return False
@@ -102,11 +103,12 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
         reply_error(conn, command_id(frame or {}), exc)
         if isinstance(exc, Unauthenticated):
             conn.close_soon(CLOSE_UNAUTHENTICATED, "not authenticated")
+        elif isinstance(exc, RateLimited):
+            conn.close_soon(CLOSE_TOO_MANY, "too many connections")
         else:
             log.warning("auth failed conn=%s: %s", conn.id, exc.code)
             conn.close_soon(CLOSE_RESTARTING, "try again")
         return False
-    hub.register(conn, user, claims.jti)
     log.info("connected conn=%s user=%s encoding=%s", conn.id, user.id, conn.codec.name)
     conn.send({"id": frame["id"], "result": {"user": user.public(), "heartbeat": hub.limits.ping_interval}})
     return True

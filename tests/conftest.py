@@ -38,6 +38,8 @@ def test_settings(data_dir: Path, **limits: Any) -> Settings:
     """Settings for a test server: production limits unless a test says otherwise; cheap hashes,
     and sign-ins unthrottled because every test client comes from 127.0.0.1."""
     limits = {"signin_rate": 1000.0, "signin_burst": 1000.0, **limits}
+    if "rate" in limits:  # a test that raises the connection rate means the user's too
+        limits = {"user_rate": limits["rate"], "user_burst": limits.get("burst", limits["rate"]), **limits}
     return Settings(
         port=0,
         data_dir=data_dir,
@@ -287,6 +289,8 @@ class ServerProcess:
             "HEARTH_SECRET_KEY": "process-secret",
             "HEARTH_RATE": "5000",
             "HEARTH_BURST": "5000",
+            "HEARTH_USER_RATE": "5000",
+            "HEARTH_USER_BURST": "5000",
             **env,
         }
         self.proc: asyncio.subprocess.Process | None = None

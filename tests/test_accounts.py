@@ -157,10 +157,10 @@ async def test_drop_in_rooms_are_open_to_every_signed_in_user(server: Running, a
 
 
 async def test_health_and_readiness(server: Running, api: Api) -> None:
-    """/healthz says the worker serves; /readyz checks the store."""
+    """/healthz says the worker serves; /readyz checks the store and the broker."""
     assert (await api.http.get("/healthz")).json() == {"status": "ok"}
     ready = await api.http.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"store": "ok"}
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "checks": {"store": "ok", "broker": "ok"}}
 
 
 async def test_the_command_line_makes_staff_and_seeds_the_demo(tmp_path: Path, processes: list[ServerProcess]) -> None:

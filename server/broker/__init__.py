@@ -1,10 +1,14 @@
-"""Brokers: fan committed events out to every worker. `open_broker(url)` picks one."""
+"""Brokers: fan committed events out to every worker. `open_broker(url)` picks one, and
+`open_shared(broker)` the presence, limits and locks that go with it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from rooms.ports import Broker
+from presence.ports import PresenceStore
+from presence.tracker import MemoryPresence
+from rooms.ports import Broker, Limiter, Locks
 
 
 class Backend(Broker, Protocol):
@@ -32,3 +36,30 @@ def open_broker(url: str, *, prefix: str = "hearth:") -> Backend:
 
         return RedisBroker(url, prefix=prefix)
     raise ValueError(f"unsupported broker URL scheme: {url.split('://', 1)[0]}://")
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What a worker shares with the others: presence, limits and locks, on the broker's backend."""
+
+    presence: PresenceStore
+    limiter: Limiter
+    locks: Locks
+
+
+def open_shared(broker: Backend, *, presence_ttl: float) -> Shared:
+    """The memory implementations for the memory broker, the Redis ones for RedisBroker."""
+    from server.broker.memory import MemoryBroker, MemoryLimiter, MemoryLocks
+
+    if isinstance(broker, MemoryBroker):
+        return Shared(MemoryPresence(), MemoryLimiter(), MemoryLocks())
+    from server.broker.redis import RedisBroker
+    from server.broker.redis_state import RedisLimiter, RedisLocks, RedisPresence, Scripts
+
+    assert isinstance(broker, RedisBroker)
+    scripts = Scripts(broker.client)
+    return Shared(
+        RedisPresence(broker.client, scripts, prefix=broker.prefix, ttl=presence_ttl),
+        RedisLimiter(broker.client, scripts, prefix=broker.prefix, ttl=presence_ttl),
+        RedisLocks(broker.client, scripts, prefix=broker.prefix),
+    )

@@ -1,13 +1,16 @@
-"""MemoryBroker: the embedded default, and the reference semantics for every backend."""
+"""The embedded default: broker, limiter and locks of one process, and the reference semantics
+for every backend."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from rooms.model import RoomId
-from rooms.ports import Broker
+from rooms.limits import TokenBucket
+from rooms.model import RoomId, UserId
+from rooms.ports import Broker, Lease, Limiter, Locks
 
 
 class MemoryBroker:
@@ -51,3 +54,70 @@ class MemoryBroker:
 
 
 _: type[Broker] = MemoryBroker
+
+
+class MemoryLimiter:
+    """Limits of a single process: token buckets and connection counts in dicts."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._conns: dict[str, set[str]] = {}
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+            bucket = self._buckets[key] = TokenBucket(rate, burst, self.clock())
+        return bucket.take(self.clock())
+
+    async def open_conn(self, user: UserId, conn: str, limit: int) -> bool:
+        conns = self._conns.setdefault(user, set())
+        if conn not in conns and len(conns) >= limit:
+            return False
+        conns.add(conn)
+        return True
+
+    async def close_conn(self, user: UserId, conn: str) -> None:
+        conns = self._conns.get(user)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._conns[user]
+
+    async def refresh_conns(self, conns: Sequence[tuple[UserId, str]]) -> None:
+        return None
+
+
+class MemoryLocks:
+    """Locks of a single process, with the same expiry and fencing as RedisLocks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._held: dict[str, tuple[int, float]] = {}
+        self._fences: dict[str, int] = {}
+
+    async def acquire(self, name: str, ttl: float) -> Lease | None:
+        held = self._held.get(name)
+        if held is not None and held[1] > self.clock():
+            return None
+        token = self._fences[name] = self._fences.get(name, 0) + 1
+        self._held[name] = (token, self.clock() + ttl)
+        return Lease(name, token)
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        held = self._held.get(lease.name)
+        if held is None or held[0] != lease.token or held[1] <= self.clock():
+            return False
+        self._held[lease.name] = (lease.token, self.clock() + ttl)
+        return True
+
+    async def release(self, lease: Lease) -> None:
+        held = self._held.get(lease.name)
+        if held is not None and held[0] == lease.token:
+            del self._held[lease.name]
+
+
+_limiter: type[Limiter] = MemoryLimiter
+_locks: type[Locks] = MemoryLocks

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.broker import Backend, open_broker
+from server.broker import Backend, Shared, open_broker, open_shared
+
+TTL = 0.5  # seconds a presence lease or connection lease lives without a heartbeat
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -20,3 +22,8 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     assert backend.healthy
     yield backend
     await backend.aclose()
+
+
+@pytest.fixture
+def shared(broker: Backend) -> Shared:
+    return open_shared(broker, presence_ttl=TTL)

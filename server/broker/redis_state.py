@@ -1,0 +1,157 @@
+"""Presence, limits and locks on Redis: each atomic step is a Lua script in lua/.
+
+Every key of a room carries the room id as a hash tag (`{r_…}`), so a room's keys stay in one
+slot when rooms are spread over a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from presence.ports import PresenceStore
+from rooms.errors import Unavailable
+from rooms.model import UserId
+from rooms.ports import Lease, Limiter, Locks
+
+LUA = Path(__file__).with_name("lua")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Scripts:
+    """The Lua scripts, registered once per client (EVALSHA, loaded on first use)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._scripts = {path.stem: client.register_script(path.read_text()) for path in LUA.glob("*.lua")}
+
+    def __getitem__(self, name: str) -> AsyncScript:
+        return self._scripts[name]
+
+
+async def run(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a script; a Redis failure becomes `Unavailable`."""
+    try:
+        return await script(keys=list(keys), args=list(args))
+    except Exception as exc:
+        raise Unavailable("Redis is unavailable.") from exc
+
+
+class RedisPresence:
+    """Presence leases in Redis. Per room: a ZSET user → latest lease expiry and a HASH of
+    cards; per user in a room: a ZSET conn → lease expiry. Expired leases are ignored when
+    read (lazy expiry) and removed by `sweep`."""
+
+    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str, ttl: float) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.prefix = prefix
+        self.ttl_ms = int(ttl * 1000)
+
+    def _keys(self, room: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}presence:{{{room}}}"
+        return f"{base}:users", f"{base}:cards", f"{base}:conns:"
+
+    async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
+        users, cards, conns = self._keys(room)
+        now = now_ms()
+        args = [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
+        return bool(await run(self.scripts["presence_add"], [users, cards, conns + user_id], args))
+
+    async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
+        users, cards, conns = self._keys(room)
+        keys = [users, cards, conns + user_id]
+        return bool(await run(self.scripts["presence_remove"], keys, [user_id, conn_id, now_ms()]))
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        users, cards, _ = self._keys(room)
+        try:
+            live = await self.client.zrangebyscore(users, now_ms(), "+inf")
+            found = await self.client.hmget(cards, list(live)) if live else []  # type: ignore[arg-type]
+        except Exception as exc:
+            raise Unavailable("Redis is unavailable.") from exc
+        return [orjson.loads(card) for card in found if card is not None]
+
+    async def refresh(
+        self, leases: Sequence[tuple[str, str, str, Mapping[str, str]]]
+    ) -> list[tuple[str, Mapping[str, str]]]:
+        back = []
+        for room, user_id, conn_id, card in leases:  # one script per lease: a lapsed one may return
+            if await self.add(room, user_id, conn_id, card):
+                back.append((room, card))
+        return back
+
+    async def sweep(self, room: str) -> list[Mapping[str, str]]:
+        users, cards, conns = self._keys(room)
+        gone = await run(self.scripts["presence_sweep"], [users, cards], [now_ms(), conns])
+        return [orjson.loads(card) for card in gone]
+
+
+class RedisLimiter:
+    """Per-user token buckets and connection counts shared by every worker."""
+
+    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str, ttl: float) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.prefix = prefix
+        self.ttl_ms = int(ttl * 1000)
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        wait = await run(self.scripts["token_bucket"], [f"{self.prefix}rate:{key}"], [rate, burst, now_ms()])
+        return int(wait) / 1000
+
+    async def open_conn(self, user: UserId, conn: str, limit: int) -> bool:
+        now = now_ms()
+        args = [conn, now, now + self.ttl_ms, limit]
+        return bool(await run(self.scripts["conn_open"], [f"{self.prefix}conns:{user}"], args))
+
+    async def close_conn(self, user: UserId, conn: str) -> None:
+        try:
+            await self.client.zrem(f"{self.prefix}conns:{user}", conn)
+        except Exception as exc:
+            raise Unavailable("Redis is unavailable.") from exc
+
+    async def refresh_conns(self, conns: Sequence[tuple[UserId, str]]) -> None:
+        expiry = now_ms() + self.ttl_ms
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for user, conn in conns:
+                    pipe.zadd(f"{self.prefix}conns:{user}", {conn: expiry})
+                await pipe.execute()
+        except Exception as exc:
+            raise Unavailable("Redis is unavailable.") from exc
+
+
+class RedisLocks:
+    """`SET NX PX` locks with a fencing token from a counter that only grows."""
+
+    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str) -> None:
+        self.scripts = scripts
+        self.prefix = prefix
+
+    def _keys(self, name: str) -> list[str]:
+        return [f"{self.prefix}lock:{{{name}}}", f"{self.prefix}lock:{{{name}}}:fence"]
+
+    async def acquire(self, name: str, ttl: float) -> Lease | None:
+        token = await run(self.scripts["lock_acquire"], self._keys(name), [int(ttl * 1000)])
+        return None if token is None else Lease(name, int(token))
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        keys = self._keys(lease.name)[:1]
+        return bool(await run(self.scripts["lock_renew"], keys, [lease.token, int(ttl * 1000)]))
+
+    async def release(self, lease: Lease) -> None:
+        await run(self.scripts["lock_release"], self._keys(lease.name)[:1], [lease.token])
+
+
+_presence: type[PresenceStore] = RedisPresence
+_limiter: type[Limiter] = RedisLimiter
+_locks: type[Locks] = RedisLocks

@@ -1,0 +1,87 @@
+"""The contracts of presence, limits and locks, on the memory and the Redis backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rooms.model import UserId
+from server.broker import Backend, Shared
+from server.broker.memory import MemoryBroker
+from tests.contract.conftest import TTL
+
+ROOM = "r_contract"
+SAM = {"id": "u_sam", "name": "Sam", "role": "patient"}
+JO = {"id": "u_jo", "name": "Jo", "role": "caregiver"}
+
+
+async def test_presence_lists_each_user_once_however_many_connections(shared: Shared) -> None:
+    """A user with two connections is one entry; `add` says True only for their first."""
+    assert await shared.presence.add(ROOM, "u_sam", "c1", SAM) is True
+    assert await shared.presence.add(ROOM, "u_sam", "c2", SAM) is False
+    assert await shared.presence.add(ROOM, "u_jo", "c3", JO) is True
+    assert sorted(m["id"] for m in await shared.presence.members(ROOM)) == ["u_jo", "u_sam"]
+    assert await shared.presence.members("r_elsewhere") == []
+
+
+async def test_presence_says_left_only_when_the_last_connection_goes(shared: Shared) -> None:
+    """`remove` is True once, for the user's last connection; removing twice changes nothing."""
+    await shared.presence.add(ROOM, "u_sam", "c1", SAM)
+    await shared.presence.add(ROOM, "u_sam", "c2", SAM)
+    assert await shared.presence.remove(ROOM, "u_sam", "c1") is False
+    assert [m["id"] for m in await shared.presence.members(ROOM)] == ["u_sam"]
+    assert await shared.presence.remove(ROOM, "u_sam", "c2") is True
+    assert await shared.presence.remove(ROOM, "u_sam", "c2") is False
+    assert await shared.presence.members(ROOM) == []
+
+
+async def test_leases_lapse_without_a_heartbeat_and_a_sweep_reports_each_once(broker: Backend, shared: Shared) -> None:
+    """Without refresh a lease expires: members drop it at once, one sweep reports it (Redis)."""
+    if isinstance(broker, MemoryBroker):
+        return  # one process: its own connections cannot outlive it, leases never lapse
+    await shared.presence.add(ROOM, "u_sam", "c1", SAM)
+    await shared.presence.add(ROOM, "u_jo", "c2", JO)
+    for _ in range(3):
+        await asyncio.sleep(TTL / 3)
+        assert await shared.presence.refresh([(ROOM, "u_jo", "c2", JO)]) == []
+    assert [m["id"] for m in await shared.presence.members(ROOM)] == ["u_jo"]
+    sweeps = await asyncio.gather(*(shared.presence.sweep(ROOM) for _ in range(4)))
+    assert sorted(card["id"] for gone in sweeps for card in gone) == ["u_sam"]
+    # A refresh after a lapse brings the user back and says so.
+    assert await shared.presence.refresh([(ROOM, "u_sam", "c1", SAM)]) == [(ROOM, SAM)]
+
+
+async def test_a_shared_token_bucket_refuses_past_the_burst_then_refills(shared: Shared) -> None:
+    """burst takes pass, the next is refused with a wait; after the wait one passes again."""
+    results = [await shared.limiter.take("u_sam:send", 20.0, 5.0) for _ in range(6)]
+    assert results[:5] == [0, 0, 0, 0, 0] and 0 < results[5] <= 0.06
+    await asyncio.sleep(results[5] + 0.01)
+    assert await shared.limiter.take("u_sam:send", 20.0, 5.0) == 0
+    assert await shared.limiter.take("u_jo:send", 20.0, 5.0) == 0  # buckets are per key
+
+
+async def test_connection_counts_are_capped_per_user(shared: Shared) -> None:
+    """The limit-th connection is refused until one closes; a repeat of a counted one is fine."""
+    sam = UserId("u_sam")
+    assert [await shared.limiter.open_conn(sam, f"c{i}", 3) for i in range(4)] == [True, True, True, False]
+    assert await shared.limiter.open_conn(sam, "c1", 3) is True
+    await shared.limiter.close_conn(sam, "c2")
+    assert await shared.limiter.open_conn(sam, "c4", 3) is True
+    await shared.limiter.refresh_conns([(sam, "c1")])
+
+
+async def test_a_lock_has_one_holder_and_a_growing_fencing_token(shared: Shared) -> None:
+    """Of many concurrent takers one wins; after release or expiry the next gets a larger token."""
+    leases = await asyncio.gather(*(shared.locks.acquire("reminder:42", TTL) for _ in range(10)))
+    held = [lease for lease in leases if lease is not None]
+    assert len(held) == 1
+    first = held[0]
+    assert await shared.locks.renew(first, TTL) is True
+    await shared.locks.release(first)
+    second = await shared.locks.acquire("reminder:42", TTL)
+    assert second is not None and second.token > first.token
+    await asyncio.sleep(TTL + 0.1)  # the holder stalls past its expiry
+    assert await shared.locks.renew(second, TTL) is False
+    third = await shared.locks.acquire("reminder:42", TTL)
+    assert third is not None and third.token > second.token
+    await shared.locks.release(second)  # a stale holder cannot release the new holder's lock
+    assert await shared.locks.acquire("reminder:42", TTL) is None
