@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
@@ -32,16 +33,25 @@ MAX_PASSWORD = 1024
 
 
 def load_secret(settings: Settings) -> bytes:
-    """HEARTH_SECRET_KEY, or a development secret generated once in the data directory."""
+    """HEARTH_SECRET_KEY, or a development secret generated once in the data directory.
+
+    Several workers may start at once: the secret is written to a private temporary file and
+    linked into place, so every worker reads the one that won, never a half-written file.
+    """
     if settings.secret_key:
         return settings.secret_key.encode()
     path = settings.data_dir / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
     log.warning("HEARTH_SECRET_KEY is not set; using the development secret in %s", path)
-    return Path(path).read_text().strip().encode()
+    return path.read_text().strip().encode()
 
 
 def _b64(data: bytes) -> str:

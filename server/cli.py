@@ -44,19 +44,26 @@ def _accounts(settings: Settings, engines: Engines) -> Accounts:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.serve import serve
+    from server.workers import run_workers
 
-    settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+    port = settings.port if args.port is None else args.port
+    settings = settings.with_(host=args.host or settings.host, port=port)
     if args.demo:
         cmd_demo(args, settings)
-    serve(settings)
+    if args.workers > 1:
+        if settings.development:
+            _with_store(settings, _nothing)  # migrate once, before the workers start
+        return run_workers(settings, args.workers)
+    serve(settings, fd=args.fd)
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(engines: Engines) -> None:
-        return None
+async def _nothing(engines: Engines) -> None:
+    return None
 
-    _with_store(settings, work)
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    _with_store(settings, _nothing)
     print("schema is up to date")
     return 0
 
@@ -97,6 +104,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--demo", action="store_true", help="seed the demo users and rooms first")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes on one port (needs REDIS_URL)")
+    serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker of --workers: the shared socket
     serve.set_defaults(run=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     demo = sub.add_parser("demo", help="seed example users, rooms and messages")

@@ -50,6 +50,6 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, fd: int | None = None) -> None:
     app = create_app(settings)
-    HearthServer(uvicorn_config(app, settings), app).run()
+    HearthServer(uvicorn_config(app, settings, fd=fd), app).run()

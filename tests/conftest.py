@@ -434,3 +434,105 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"hearth-test:{secrets.token_hex(4)}:"
+
+
+class TcpProxy:
+    """A TCP relay in front of a real service, which a test can cut and restore (an outage
+    without touching the service itself)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._pipes |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._pipes -= {writer, up_writer}
+
+    async def cut(self) -> None:
+        """Refuse new connections and break every open one, as a dead database host would."""
+        assert self._server is not None
+        self._server.close()
+        for pipe in list(self._pipes):
+            pipe.transport.abort()
+        self._pipes.clear()
+
+    async def restore(self) -> None:
+        await self.start()  # same port: the address was the proxy's and is free again
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in list(self._pipes):
+            pipe.transport.abort()
+
+
+class RedisProcess:
+    """A redis-server of a test's own, on a unix socket, to kill and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "redis.sock"
+        self.directory = directory
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    async def start(self) -> RedisProcess:
+        import redis.asyncio as aioredis
+
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no",
+            "--dir", str(self.directory), stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        client = aioredis.Redis.from_url(self.url)
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                try:
+                    await client.ping()
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)
+        await client.aclose()
+        return self
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        need_service("redis-server", "PATH", FileNotFoundError("redis-server"))
+    redis = await RedisProcess(tmp_path).start()
+    yield redis
+    if redis.proc is not None and redis.proc.returncode is None:
+        await redis.kill()

@@ -1,0 +1,65 @@
+"""`hearth serve --workers N`: N worker processes accepting on one shared listening socket.
+
+Each worker is a whole Hearth (`hearth serve --fd`), sharing Redis and the database with
+the others; the parent only holds the socket, forwards SIGTERM and SIGINT, and restarts a
+worker that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from server.settings import Settings
+
+log = logging.getLogger("hearth.workers")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_workers(settings: Settings, count: int) -> int:
+    if settings.broker_url.startswith("memory://"):
+        log.error("several workers need a shared broker: set REDIS_URL (and DATABASE_URL for PostgreSQL)")
+        return 2
+    sock = listen(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    print(f"Hearth running on http://{settings.host}:{port} with {count} workers", file=sys.stderr, flush=True)
+    command = [sys.executable, "-m", "server.cli", "serve", "--fd", str(sock.fileno())]
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, pass_fds=[sock.fileno()], env=os.environ.copy())
+
+    procs = [spawn() for _ in range(count)]
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None and not stopping:
+                log.warning("worker pid=%s exited with %s; starting another", proc.pid, proc.returncode)
+                procs[i] = spawn()
+    for proc in procs:
+        proc.send_signal(stopping[0])
+    for proc in procs:
+        proc.wait()
+    sock.close()
+    return 0

@@ -1,0 +1,240 @@
+"""Many workers on Redis and PostgreSQL: one order, nothing lost, even when something dies."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    TIMEOUT,
+    Account,
+    Client,
+    RedisProcess,
+    ServerProcess,
+    TcpProxy,
+    open_client,
+    process_account,
+    process_room,
+)
+
+PRESENCE_TTL = 3.0  # seconds: a dead worker's users must be gone from presence within this and a sweep
+
+
+@dataclass
+class Cluster:
+    workers: list[ServerProcess]
+    clients: list[Client]
+
+    async def client(self, worker: int, account: Account, encoding: str = "hearth.v1.json") -> Client:
+        client = await open_client(self.workers[worker], account, encoding)
+        self.clients.append(client)
+        return client
+
+
+async def start_cluster(tmp_path: Path, count: int, *, redis_url: str, prefix: str, database_url: str) -> Cluster:
+    env = {
+        "REDIS_URL": redis_url,
+        "HEARTH_REDIS_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        "HEARTH_PRESENCE_TTL": str(PRESENCE_TTL),
+    }
+    workers = [ServerProcess(tmp_path, **env) for _ in range(count)]
+    await asyncio.gather(*(w.start() for w in workers))
+    return Cluster(workers, [])
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str) -> AsyncIterator[Cluster]:
+    running = await start_cluster(tmp_path, 2, redis_url=redis_url, prefix=redis_prefix, database_url=postgres_url)
+    yield running
+    await _stop(running)
+
+
+async def _stop(cluster: Cluster) -> None:
+    for client in cluster.clients:
+        await client.close()
+    for worker in cluster.workers:
+        await worker.stop()
+
+
+async def _send_many(client: Client, room: str, count: int, tag: str) -> list[int]:
+    replies = await asyncio.gather(
+        *(client.call("send", room=room, text=f"{tag} {i}", client_id=f"{tag}-{i}") for i in range(count))
+    )
+    return [r["seq"] for r in replies]
+
+
+async def _setup(cluster: Cluster, members: int) -> tuple[str, list[Account]]:
+    staff = await process_account(cluster.workers[0], "facilitator")
+    room = await process_room(cluster.workers[0], staff)
+    accounts = [await process_account(cluster.workers[i % len(cluster.workers)]) for i in range(members)]
+    return room, accounts
+
+
+async def test_clients_on_different_workers_see_one_and_the_same_order(cluster: Cluster) -> None:
+    """Senders on two workers, 300 messages each at once: everyone sees seqs 1..600 in one order."""
+    room, (a, b, c, d) = await _setup(cluster, 4)
+    ca, cb = await cluster.client(0, a), await cluster.client(1, b, "hearth.v1.msgpack")
+    cc, cd = await cluster.client(0, c), await cluster.client(1, d)
+    for client in (ca, cb, cc, cd):
+        await client.call("join", room=room)
+    sa, sb = await asyncio.gather(_send_many(ca, room, 300, "a"), _send_many(cb, room, 300, "b"))
+    assert sorted(sa + sb) == list(range(1, 601))
+    seen = [[(e["seq"], e["text"]) for e in await c.messages(room, 600)] for c in (ca, cb, cc, cd)]
+    assert seen[0] == seen[1] == seen[2] == seen[3]
+    assert [seq for seq, _ in seen[0]] == list(range(1, 601))
+
+
+async def test_resume_on_another_worker_returns_exactly_the_missed_events(cluster: Cluster) -> None:
+    """Drop from worker 1, rejoin on worker 2 with since: the missed events, edits and deletions, in order."""
+    room, (reader, writer) = await _setup(cluster, 2)
+    cr, cw = await cluster.client(0, reader), await cluster.client(1, writer)
+    await cr.call("join", room=room)
+    await cw.call("join", room=room)
+    seen = (await cw.call("send", room=room, text="before", client_id="before"))["seq"]
+    await cr.messages(room, 1)
+    await cr.close()
+    seqs = await _send_many(cw, room, 200, "m")
+    edit = await cw.call("edit", room=room, target=seqs[0], text="m 0, edited")
+    delete = await cw.call("delete", room=room, target=seqs[1])
+    for worker in (1, 0):  # on the writer's worker, and back on the first one
+        back = await cluster.client(worker, reader)
+        joined = await back.call("join", room=room, since=seen)
+        assert joined["recovered"] is True
+        assert [e["seq"] for e in joined["events"]] == list(range(seen + 1, delete["seq"] + 1))
+        assert joined["events"][-2]["seq"] == edit["seq"] and joined["events"][-1]["ev"] == "delete"
+    live = await cw.call("send", room=room, text="and now", client_id="now")
+    assert [e["seq"] for e in await back.messages(room, 1)] == [live["seq"]]
+
+
+async def test_kill_9_of_a_worker_loses_no_acknowledged_message_and_its_users_leave_presence(
+    cluster: Cluster,
+) -> None:
+    """A worker killed mid-traffic: survivors see every acked event once, in order; its users leave presence."""
+    room, (doomed_user, survivor, watcher) = await _setup(cluster, 3)
+    doomed = await cluster.client(0, doomed_user)
+    sender, watch = await cluster.client(1, survivor), await cluster.client(1, watcher)
+    for client in (doomed, sender, watch):
+        await client.call("join", room=room)
+    acked: set[int] = set()
+    busy = asyncio.Event()
+
+    async def keep_sending(client: Client, tag: str, count: int) -> None:
+        for i in range(count):
+            try:
+                reply = await client.request("send", room=room, text=f"{tag} {i}", client_id=f"{tag}{i}")
+            except Exception:
+                return  # the connection died with its worker
+            if "result" in reply:
+                acked.add(reply["result"]["seq"])
+            if len(acked) >= 150:
+                busy.set()
+
+    doomed_task = asyncio.create_task(keep_sending(doomed, "d", 400))
+    survivor_task = asyncio.create_task(keep_sending(sender, "s", 300))
+    await asyncio.wait_for(busy.wait(), 6 * TIMEOUT)
+    await cluster.workers[0].signal(signal.SIGKILL)
+    await asyncio.gather(doomed_task, survivor_task)
+    last = await sender.call("send", room=room, text="after the crash", client_id="after")
+    acked.add(last["seq"])
+    seqs = []
+    left_at = None
+    async with asyncio.timeout(6 * TIMEOUT):
+        while not seqs or seqs[-1] < last["seq"] or left_at is None:
+            event = await watch.event(room=room)
+            if "seq" in event:
+                seqs.append(event["seq"])
+            elif event["ev"] == "presence" and [u["id"] for u in event["left"]] == [doomed_user.id]:
+                left_at = asyncio.get_running_loop().time()
+    assert seqs == list(range(seqs[0], last["seq"] + 1)), "a gap or a duplicate"
+    assert acked <= set(range(1, last["seq"] + 1)) and seqs[0] == 1
+    newcomer = await cluster.client(1, await process_account(cluster.workers[1]))
+    present = (await newcomer.call("join", room=room))["presence"]
+    assert doomed_user.id not in [u["id"] for u in present]
+
+
+async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: Cluster) -> None:
+    """Users on two workers see each other once (however many devices); a leave shows within 2 s."""
+    room, (sam, jo) = await _setup(cluster, 2)
+    phone, laptop = await cluster.client(0, sam), await cluster.client(1, sam)
+    other = await cluster.client(1, jo)
+    await phone.call("join", room=room)
+    await laptop.call("join", room=room)
+    joined = await other.call("join", room=room)
+    assert sorted(u["id"] for u in joined["presence"]) == sorted([sam.id, jo.id])
+    await phone.call("leave", room=room)
+    await laptop.call("leave", room=room)
+    async with asyncio.timeout(2):
+        while True:
+            event = await other.event("presence", room=room)
+            if [u["id"] for u in event["left"]] == [sam.id]:
+                break
+    await other.call("typing", room=room)
+
+
+async def test_a_redis_restart_mid_traffic_loses_nothing(
+    tmp_path: Path, own_redis: RedisProcess, redis_prefix: str, postgres_url: str
+) -> None:
+    """Redis killed and restarted while both workers take sends: every client ends with every event, in order."""
+    cluster = await start_cluster(tmp_path, 2, redis_url=own_redis.url, prefix=redis_prefix, database_url=postgres_url)
+    try:
+        room, (a, b, c) = await _setup(cluster, 3)
+        ca, cb, cc = await cluster.client(0, a), await cluster.client(1, b), await cluster.client(0, c)
+        for client in (ca, cb, cc):
+            await client.call("join", room=room)
+        first = await asyncio.gather(_send_many(ca, room, 50, "a1"), _send_many(cb, room, 50, "b1"))
+        await own_redis.kill()
+        during = await asyncio.gather(_send_many(ca, room, 50, "a2"), _send_many(cb, room, 50, "b2"))
+        async with httpx.AsyncClient(base_url=cluster.workers[0].http_url) as http:
+            ready = (await http.get("/readyz")).json()
+        assert ready["status"] == "degraded" and ready["checks"]["broker"] == "down"
+        await own_redis.start()
+        after = await asyncio.gather(_send_many(ca, room, 50, "a3"), _send_many(cb, room, 50, "b3"))
+        total = [s for batch in (*first, *during, *after) for s in batch]
+        assert sorted(total) == list(range(1, 301))
+        for client in (ca, cb, cc):
+            async with asyncio.timeout(6 * TIMEOUT):
+                assert [e["seq"] for e in await client.messages(room, 300)] == list(range(1, 301))
+    finally:
+        await _stop(cluster)
+
+
+async def test_an_unreachable_database_gets_unavailable_never_a_false_ack_and_recovers(
+    tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str
+) -> None:
+    """With PostgreSQL cut off, sends answer `unavailable`; once it is back, sends succeed again by themselves."""
+    host_port, database = postgres_url.split("@", 1)[1].split("/", 1)
+    host, port = host_port.split(":")
+    proxy = await TcpProxy(host, int(port)).start()
+    via_proxy = f"{postgres_url.split('@', 1)[0]}@127.0.0.1:{proxy.port}/{database}"
+    cluster = await start_cluster(tmp_path, 1, redis_url=redis_url, prefix=redis_prefix, database_url=via_proxy)
+    try:
+        room, (a,) = await _setup(cluster, 1)
+        client = await cluster.client(0, a)
+        await client.call("join", room=room)
+        acked = {(await client.call("send", room=room, text=f"ok {i}", client_id=f"ok{i}"))["seq"] for i in range(5)}
+        await proxy.cut()
+        refused = [await client.request("send", room=room, text=f"lost {i}", client_id=f"x{i}") for i in range(5)]
+        assert [r["error"]["code"] for r in refused] == ["unavailable"] * 5
+        async with httpx.AsyncClient(base_url=cluster.workers[0].http_url) as http:
+            assert (await http.get("/readyz")).status_code == 503
+            await proxy.restore()
+            async with asyncio.timeout(6 * TIMEOUT):
+                while True:  # the worker reconnects by itself; /readyz tells when
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+        retried = await client.call("send", room=room, text="lost 0", client_id="x0")  # the client retries
+        acked.add(retried["seq"])
+        history = (await client.call("history", room=room))["events"]
+        assert {e["seq"] for e in history} == acked == set(range(1, 7))
+        assert [e["client_id"] for e in history] == ["ok0", "ok1", "ok2", "ok3", "ok4", "x0"]
+    finally:
+        await _stop(cluster)
+        await proxy.stop()
