@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import os
 import re
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,23 +388,34 @@ async def process_room(proc: ServerProcess, owner: Account, kind: str = "drop_in
 PG_ADMIN_URL = os.environ.get("HEARTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards. Under CI=true a missing
-    PostgreSQL fails the test; elsewhere it skips it."""
+def _in_own_loop(coro: Any) -> Any:
+    """Run a coroutine to completion on a loop of its own (for a sync fixture)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _admin(sql: str) -> None:
     import asyncpg
 
+    admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
     try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        need_service("PostgreSQL", PG_ADMIN_URL, exc)
-    name = f"hearth_test_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(sql)
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards. Under CI=true a missing
+    PostgreSQL fails the test; elsewhere it skips it. (A sync fixture, so that async fixtures
+    can ask for it by name.)"""
+    name = f"hearth_test_{secrets.token_hex(6)}"
+    try:
+        _in_own_loop(_admin(f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        need_service("PostgreSQL", PG_ADMIN_URL, exc)
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    _in_own_loop(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 REDIS_URL = os.environ.get("HEARTH_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from server.settings import normalise_db_url
 from tests.conftest import (
     Api,
     Client,
@@ -21,6 +23,25 @@ from tests.conftest import (
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path, server: Running) -> AsyncIterator[Running]:
+    """The shared SQLite server, or a server of this test's own on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield server
+        return
+    url = normalise_db_url(request.getfixturevalue("postgres_url"))
+    running = await start_server(test_settings(tmp_path, rate=2000.0, burst=2000.0).with_(database_url=url))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def store_api(any_store: Running) -> AsyncIterator[Api]:
+    api = Api(any_store)
+    yield api
+    await api.aclose()
+
+
 async def _send_many(client: Client, room: str, count: int, tag: str) -> list[int]:
     """Send `count` messages without waiting between them; return the acknowledged seqs."""
     replies = await asyncio.gather(
@@ -30,9 +51,10 @@ async def _send_many(client: Client, room: str, count: int, tag: str) -> list[in
 
 
 async def test_two_senders_get_one_gap_free_order_seen_the_same_by_all(
-    server: Running, api: Api, clients: list[Client]
+    any_store: Running, store_api: Api, clients: list[Client]
 ) -> None:
     """Two clients sending 500 messages each at once get seqs 1..1000 once each; all members agree."""
+    server, api = any_store, store_api
     staff = await api.staff()
     room = await api.room(staff)
     a, b, watcher = await api.signup(), await api.signup(), await api.signup()
@@ -136,9 +158,10 @@ async def test_resume_too_far_back_says_not_recovered_and_returns_the_latest(
 
 
 async def test_a_retried_send_returns_the_first_seq_and_stores_once(
-    server: Running, api: Api, clients: list[Client], encoding: str
+    any_store: Running, store_api: Api, clients: list[Client], encoding: str
 ) -> None:
     """The same client_id sent again, even after a reconnect, gets the same seq and no new event."""
+    server, api = any_store, store_api
     staff = await api.staff()
     room = await api.room(staff)
     a = await api.signup()
@@ -162,9 +185,13 @@ async def test_a_retried_send_returns_the_first_seq_and_stores_once(
     assert (await co.call("send", room=room, text="mine", client_id="retry-me"))["seq"] == both[0]["seq"] + 1
 
 
-async def test_acknowledged_messages_survive_kill_9(tmp_path: Path, processes: list[ServerProcess]) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_acknowledged_messages_survive_kill_9(
+    tmp_path: Path, processes: list[ServerProcess], store: str, request: pytest.FixtureRequest
+) -> None:
     """Kill -9 the server right after acks: after a restart on the same database, history has every acked seq."""
-    proc = await ServerProcess(tmp_path).start()
+    env = {"DATABASE_URL": request.getfixturevalue("postgres_url")} if store == "postgres" else {}
+    proc = await ServerProcess(tmp_path, **env).start()
     processes.append(proc)
     staff = await process_account(proc, "facilitator")
     room = await process_room(proc, staff)
