@@ -160,7 +160,8 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_message_and_its_users_le
 
 
 async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: Cluster) -> None:
-    """Users on two workers see each other once (however many devices); a leave shows within 2 s."""
+    """Users on two workers see each other once (however many devices), and each other typing; a leave
+    shows within 2 s."""
     room, (sam, jo) = await _setup(cluster, 2)
     phone, laptop = await cluster.client(0, sam), await cluster.client(1, sam)
     other = await cluster.client(1, jo)
@@ -168,6 +169,8 @@ async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: 
     await laptop.call("join", room=room)
     joined = await other.call("join", room=room)
     assert sorted(u["id"] for u in joined["presence"]) == sorted([sam.id, jo.id])
+    await other.call("typing", room=room)  # on worker 2; Sam's phone is on worker 1
+    assert (await phone.event("typing", room=room))["user"]["id"] == jo.id
     await phone.call("leave", room=room)
     await laptop.call("leave", room=room)
     async with asyncio.timeout(2):
@@ -175,7 +178,6 @@ async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: 
             event = await other.event("presence", room=room)
             if [u["id"] for u in event["left"]] == [sam.id]:
                 break
-    await other.call("typing", room=room)
 
 
 async def test_a_redis_restart_mid_traffic_loses_nothing(
