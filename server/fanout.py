@@ -213,9 +213,10 @@ class RoomFeed:
         for i, kept in enumerate(self.ring):
             if kept["seq"] == target and kept["ev"] == "message":
                 if deleted:
-                    self.ring[i] = {k: v for k, v in kept.items() if k != "text"} | {"deleted": True}
+                    gone = ("text", "edited", "edit_seq")
+                    self.ring[i] = {k: v for k, v in kept.items() if k not in gone} | {"deleted": True}
                 else:
-                    self.ring[i] = kept | {"text": change["text"], "edited": True}
+                    self.ring[i] = kept | {"text": change["text"], "edited": True, "edit_seq": change["seq"]}
             elif deleted and kept["ev"] == "edit" and kept.get("target") == target:
                 self.ring[i] = {k: v for k, v in kept.items() if k != "text"} | {"deleted": True}
 

@@ -148,12 +148,13 @@ async def test_history_shows_messages_as_they_now_stand(
     room, _, (ca, _) = await _room_with(server, api, clients, encoding)
     kept = await ca.call("send", room=room, text="first draft", client_id="k")
     gone = await ca.call("send", room=room, text="something I regret", client_id="g")
-    await ca.call("edit", room=room, target=kept["seq"], text="final words")
+    final = await ca.call("edit", room=room, target=kept["seq"], text="final words")
     await ca.call("edit", room=room, target=gone["seq"], text="still regret it")
     await ca.call("delete", room=room, target=gone["seq"])
     events = (await ca.call("history", room=room))["events"]
     by_seq = {e["seq"]: e for e in events}
     assert by_seq[kept["seq"]]["text"] == "final words" and by_seq[kept["seq"]]["edited"] is True
+    assert by_seq[kept["seq"]]["edit_seq"] == final["seq"]  # which edit the text already reflects
     assert by_seq[gone["seq"]]["deleted"] is True and "text" not in by_seq[gone["seq"]]
     assert all("regret" not in str(e) for e in events)
 

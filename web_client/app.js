@@ -394,7 +394,9 @@ function applyEvent(ev) {
   S.lastSeq = ev.seq;
   if (ev.ev === 'message') return addMessage(ev);
   const m = S.msgs.get(ev.target);
-  if (ev.ev === 'edit' && m && !m.deleted) Object.assign(m, { text: ev.text, edited: true });
+  if (ev.ev === 'edit' && m && !m.deleted && ev.seq > (m.edit_seq || 0)) {
+    Object.assign(m, { text: ev.text, edited: true, edit_seq: ev.seq });
+  }
   else if (ev.ev === 'delete' && m) Object.assign(m, { deleted: true, text: undefined });
   else if (ev.ev === 'reaction') foldReaction(ev);
   if (m) renderMessage(m);

@@ -131,12 +131,12 @@ class SqlTranscriptStore:
                 targets[(new.room, seq)] = {"kind": EventKind.MESSAGE, "redacted": False, "body": dict(new.body)}
             elif new.kind is EventKind.EDIT:
                 target = targets[(new.room, new.target)]
-                target["body"] = {**target["body"], "text": new.body["text"], "edited": True}
+                target["body"] = {**target["body"], "text": new.body["text"], "edited": True, "edit_seq": seq}
                 edits.append({"r": new.room, "s": new.target, "b": orjson.dumps(target["body"]).decode()})
             elif new.kind is EventKind.DELETE:
                 target = targets[(new.room, new.target)]
                 target["redacted"] = True
-                kept = {k: v for k, v in target["body"].items() if k == "reply_to"}
+                kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
                 deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
         if rows:
             await conn.execute(events.insert(), rows)
