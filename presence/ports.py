@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
 Card = Mapping[str, str]  # what others see of a user: {"id", "name", "role"}
@@ -17,17 +17,14 @@ class PresenceStore(Protocol):
     """
 
     async def add(self, room: str, user_id: str, conn_id: str, card: Card) -> bool:
-        """Lease `conn_id` in `room`; True when the user was not present before."""
+        """Lease `conn_id` in `room`, or renew its lease (a heartbeat); True when the user was
+        not present before (a new arrival, or a lease that had lapsed)."""
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         """Drop `conn_id`'s lease; True when it was the user's last one in the room."""
 
     async def members(self, room: str) -> list[dict[str, str]]:
         """Cards of the users with a live lease, one per user."""
-
-    async def refresh(self, leases: Sequence[tuple[str, str, str, Card]]) -> list[tuple[str, Card]]:
-        """Renew (room, user, conn, card) leases; returns (room, card) of users who were
-        gone from a room (their lease had lapsed) and are back."""
 
     async def sweep(self, room: str) -> list[Card]:
         """Remove users whose every lease expired; each is returned to exactly one caller."""

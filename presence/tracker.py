@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from presence.ports import PresenceStore
@@ -53,6 +53,10 @@ class PresenceTracker:
         """The user cards of everyone present, in the order they arrived."""
         return [dict(e.card) for e in self._rooms.get(room, {}).values()]
 
+    def holds(self, room: str, user_id: str, conn_id: str) -> bool:
+        entry = self._rooms.get(room, {}).get(user_id)
+        return entry is not None and conn_id in entry.conns
+
     def leases(self) -> list[tuple[str, str, str, Mapping[str, str]]]:
         """Every (room, user, connection, card) held here: what a heartbeat renews."""
         return [
@@ -72,8 +76,8 @@ class PresenceTracker:
 
 
 class MemoryPresence:
-    """The PresenceStore of a single process: this worker's tracker is the whole truth, so
-    leases never lapse and there is nothing to sweep."""
+    """The PresenceStore of a single process: its tracker is the whole truth, so leases never
+    lapse (renewing one is a no-op) and there is nothing to sweep."""
 
     def __init__(self) -> None:
         self.tracker = PresenceTracker()
@@ -86,11 +90,6 @@ class MemoryPresence:
 
     async def members(self, room: str) -> list[dict[str, str]]:
         return self.tracker.members(room)
-
-    async def refresh(
-        self, leases: Sequence[tuple[str, str, str, Mapping[str, str]]]
-    ) -> list[tuple[str, Mapping[str, str]]]:
-        return []
 
     async def sweep(self, room: str) -> list[Mapping[str, str]]:
         return []

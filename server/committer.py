@@ -30,8 +30,6 @@ class GroupCommitter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.committed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group commit")
@@ -64,6 +62,8 @@ class GroupCommitter:
             self._idle.set()
 
     async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Event]]]) -> None:
+        """Commit, acknowledge, then publish in seq order. Never raises: a failure is told
+        to each sender, so one bad batch cannot stop the committer."""
         try:
             results: list[Event | HearthError] = await self.store.append([new for new, _ in batch])
         except HearthError as exc:
@@ -71,11 +71,6 @@ class GroupCommitter:
         except Exception:
             log.exception("commit of %d events failed", len(batch))
             results = [Internal("The message could not be saved.")] * len(batch)
-        self.batches += 1
-        for result in results:
-            if isinstance(result, Event):
-                self.committed += 1
-                await self.publish(result)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
@@ -83,3 +78,9 @@ class GroupCommitter:
                 future.set_result(result)
             else:
                 future.set_exception(result)
+        for result in results:
+            if isinstance(result, Event):
+                try:
+                    await self.publish(result)
+                except Exception:  # durable already; other workers fill the gap from the store
+                    log.exception("publish room=%s seq=%s failed", result.room, result.seq)

@@ -94,9 +94,6 @@ class Connection:
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the socket is gone; the reader sees it too
 
-    def pending(self) -> int:
-        return len(self._outbox)
-
     # Reading
 
     async def receive(self) -> str | bytes:

@@ -94,41 +94,44 @@ async def op_leave(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply
 async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
-    await hub.check_user_rate(conn.user)
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64)
     reply_to = arg_int(args, "reply_to", low=1, optional=True)
     latest = hub.feeds[room].last if room in hub.feeds else Seq(0)
-    return hub.committer.submit(hub.service.new_message(conn.user, room, text, client_id, reply_to, latest))
+    new = hub.service.new_message(conn.user, room, text, client_id, reply_to, latest)
+    await hub.check_user_rate(conn.user)
+    return hub.committer.submit(new)
 
 
 async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
-    await hub.check_user_rate(conn.user)
     target = Seq(arg_int(args, "target", low=1))
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
-    return hub.committer.submit(await hub.service.new_edit(conn.user, room, target, text, client_id))
+    new = await hub.service.new_edit(conn.user, room, target, text, client_id)
+    await hub.check_user_rate(conn.user)
+    return hub.committer.submit(new)
 
 
 async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
-    await hub.check_user_rate(conn.user)
     target = Seq(arg_int(args, "target", low=1))
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
-    return hub.committer.submit(await hub.service.new_delete(conn.user, room, target, client_id))
+    new = await hub.service.new_delete(conn.user, room, target, client_id)
+    await hub.check_user_rate(conn.user)
+    return hub.committer.submit(new)
 
 
 async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
-    await hub.check_user_rate(conn.user)
     target = Seq(arg_int(args, "target", low=1))
     emoji = arg_str(args, "emoji", max_len=64)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
     new = hub.service.new_reaction(conn.user, room, target, emoji, arg_bool(args, "remove"), client_id)
+    await hub.check_user_rate(conn.user)
     return hub.committer.submit(new)
 
 

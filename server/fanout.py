@@ -61,38 +61,38 @@ class RoomFeed:
         self.ring: deque[dict[str, Any]] = deque(maxlen=ring)
         self.members: dict[ConnId, Connection] = {}
         self._joining: dict[ConnId, list[dict[str, Any]]] = {}
+        self.reserved = 0  # joins under way that have not attached yet: keep the feed alive
         self._held: dict[int, dict[str, Any]] = {}
+        self._want = 0  # the store holds events up to this seq: deliver up to it
         self._gap_timer: asyncio.TimerHandle | None = None
         self._filler: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
         self._advanced: asyncio.Future[None] | None = None
 
     @property
     def idle(self) -> bool:
-        return not self.members and not self._joining
+        return not self.members and not self._joining and not self.reserved
 
     # Lifecycle
 
     async def start(self) -> None:
-        """Subscribe upstream; returns once the subscription is confirmed and `last` is known."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"feed {self.room}")
-        waiter = asyncio.ensure_future(self._ready.wait())
-        await asyncio.wait([waiter, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if not self._ready.is_set():
-            waiter.cancel()
-            raise self._failure or RuntimeError("feed stopped")
+        """Subscribe upstream; returns once the subscription is confirmed and `last` is known
+        (or, with the broker down, once `last` is read from the store)."""
+        self._task = asyncio.create_task(self._run(), name=f"feed {self.room}")
+        try:
+            await asyncio.shield(self._ready)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        for task in (self._task, self._filler):
-            if task is not None:
-                task.cancel()
         if self._gap_timer is not None:
             self._gap_timer.cancel()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, self._filler) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         """Listen upstream; on a broken subscription, subscribe again and fill from the store.
@@ -104,36 +104,37 @@ class RoomFeed:
         while True:
             try:
                 async with self.broker.subscribe(self.room) as messages:
-                    self._synced(await self.store.last_seq(self.room))
+                    self.expect(await self.store.last_seq(self.room))
                     delay = 0.1
                     async for raw in messages:
                         self.accept(msgpack.unpackb(raw, raw=False))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not self._ready.is_set():
+                if not self._ready.done():
                     if not isinstance(exc, Unavailable) or not await self._start_degraded():
-                        self._failure = exc
-                        raise
+                        self._ready.set_exception(exc)
+                        return
                 log.warning("feed room=%s has no subscription (%s); retrying", self.room, type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _synced(self, latest: int) -> None:
-        """Subscribed, and `latest` read from the store after that: deliver up to it."""
-        if not self._ready.is_set():
-            self.last = Seq(latest)
-            self._ready.set()
-        elif latest > self.last and self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(0, self._gap_expired)
-
     async def _start_degraded(self) -> bool:
         try:
-            self.last = await self.store.last_seq(self.room)
+            self.expect(await self.store.last_seq(self.room))
         except Unavailable:
             return False
-        self._ready.set()
         return True
+
+    def expect(self, latest: int) -> None:
+        """The store holds events up to `latest`: the first call sets where this feed starts;
+        later ones (resubscribed, or a periodic check) fill whatever this feed missed."""
+        if not self._ready.done():
+            self.last = Seq(latest)
+            self._ready.set_result(None)
+        elif latest > self._want:
+            self._want = latest
+            self._flush()
 
     # Delivery
 
@@ -151,36 +152,48 @@ class RoomFeed:
         self._flush()
 
     def _flush(self) -> None:
+        """Deliver what is next in line; while something is missing, keep a fill scheduled.
+
+        Events held past a gap wait `gap_wait` for the missing ones to arrive; events known
+        only from the store are read at once.
+        """
         while (event := self._held.pop(self.last + 1, None)) is not None:
             self._deliver(event)
-        if self._held and self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(self.gap_wait, self._gap_expired)
-        elif not self._held and self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        behind = bool(self._held) or self._want > self.last
+        if not behind:
+            if self._gap_timer is not None:
+                self._gap_timer.cancel()
+                self._gap_timer = None
+        elif self._gap_timer is None and (self._filler is None or self._filler.done()):
+            delay = self.gap_wait if self._held else 0.0
+            self._gap_timer = asyncio.get_running_loop().call_later(delay, self._gap_expired)
 
     def _gap_expired(self) -> None:
         self._gap_timer = None
-        if self._filler is None or self._filler.done():
-            self._filler = asyncio.create_task(self._fill(), name=f"gap fill {self.room}")
+        self._filler = asyncio.create_task(self._fill(), name=f"gap fill {self.room}")
 
     async def _fill(self) -> None:
+        failed = False
         try:
             while True:
                 found = await self.store.read_since(self.room, self.last, 500)
-                if not found:
-                    break
-                log.info("gap fill room=%s after=%s events=%d", self.room, self.last, len(found))
-                for event in found:
-                    self._held.setdefault(event.seq, event.to_wire())
-                self._flush()
+                if found:
+                    log.info("gap fill room=%s after=%s events=%d", self.room, self.last, len(found))
+                for stored in found:
+                    self._held.setdefault(stored.seq, stored.to_wire())
+                while (event := self._held.pop(self.last + 1, None)) is not None:
+                    self._deliver(event)
                 if len(found) < 500:
                     break
         except Exception as exc:
             log.warning("gap fill room=%s failed (%s); retrying", self.room, type(exc).__name__)
-            self._gap_timer = asyncio.get_running_loop().call_later(self.gap_wait, self._gap_expired)
+            failed = True
         finally:
+            self._filler = None
             self._held = {s: e for s, e in self._held.items() if s > self.last}
+        if failed:
+            self._gap_timer = asyncio.get_running_loop().call_later(self.gap_wait, self._gap_expired)
+        else:
             self._flush()
 
     def _deliver(self, event: dict[str, Any]) -> None:
@@ -230,16 +243,27 @@ class RoomFeed:
         recovered)` is called at the moment `conn` becomes a member, before any live event
         is pushed to it. Nothing happens if the connection closed meanwhile.
         """
-        self.members.pop(conn.id, None)
+        was = self.members.pop(conn.id, None)  # joining again: a fresh resume
+        try:
+            await self._attach(conn, since, go_live)
+        except BaseException:
+            if was is not None and not conn.closing:
+                self.members[conn.id] = was  # a failed re-join leaves the connection as it was
+            raise
+
+    async def _attach(self, conn: Connection, since: int | None, go_live: GoLive) -> None:
         if since is None:
             self._go_live(conn, go_live, self.last, [], True)
             return
         if since > self.last:
-            if since > await self.store.last_seq(self.room):
+            latest = await self.store.last_seq(self.room)
+            if since > latest:
                 raise BadRequest("since is ahead of this room's latest seq.")
-            await self._reach(since)  # committed but not yet delivered here: wait for it
+            self.expect(latest)  # committed but not delivered here yet: fetch it now
+            if not await self._reach(since):
+                raise Unavailable("This room is catching up. Please retry in a moment.")
         first = self.ring[0]["seq"] if self.ring else self.last + 1
-        if first <= since + 1 and self.last - since <= self.resume_max and since <= self.last:
+        if first <= since + 1 and self.last - since <= self.resume_max:
             self._go_live(conn, go_live, self.last, [e for e in self.ring if e["seq"] > since], True)
             return
         live: list[dict[str, Any]] = []
@@ -254,7 +278,7 @@ class RoomFeed:
         merged = {e.seq: e.to_wire() for e in stored}
         for event in live:
             merged.setdefault(event["seq"], event)
-        # Events past `last` are still on their way through the broker and will arrive live.
+        # Events past `last` are still on their way to this feed and will arrive live.
         events = [merged[s] for s in sorted(merged) if since < s <= self.last]
         self._go_live(conn, go_live, self.last, events, recovered)
 
@@ -265,14 +289,15 @@ class RoomFeed:
             go_live(latest, events, recovered)
             self.members[conn.id] = conn
 
-    async def _reach(self, seq: int) -> None:
-        """Wait (briefly) until this feed has delivered `seq`."""
+    async def _reach(self, seq: int) -> bool:
+        """Wait (briefly) until this feed has delivered `seq`; False if it has not."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.gap_wait * 4):
                 while self.last < seq:
                     if self._advanced is None or self._advanced.done():
                         self._advanced = asyncio.get_running_loop().create_future()
                     await asyncio.shield(self._advanced)
+        return self.last >= seq
 
     def detach(self, conn: Connection) -> None:
         self.members.pop(conn.id, None)

@@ -109,7 +109,7 @@ async def signup(request: Request) -> Response:
     throttle(request)
     data = await body(request)
     role = data.get("role", Role.PATIENT.value)
-    if role not in {r.value for r in Role}:
+    if not isinstance(role, str) or role not in {r.value for r in Role}:
         raise BadRequest("Unknown role.")
     user = await hub.accounts.signup(
         data.get("username"), data.get("password"), _text(data, "display_name"), Role(role)
@@ -153,7 +153,7 @@ async def create_room(request: Request) -> Response:
     _hub(request).service.require_room_creator(user)  # before reading the body
     data = await body(request)
     kind = data.get("kind")
-    if kind not in {k.value for k in RoomKind}:
+    if not isinstance(kind, str) or kind not in {k.value for k in RoomKind}:
         raise BadRequest("`kind` must be group or drop_in.")
     room = await _hub(request).service.create_room(user, _text(data, "name"), RoomKind(kind))
     return JSON({"room": room.public()}, status_code=201)
@@ -164,7 +164,7 @@ async def add_member(request: Request) -> Response:
     user, _ = await signed_in(request)
     data = await body(request)
     role = data.get("role", MemberRole.MEMBER.value)
-    if role not in {r.value for r in MemberRole}:
+    if not isinstance(role, str) or role not in {r.value for r in MemberRole}:
         raise BadRequest("`role` must be member or facilitator.")
     room_id = RoomId(request.path_params["room"])
     added = await _hub(request).service.add_member(user, room_id, UserId(_text(data, "user")), MemberRole(role))

@@ -76,6 +76,8 @@ class Hub:
 
     async def register(self, conn: Connection, user: User, token_id: str) -> None:
         """A connection signed in; refuses one over the user's connection limit (all workers)."""
+        if self.draining:
+            raise Unavailable("Hearth is restarting. Reconnect and resume.")
         allowed = await self._shared(self.shared.limiter.open_conn(user.id, conn.id, self.limits.user_connections))
         if allowed is False:
             raise RateLimited("Too many open connections for this account. Close one and retry.", retry_after=5.0)
@@ -125,26 +127,38 @@ class Hub:
         """
         user = conn.user
         assert user is not None
-        feed = await self._feed(room.id)
-        arrived = await self._shared(self.shared.presence.add(room.id, user.id, conn.id, user.public()))
-        present = await self._shared(self.shared.presence.members(room.id))
-        if present is None:  # the shared view is down: show who is here on this worker
-            present = self.local.members(room.id)
-            if not any(card["id"] == user.id for card in present):
-                present.append(user.public())
-
-        def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
-            conn.rooms.add(room.id)
-            self.local.add(room.id, user.id, conn.id, user.public())
-            reply({"room": room.public(), "seq": latest, "presence": present, "events": events, "recovered": recovered})
-
+        feed = await self._feed(room.id)  # reserved for this join until the `finally`
+        leased = False
         try:
+            arrived = await self._shared(self.shared.presence.add(room.id, user.id, conn.id, user.public()))
+            leased = arrived is not None
+            present = await self._shared(self.shared.presence.members(room.id))
+            if present is None:  # the shared view is down: show who is here on this worker
+                present = self.local.members(room.id)
+                if not any(card["id"] == user.id for card in present):
+                    present.append(user.public())
+
+            def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
+                conn.rooms.add(room.id)
+                self.local.add(room.id, user.id, conn.id, user.public())
+                reply(
+                    {
+                        "room": room.public(),
+                        "seq": latest,
+                        "presence": present,
+                        "events": events,
+                        "recovered": recovered,
+                    }
+                )
+
             await feed.attach(conn, since, go_live)
         finally:
+            feed.reserved -= 1
             if room.id not in conn.rooms:
-                await self._shared(self.shared.presence.remove(room.id, user.id, conn.id))
+                if leased:
+                    await self._shared(self.shared.presence.remove(room.id, user.id, conn.id))
                 await self._release(feed)
-        if arrived:
+        if arrived and room.id in conn.rooms:
             await self._announce(room.id, user.public(), "joined")
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
@@ -204,6 +218,7 @@ class Hub:
                 )
                 await feed.start()
                 self.feeds[room] = feed
+            feed.reserved += 1
             return feed
 
     async def _release(self, feed: RoomFeed) -> None:
@@ -234,18 +249,20 @@ class Hub:
         return not self.broker.healthy
 
     async def _beat(self) -> None:
-        """Renew this worker's leases; sweep the rooms it serves for users of dead workers."""
+        """Every quarter lease: renew this worker's leases, sweep its rooms for users of dead
+        workers, catch its feeds up with the store (a lost publish waits at most this long),
+        and close sockets whose token was revoked on another worker."""
         while True:
             await asyncio.sleep(self.settings.presence_ttl / 4)
             try:
-                back = await self.shared.presence.refresh(self.local.leases())
-                for room, card in back:
-                    await self._announce(RoomId(room), card, "joined")
-                conns = [(c.user.id, c.id) for c in self.registry.all() if c.user is not None]
-                await self.shared.limiter.refresh_conns(conns)
-                for room in list(self.feeds):
-                    for card in await self.shared.presence.sweep(room):
-                        await self._announce(room, card, "left")
+                await self._renew()
+                latest = await self.store.last_seqs(list(self.feeds))
+                for room, seq in latest.items():
+                    if (feed := self.feeds.get(room)) is not None:
+                        feed.expect(seq)
+                tokens = {c.token_id for c in self.registry.all()}
+                for jti in await self.directory.revoked_among(tokens):
+                    self.revoke(jti)
                 if self._degraded:
                     log.info("shared state is back")
                     self._degraded.clear()
@@ -253,6 +270,16 @@ class Hub:
                 self._note_degraded("shared state")
             except Exception:
                 log.exception("presence heartbeat failed")
+
+    async def _renew(self) -> None:
+        for room, user, conn, card in self.local.leases():
+            if self.local.holds(room, user, conn):  # it may have left while we renewed others
+                if await self.shared.presence.add(room, user, conn, card):  # its lease had lapsed
+                    await self._announce(RoomId(room), card, "joined")
+        await self.shared.limiter.refresh_conns([(c.user.id, c.id) for c in self.registry.all() if c.user])
+        for room in list(self.feeds):
+            for card in await self.shared.presence.sweep(room):
+                await self._announce(room, card, "left")
 
     # Sessions
 

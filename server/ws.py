@@ -44,7 +44,9 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             await asyncio.wait([reader, writer, closing], return_when=asyncio.FIRST_COMPLETED)
             for task in (reader, closing):
                 task.cancel()
-            await asyncio.gather(reader, closing, return_exceptions=True)
+            for outcome in await asyncio.gather(reader, closing, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("reader failed conn=%s: %s", conn.id, type(outcome).__name__, exc_info=outcome)
             await hub.leave_all(conn)  # the rooms stop waiting for this client right away
         if conn.closing:
             # The writer sends what is queued, then the close frame; a client that stopped

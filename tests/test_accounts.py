@@ -62,6 +62,8 @@ async def test_signup_input_is_checked(server: Running, api: Api) -> None:
         {"username": "ok-name2", "password": "long enough"},
         {"username": "ok-name3", "password": "long enough", "display_name": "bad\x00name"},
         {"username": "ok-name4", "password": "long enough", "display_name": "A", "role": "wizard"},
+        {"username": "ok-name5", "password": "long enough", "display_name": "A", "role": ["patient"]},
+        {"username": ["list"], "password": "long enough", "display_name": "A"},
     ]
     for body in bad:
         r = await api.http.post("/api/signup", json=body)
@@ -100,8 +102,9 @@ async def test_only_facilitators_and_admins_open_rooms(server: Running, api: Api
         staff = await api.staff(role)
         r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "group"}, headers=auth(staff))
         assert r.status_code == 201 and r.json()["room"]["kind"] == "group"
-    r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "party"}, headers=auth(staff))
-    assert r.status_code == 400
+    for kind in ("party", {"group": 1}, ["group"], None):
+        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": kind}, headers=auth(staff))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     assert (await api.http.post("/api/rooms", json={"name": "x", "kind": "group"})).status_code == 401
 
 

@@ -186,3 +186,13 @@ async def test_leave_stops_the_events(server: Running, api: Api, clients: list[C
     assert [e["seq"] for e in rejoined["events"]] == [missed["seq"]]
     later = await ca.call("send", room=room, text="welcome back", client_id="z")
     assert [e["seq"] for e in await cb.messages(room, 1)] == [later["seq"]]
+
+
+async def test_a_failed_rejoin_leaves_the_connection_joined_and_served(
+    server: Running, api: Api, clients: list[Client], encoding: str
+) -> None:
+    """A join again with a bad `since` is refused, and the connection keeps getting the room's events."""
+    room, _, (ca, cb) = await _room_with(server, api, clients, encoding)
+    assert (await ca.error("join", room=room, since=10**6))["code"] == "bad_request"
+    sent = await cb.call("send", room=room, text="still with us?", client_id="s")
+    assert [e["seq"] for e in await ca.messages(room, 1)] == [sent["seq"]]

@@ -102,3 +102,22 @@ async def test_no_message_text_or_token_reaches_the_logs(tmp_path: Path, caplog:
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in records)
     for secret_thing in (secret, "private-7d1f", account.token, account.token.split(".")[1], "wrong password here"):
         assert secret_thing not in logged
+
+
+async def test_an_event_whose_publish_was_lost_arrives_even_in_a_quiet_room(tmp_path: Path) -> None:
+    """With no later event to reveal the gap, the heartbeat's check of the store delivers it."""
+    running = await start_server(test_settings(tmp_path).with_(presence_ttl=1.0))  # a check every 0.25 s
+    api = Api(running)
+    try:
+        staff = await api.staff()
+        room = await api.room(staff)
+        account = await api.signup()
+        client = await open_client(running, account)
+        await client.call("join", room=room)
+        sender = User(UserId(account.id), account.username, account.name, Role.PATIENT)
+        [lost] = await running.hub.store.append([NewEvent(RoomId(room), EventKind.MESSAGE, sender, {"text": "x"}, "x")])
+        assert [e["seq"] for e in await client.messages(room, 1)] == [lost.seq]  # type: ignore[union-attr]
+        await client.close()
+    finally:
+        await api.aclose()
+        await running.stop()

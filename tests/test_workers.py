@@ -240,3 +240,13 @@ async def test_an_unreachable_database_gets_unavailable_never_a_false_ack_and_re
     finally:
         await _stop(cluster)
         await proxy.stop()
+
+
+async def test_logout_on_one_worker_closes_the_tokens_sockets_on_the_others(cluster: Cluster) -> None:
+    """A token revoked through worker 1 closes its socket on worker 2 with 4401 within a heartbeat."""
+    _, (sam,) = await _setup(cluster, 1)
+    elsewhere = await cluster.client(1, sam)
+    async with httpx.AsyncClient(base_url=cluster.workers[0].http_url) as http:
+        r = await http.post("/api/logout", headers={"Authorization": f"Bearer {sam.token}"})
+        assert r.status_code == 200
+    assert await elsewhere.close_code() == 4401

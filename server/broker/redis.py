@@ -79,8 +79,7 @@ class RedisBroker:
     # Broker
 
     async def publish(self, room: RoomId, event: bytes) -> None:
-        if not self.healthy:
-            raise Unavailable("The broker is unavailable.")
+        """Publish on the command connection, whatever the state of our own subscriptions."""
         try:
             await self.client.publish(self.channel(room), event)
         except Exception as exc:
@@ -202,6 +201,8 @@ class RedisBroker:
                 future = self._confirming.pop(reply[1], None)
                 if future is not None and not future.done():
                     future.set_result(None)
+                if reply[1] not in self._queues:  # its subscriber left before the confirmation
+                    await self._unsubscribe(reply[1])
             elif kind == b"pong":
                 self._last_pong = loop.time()
 

@@ -80,15 +80,6 @@ class RedisPresence:
             raise Unavailable("Redis is unavailable.") from exc
         return [orjson.loads(card) for card in found if card is not None]
 
-    async def refresh(
-        self, leases: Sequence[tuple[str, str, str, Mapping[str, str]]]
-    ) -> list[tuple[str, Mapping[str, str]]]:
-        back = []
-        for room, user_id, conn_id, card in leases:  # one script per lease: a lapsed one may return
-            if await self.add(room, user_id, conn_id, card):
-                back.append((room, card))
-        return back
-
     async def sweep(self, room: str) -> list[Mapping[str, str]]:
         users, cards, conns = self._keys(room)
         gone = await run(self.scripts["presence_sweep"], [users, cards], [now_ms(), conns])

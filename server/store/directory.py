@@ -138,6 +138,15 @@ class SqlDirectory:
     async def is_revoked(self, jti: str) -> bool:
         return await self._one(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)) is not None
 
+    async def revoked_among(self, jtis: set[str]) -> set[str]:
+        """Which of these token ids were revoked (by a logout on any worker)."""
+        found: set[str] = set()
+        ids = sorted(jtis)
+        for start in range(0, len(ids), 500):
+            query = select(revoked_tokens.c.jti).where(revoked_tokens.c.jti.in_(ids[start : start + 500]))
+            found.update(row.jti for row in await self._all(query))
+        return found
+
     async def purge_revoked(self) -> None:
         """Forget revocations of tokens that have expired anyway."""
         await self._write(delete(revoked_tokens).where(revoked_tokens.c.expires_at < now_us()))

@@ -223,6 +223,18 @@ class SqlTranscriptStore:
 
         return await guarded(run)
 
+    async def last_seqs(self, rooms_: list[RoomId]) -> dict[RoomId, Seq]:
+        """The latest seq of each room, in one query."""
+        if not rooms_:
+            return {}
+
+        async def run() -> dict[RoomId, Seq]:
+            async with self.engines.reader.connect() as conn:
+                rows = await conn.execute(select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(rooms_)))
+                return {RoomId(r.id): Seq(r.last_seq) for r in rows}
+
+        return await guarded(run)
+
     async def ping(self) -> None:
         """Raise `Unavailable` unless the database answers."""
 

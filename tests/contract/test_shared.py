@@ -42,12 +42,12 @@ async def test_leases_lapse_without_a_heartbeat_and_a_sweep_reports_each_once(br
     await shared.presence.add(ROOM, "u_jo", "c2", JO)
     for _ in range(3):
         await asyncio.sleep(TTL / 3)
-        assert await shared.presence.refresh([(ROOM, "u_jo", "c2", JO)]) == []
+        assert await shared.presence.add(ROOM, "u_jo", "c2", JO) is False  # a renewal
     assert [m["id"] for m in await shared.presence.members(ROOM)] == ["u_jo"]
     sweeps = await asyncio.gather(*(shared.presence.sweep(ROOM) for _ in range(4)))
     assert sorted(card["id"] for gone in sweeps for card in gone) == ["u_sam"]
-    # A refresh after a lapse brings the user back and says so.
-    assert await shared.presence.refresh([(ROOM, "u_sam", "c1", SAM)]) == [(ROOM, SAM)]
+    # Renewing a lapsed lease brings the user back and says so.
+    assert await shared.presence.add(ROOM, "u_sam", "c1", SAM) is True
 
 
 async def test_a_shared_token_bucket_refuses_past_the_burst_then_refills(shared: Shared) -> None:
