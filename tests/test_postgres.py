@@ -6,7 +6,15 @@ import asyncio
 from pathlib import Path
 
 from server.settings import normalise_db_url
-from tests.conftest import Api, open_client, start_server, test_settings
+from tests.conftest import (
+    Api,
+    ServerProcess,
+    open_client,
+    process_account,
+    process_room,
+    start_server,
+    test_settings,
+)
 
 
 async def test_the_core_runs_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
@@ -50,3 +58,18 @@ async def test_the_core_runs_on_postgresql(tmp_path: Path, postgres_url: str) ->
     finally:
         await api.aclose()
         await running.stop()
+
+
+async def test_hearth_migrate_prepares_postgresql_for_production_workers(
+    tmp_path: Path, processes: list[ServerProcess], postgres_url: str
+) -> None:
+    """`hearth migrate` on an empty database, then a production worker (no auto-migration) serves."""
+    proc = ServerProcess(tmp_path, DATABASE_URL=postgres_url, HEARTH_ENV="production")
+    assert "up to date" in await proc.hearth("migrate")
+    assert "up to date" in await proc.hearth("migrate")  # again: nothing to do
+    processes.append(await proc.start())
+    staff = await process_account(proc, "facilitator")
+    room = await process_room(proc, staff)
+    client = await open_client(proc, staff)
+    assert (await client.call("join", room=room))["seq"] == 0
+    await client.close()

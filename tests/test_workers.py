@@ -250,3 +250,30 @@ async def test_logout_on_one_worker_closes_the_tokens_sockets_on_the_others(clus
         r = await http.post("/api/logout", headers={"Authorization": f"Bearer {sam.token}"})
         assert r.status_code == 200
     assert await elsewhere.close_code() == 4401
+
+
+async def test_per_user_limits_hold_across_workers(
+    tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str
+) -> None:
+    """Connections and sends of one user are counted together whichever worker they reach."""
+    cluster = await start_cluster(tmp_path, 2, redis_url=redis_url, prefix=redis_prefix, database_url=postgres_url)
+    for worker in cluster.workers:  # restart both with tight per-user limits
+        await worker.stop()
+        worker.env |= {"HEARTH_USER_CONNECTIONS": "2", "HEARTH_USER_RATE": "0.5", "HEARTH_USER_BURST": "3"}
+        await worker.start()
+    try:
+        room, (sam,) = await _setup(cluster, 1)
+        one, two = await cluster.client(0, sam), await cluster.client(1, sam)
+        third = await open_client(cluster.workers[0])
+        cluster.clients.append(third)
+        assert (await third.error("auth", token=sam.token))["code"] == "rate_limited"
+        assert await third.close_code() == 4429
+        for client in (one, two):
+            await client.call("join", room=room)
+        replies = [
+            await c.request("send", room=room, text="hi", client_id=f"m{i}") for i, c in enumerate([one, two] * 3)
+        ]
+        assert ["result" in r for r in replies].count(True) == 3
+        assert {r["error"]["code"] for r in replies if "error" in r} == {"rate_limited"}
+    finally:
+        await _stop(cluster)
