@@ -75,6 +75,7 @@ class EventKind(StrEnum):
     EDIT = "edit"
     DELETE = "delete"
     REACTION = "reaction"
+    SESSION = "session"
 
 
 @dataclass(frozen=True, slots=True)

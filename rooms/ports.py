@@ -42,6 +42,9 @@ class TranscriptStore(Protocol):
     async def read_before(self, room: RoomId, before: Seq | None, limit: int) -> list[Event]:
         """The `limit` events just before seq `before` (or the latest), oldest first."""
 
+    async def read_session(self, room: RoomId, upto: Seq) -> list[Event]:
+        """The events of the room's latest session, from its opening up to seq `upto`."""
+
     async def read_event(self, room: RoomId, seq: Seq) -> Event | None:
         """One event by seq, as it stands now (edited or redacted)."""
 

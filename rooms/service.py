@@ -59,17 +59,16 @@ class RoomService:
 
     # Rooms and membership
 
-    async def open_room(self, user: User, room_id: RoomId) -> Room:
-        """The room `user` asks to join, once they are allowed in."""
+    async def open_room(self, user: User, room_id: RoomId) -> tuple[Room, bool]:
+        """The room `user` asks to join, once they are allowed in, and whether they may run
+        sessions there (its facilitators and admins)."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        membership = None
-        if room.kind is RoomKind.GROUP:
-            membership = await self.directory.member_role(room.id, user.id)
+        membership = await self.directory.member_role(room.id, user.id)
         if not policy.can_join(user, room, membership):
             raise Forbidden("This group is for its members. Ask its facilitator to add you.")
-        return room
+        return room, policy.can_manage_members(user, membership)
 
     @staticmethod
     def require_room_creator(user: User) -> None:

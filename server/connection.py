@@ -12,6 +12,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rooms.limits import TokenBucket
+from rooms.live import visible
 from rooms.model import ConnId, RoomId, User
 from server.closecodes import CLOSE_TOO_SLOW
 from server.codec import Codec
@@ -40,6 +41,7 @@ class Connection:
         self.user: User | None = None
         self.token_id = ""
         self.rooms: set[RoomId] = set()
+        self.facilitating: set[RoomId] = set()  # rooms where this user runs sessions: sees private events
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
         self._outbox: deque[str | bytes] = deque()
@@ -50,6 +52,10 @@ class Connection:
     @property
     def user_id(self) -> str:
         return self.user.id if self.user else ""
+
+    def sees(self, room: RoomId, event: Mapping[str, Any]) -> bool:
+        """Whether a durable event of `room` may be shown on this connection."""
+        return visible(event, self.user_id, facilitator=room in self.facilitating)
 
     @property
     def closing(self) -> bool:

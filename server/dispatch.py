@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from rooms import live
 from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal, RateLimited, Unavailable
 from rooms.model import Event, RoomId, Seq, iso_ts
+from rooms.service import clean_name
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
+from server.fanout import RoomFeed
 from server.hub import Hub
+from server.live import now_ms
 
 log = logging.getLogger("hearth.dispatch")
 
@@ -80,9 +84,10 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room_id = RoomId(arg_str(args, "room", max_len=64))
     since = arg_int(args, "since", low=0, optional=True)
-    room = await hub.service.open_room(conn.user, room_id)
+    room, facilitator = await hub.service.open_room(conn.user, room_id)
     cid = args["id"]
-    await hub.join(conn, room, since, lambda result: conn.send({"id": cid, "result": result}))
+    reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
+    await hub.join(conn, room, since, reply, facilitator=facilitator)
     return None
 
 
@@ -97,7 +102,8 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64)
     reply_to = arg_int(args, "reply_to", low=1, optional=True)
-    latest = hub.feeds[room].last if room in hub.feeds else Seq(0)
+    live.may_send(hub.feeds[room].live, conn.user.id)
+    latest = hub.feeds[room].last
     new = hub.service.new_message(conn.user, room, text, client_id, reply_to, latest)
     await hub.check_user_rate(conn.user)
     return hub.committer.submit(new)
@@ -135,12 +141,153 @@ async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply
     return hub.committer.submit(new)
 
 
+def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, str]:
+    room = joined_room(conn, args)
+    assert conn.user is not None
+    return hub.feeds[room], conn.user.id
+
+
+async def committed(hub: Hub, conn: Connection, feed: RoomFeed, *bodies: Mapping[str, Any]) -> Reply:
+    assert conn.user is not None
+    event = await hub.desk.commit(feed, conn.user, *bodies)
+    return _stamp(event)
+
+
+async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    """open | start | end | lock | unlock | floor_only | open_floor | pin | lead"""
+    feed, user = live_room(hub, conn, args)
+    action = arg_str(args, "action", max_len=20)
+    if action == "open":
+        if feed.room not in conn.facilitating:
+            raise Forbidden("Only this room's facilitators can open a session.")
+        minutes = arg_int(args, "minutes", low=5, high=600, optional=True) or 60
+        co = args.get("co_facilitators", [])
+        if not isinstance(co, list) or not all(isinstance(u, str) for u in co) or len(co) > 10:
+            raise BadRequest("`co_facilitators` must be a list of user ids.")
+        present = [c["id"] for c in hub.local.members(feed.room)] + [user]
+        body = live.plan_open(
+            feed.live,
+            key=f"adhoc-{feed.last + 1}",
+            title=clean_name(arg_str(args, "title", max_len=200, optional=True) or "Live session", what="Title"),
+            starts_at=iso_ts(datetime.now(UTC)),
+            ends_at=iso_ts(datetime.now(UTC) + timedelta(minutes=minutes)),
+            agreement=arg_str(args, "agreement", max_len=2000, optional=True) or "",
+            facilitators=[user, *[u for u in co if u != user]],
+            capacity=arg_int(args, "capacity", low=1, high=1000, optional=True),
+            auto_admit=arg_bool(args, "auto_admit"),
+            registered=[],
+            present=present,
+        )
+    elif action in ("start", "end"):
+        body = live.plan_state(feed.live, user, action)
+    elif action in ("lock", "unlock"):
+        body = live.plan_setting(feed.live, user, "locked", action == "lock")
+    elif action == "floor_only":
+        body = live.plan_setting(feed.live, user, "floor_only", arg_bool(args, "on"))
+    elif action == "pin":
+        body = live.plan_pin(feed.live, user, arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=4000))
+    elif action == "lead":
+        body = live.plan_lead(feed.live, user, arg_str(args, "user", max_len=64))
+    else:
+        raise BadRequest("Unknown session action.")
+    return await committed(hub, conn, feed, body)
+
+
+async def op_admit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    return await committed(
+        hub, conn, feed, live.plan_admit(feed.live, user, arg_str(args, "user", max_len=64, optional=True))
+    )
+
+
+async def op_deny(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    who = arg_str(args, "user", max_len=64)
+    return await committed(
+        hub, conn, feed, live.plan_deny(feed.live, user, who, arg_str(args, "message", max_len=2000, optional=True))
+    )
+
+
+async def op_knock(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    who = arg_str(args, "user", max_len=64, optional=True)
+    text = arg_str(args, "text", max_len=hub.limits.max_frame)
+    return await committed(hub, conn, feed, live.plan_knock(feed.live, user, who, text))
+
+
+async def op_hand(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    up = args.get("up", True)
+    if not isinstance(up, bool):
+        raise BadRequest("`up` must be true or false.")
+    return await committed(hub, conn, feed, live.plan_hand(feed.live, user, up))
+
+
+async def op_floor(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    """give (`user`, optional `seconds`) | take (back) | pass | order (`order`: the queue)"""
+    feed, user = live_room(hub, conn, args)
+    action = arg_str(args, "action", max_len=20)
+    if action == "give":
+        who = arg_str(args, "user", max_len=64)
+        seconds = arg_int(args, "seconds", low=1, high=live.MAX_FLOOR_SECONDS, optional=True)
+        body = live.plan_floor(feed.live, user, who, seconds, now_ms())
+    elif action == "take":
+        body = live.plan_floor(feed.live, user, None, None, now_ms())
+    elif action == "pass":
+        body = live.plan_pass(feed.live, user)
+    elif action == "order":
+        order = args.get("order")
+        if not isinstance(order, list) or not all(isinstance(u, str) for u in order):
+            raise BadRequest("`order` must be a list of user ids.")
+        body = live.plan_queue(feed.live, user, order)
+    else:
+        raise BadRequest("Unknown floor action.")
+    return await committed(hub, conn, feed, body)
+
+
+async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    muted = args.get("muted", True)
+    if not isinstance(muted, bool):
+        raise BadRequest("`muted` must be true or false.")
+    return await committed(hub, conn, feed, live.plan_mute(feed.live, user, arg_str(args, "user", max_len=64), muted))
+
+
+async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    feed, user = live_room(hub, conn, args)
+    return await committed(hub, conn, feed, live.plan_remove(feed.live, user, arg_str(args, "user", max_len=64)))
+
+
+async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    """start (facilitators) | answer with `mood` 1–5 and an optional `word`, or `pass`"""
+    feed, user = live_room(hub, conn, args)
+    if args.get("action") == "start":
+        present = [c["id"] for c in await hub.members(feed.room)]
+        return await committed(hub, conn, feed, live.plan_checkin_start(feed.live, user, present))
+    mood = arg_int(args, "mood", low=1, high=5, optional=True)
+    word = arg_str(args, "word", max_len=200, optional=True)
+    return await committed(
+        hub, conn, feed, *live.plan_checkin_entry(feed.live, user, mood, word, arg_bool(args, "pass"))
+    )
+
+
+async def op_attendance(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    """Who attended the room's latest session and for how long (facilitators only)."""
+    feed, _ = live_room(hub, conn, args)
+    if feed.room not in conn.facilitating:
+        raise Forbidden("Only this room's facilitators see attendance.")
+    events = await hub.store.read_session(feed.room, feed.last)
+    return live.attendance_report([e.to_wire() for e in events], now_ms())
+
+
 async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room = joined_room(conn, args)
     before = arg_int(args, "before", low=1, optional=True)
     limit = arg_int(args, "limit", low=1, high=hub.limits.history_max, optional=True) or 50
     events = await hub.store.read_before(room, before, limit)
-    return {"events": [e.to_wire() for e in events]}
+    lobby = conn.id in hub.feeds[room].waiting  # waiting in a session's lobby: its events only
+    wire = [e.to_wire() for e in events]
+    return {"events": [e for e in wire if conn.sees(room, e) and (not lobby or e["ev"] == "session")]}
 
 
 async def op_typing(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -163,6 +310,16 @@ OPS: dict[str, Handler] = {
     "history": op_history,
     "typing": op_typing,
     "ping": op_ping,
+    "session": op_session,
+    "admit": op_admit,
+    "deny": op_deny,
+    "knock": op_knock,
+    "hand": op_hand,
+    "floor": op_floor,
+    "mute": op_mute,
+    "remove": op_remove,
+    "checkin": op_checkin,
+    "attendance": op_attendance,
 }
 
 # The boundary

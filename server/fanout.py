@@ -16,8 +16,10 @@ from typing import Any
 import msgpack
 
 from rooms.errors import BadRequest, Unavailable
+from rooms.live import LiveRoom
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
+from server.closecodes import CLOSE_REMOVED
 from server.connection import Connection
 
 log = logging.getLogger("hearth.fanout")
@@ -60,6 +62,8 @@ class RoomFeed:
         self.last = Seq(0)
         self.ring: deque[dict[str, Any]] = deque(maxlen=ring)
         self.members: dict[ConnId, Connection] = {}
+        self.waiting: dict[ConnId, Connection] = {}  # in a session's lobby: session events only
+        self.live = LiveRoom()
         self._joining: dict[ConnId, list[dict[str, Any]]] = {}
         self.reserved = 0  # joins under way that have not attached yet: keep the feed alive
         self._held: dict[int, dict[str, Any]] = {}
@@ -69,10 +73,11 @@ class RoomFeed:
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
         self._advanced: asyncio.Future[None] | None = None
+        self.on_admitted: Callable[[Connection, RoomId], None] | None = None
 
     @property
     def idle(self) -> bool:
-        return not self.members and not self._joining and not self.reserved
+        return not self.members and not self.waiting and not self._joining and not self.reserved
 
     # Lifecycle
 
@@ -104,7 +109,7 @@ class RoomFeed:
         while True:
             try:
                 async with self.broker.subscribe(self.room) as messages:
-                    self.expect(await self.store.last_seq(self.room))
+                    await self._sync()
                     delay = 0.1
                     async for raw in messages:
                         self.accept(msgpack.unpackb(raw, raw=False))
@@ -121,10 +126,18 @@ class RoomFeed:
 
     async def _start_degraded(self) -> bool:
         try:
-            self.expect(await self.store.last_seq(self.room))
+            await self._sync()
         except Unavailable:
             return False
         return True
+
+    async def _sync(self) -> None:
+        """Read where the store stands; the first time, also fold the live session so far."""
+        latest = await self.store.last_seq(self.room)
+        if not self._ready.done():
+            for event in await self.store.read_session(self.room, latest):
+                self.live.apply(event.to_wire())
+        self.expect(latest)
 
     def expect(self, latest: int) -> None:
         """The store holds events up to `latest`: the first call sets where this feed starts;
@@ -205,9 +218,40 @@ class RoomFeed:
             self._amend(event)
         for pending in self._joining.values():
             pending.append(event)
+        if "to" in event or (self.waiting and event["ev"] == "session"):
+            self._push(event, [c for c in self._audience(event["ev"]) if c.sees(self.room, event)])
+        else:
+            self._push(event, self.members.values())
+        if event["ev"] == "session":
+            self._session_changed(event)
+
+    def _audience(self, ev: str) -> list[Connection]:
+        return [*self.members.values(), *self.waiting.values()] if ev == "session" else list(self.members.values())
+
+    def _session_changed(self, event: dict[str, Any]) -> None:
+        """Fold the event, then move connections it concerns: let the admitted in, everyone
+        in when the session ends, and close the removed one's sockets (4403)."""
+        self.live.apply(event)
+        action = event["action"]
+        if action in ("admitted", "ended"):
+            users = set(event.get("users", ())) if action == "admitted" else None
+            for conn in list(self.waiting.values()):
+                if users is None or conn.user_id in users:
+                    del self.waiting[conn.id]
+                    self.members[conn.id] = conn
+                    if self.on_admitted is not None:
+                        self.on_admitted(conn, self.room)
+        elif action == "removed":
+            for conn in [*self.members.values(), *self.waiting.values()]:
+                if conn.user_id == event["user"]:
+                    conn.close_soon(CLOSE_REMOVED, "removed from the session")
+
+    def tick(self, event: Mapping[str, Any]) -> None:
+        """A clock event of this worker's own (a share's countdown), to its members only."""
         self._push(event, self.members.values())
 
     def _deliver_ephemeral(self, event: dict[str, Any]) -> None:
+        """Ephemeral events (presence, typing) go to members; the lobby does not see the room."""
         skip = event.pop(SKIP, None)
         self._push(event, [c for c in self.members.values() if c.user_id != skip])
 
@@ -235,7 +279,7 @@ class RoomFeed:
 
     # Joining
 
-    async def attach(self, conn: Connection, since: int | None, go_live: GoLive) -> None:
+    async def attach(self, conn: Connection, since: int | None, go_live: GoLive, *, waiting: bool = False) -> None:
         """Make `conn` a member; with `since`, hand it every durable event after it.
 
         Live events start being collected before the store is read and are merged by seq,
@@ -243,28 +287,31 @@ class RoomFeed:
         recovered)` is called at the moment `conn` becomes a member, before any live event
         is pushed to it. Nothing happens if the connection closed meanwhile.
         """
-        was = self.members.pop(conn.id, None)  # joining again: a fresh resume
+        was = self.members.pop(conn.id, None) or self.waiting.pop(conn.id, None)  # joining again
+        place = self.waiting if waiting else self.members
         try:
-            await self._attach(conn, since, go_live)
+            await self._attach(conn, since, go_live, place)
         except BaseException:
             if was is not None and not conn.closing:
-                self.members[conn.id] = was  # a failed re-join leaves the connection as it was
+                place[conn.id] = was  # a failed re-join leaves the connection as it was
             raise
 
-    async def _attach(self, conn: Connection, since: int | None, go_live: GoLive) -> None:
+    async def _attach(
+        self, conn: Connection, since: int | None, go_live: GoLive, place: dict[ConnId, Connection]
+    ) -> None:
         if since is None:
-            self._go_live(conn, go_live, self.last, [], True)
+            self._go_live(conn, go_live, self.last, [], True, place)
             return
         if since > self.last:
             latest = await self.store.last_seq(self.room)
             if since > latest:
                 raise BadRequest("since is ahead of this room's latest seq.")
             self.expect(latest)  # committed but not delivered here yet: fetch it now
-            if not await self._reach(since):
+            if not await self.reach(since):
                 raise Unavailable("This room is catching up. Please retry in a moment.")
         first = self.ring[0]["seq"] if self.ring else self.last + 1
         if first <= since + 1 and self.last - since <= self.resume_max:
-            self._go_live(conn, go_live, self.last, [e for e in self.ring if e["seq"] > since], True)
+            self._go_live(conn, go_live, self.last, [e for e in self.ring if e["seq"] > since], True, place)
             return
         live: list[dict[str, Any]] = []
         self._joining[conn.id] = live
@@ -280,16 +327,24 @@ class RoomFeed:
             merged.setdefault(event["seq"], event)
         # Events past `last` are still on their way to this feed and will arrive live.
         events = [merged[s] for s in sorted(merged) if since < s <= self.last]
-        self._go_live(conn, go_live, self.last, events, recovered)
+        self._go_live(conn, go_live, self.last, events, recovered, place)
 
     def _go_live(
-        self, conn: Connection, go_live: GoLive, latest: int, events: list[dict[str, Any]], recovered: bool
+        self,
+        conn: Connection,
+        go_live: GoLive,
+        latest: int,
+        events: list[dict[str, Any]],
+        recovered: bool,
+        place: dict[ConnId, Connection],
     ) -> None:
         if not conn.closing:
-            go_live(latest, events, recovered)
-            self.members[conn.id] = conn
+            lobby = place is self.waiting
+            shown = [e for e in events if (e["ev"] == "session" or not lobby) and conn.sees(self.room, e)]
+            go_live(latest, shown, recovered)
+            place[conn.id] = conn
 
-    async def _reach(self, seq: int) -> bool:
+    async def reach(self, seq: int) -> bool:
         """Wait (briefly) until this feed has delivered `seq`; False if it has not."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.gap_wait * 4):
@@ -301,4 +356,5 @@ class RoomFeed:
 
     def detach(self, conn: Connection) -> None:
         self.members.pop(conn.id, None)
+        self.waiting.pop(conn.id, None)
         self._joining.pop(conn.id, None)

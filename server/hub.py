@@ -23,6 +23,7 @@ from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter
 from server.connection import Connection
 from server.fanout import ORIGIN, SKIP, RoomFeed, pack
+from server.live import LiveDesk
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 from server.store.sql import SqlTranscriptStore
@@ -54,6 +55,7 @@ class Hub:
         self.codecs = make_codecs(max_depth=settings.limits.max_depth)
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
         self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch)
+        self.desk = LiveDesk(self)
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
         self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
@@ -69,6 +71,7 @@ class Hub:
 
     def start(self) -> None:
         self.committer.start()
+        self.desk.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
 
     def connection(self, ws: WebSocket, codec: Codec) -> Connection:
@@ -118,29 +121,37 @@ class Hub:
     # Rooms
 
     async def join(
-        self, conn: Connection, room: Room, since: int | None, reply: Callable[[dict[str, Any]], None]
+        self,
+        conn: Connection,
+        room: Room,
+        since: int | None,
+        reply: Callable[[dict[str, Any]], None],
+        *,
+        facilitator: bool = False,
     ) -> None:
         """Attach `conn` to the room's feed, `reply` with the join result, tell the others.
 
         `reply` runs at the very moment `conn` goes live, so the join reply reaches the
-        client ahead of every live event.
+        client ahead of every live event. While a session is open, a member who is not in
+        it waits in its lobby: they see the session's state and nothing of the room.
         """
         user = conn.user
         assert user is not None
         feed = await self._feed(room.id)  # reserved for this join until the `finally`
-        leased = False
         try:
-            arrived = await self._shared(self.shared.presence.add(room.id, user.id, conn.id, user.public()))
-            leased = arrived is not None
-            present = await self._shared(self.shared.presence.members(room.id))
-            if present is None:  # the shared view is down: show who is here on this worker
-                present = self.local.members(room.id)
-                if not any(card["id"] == user.id for card in present):
-                    present.append(user.public())
+            if facilitator:
+                conn.facilitating.add(room.id)
+            waiting = await self.desk.arrive(feed, conn, facilitator)
+            present = [] if waiting else await self._present(room.id, user)
 
             def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
                 conn.rooms.add(room.id)
-                self.local.add(room.id, user.id, conn.id, user.public())
+                session = feed.live.active
+                view = None
+                if session is not None:
+                    view = session.lobby_view() if waiting else session.public()
+                    if facilitator or session.facilitates(user.id):
+                        view = session.for_facilitators()
                 reply(
                     {
                         "room": room.public(),
@@ -148,28 +159,58 @@ class Hub:
                         "presence": present,
                         "events": events,
                         "recovered": recovered,
+                        "session": view,
+                        "waiting": waiting,
                     }
                 )
 
-            await feed.attach(conn, since, go_live)
+            await feed.attach(conn, since, go_live, waiting=waiting)
         finally:
             feed.reserved -= 1
             if room.id not in conn.rooms:
-                if leased:
-                    await self._shared(self.shared.presence.remove(room.id, user.id, conn.id))
+                conn.facilitating.discard(room.id)
                 await self._release(feed)
-        if arrived and room.id in conn.rooms:
-            await self._announce(room.id, user.public(), "joined")
+        if not waiting:
+            await self.arrived(conn, room.id)
+
+    async def members(self, room: RoomId) -> list[dict[str, str]]:
+        """Who is in the room, on every worker (on this one alone while Redis is down)."""
+        present = await self._shared(self.shared.presence.members(room))
+        return list(self.local.members(room) if present is None else present)
+
+    async def _present(self, room: RoomId, user: User) -> list[dict[str, str]]:
+        present = await self.members(room)
+        if not any(card["id"] == user.id for card in present):
+            present.append(user.public())
+        return present
+
+    async def arrived(self, conn: Connection, room: RoomId) -> None:
+        """`conn` is in the room (joined, or let in from the lobby): lease its presence and,
+        for a user's first connection there, tell the others and note their attendance."""
+        user = conn.user
+        assert user is not None
+        self.local.add(room, user.id, conn.id, user.public())
+        if await self._shared(self.shared.presence.add(room, user.id, conn.id, user.public())):
+            await self._announce(room, user.public(), "joined")
+            if (feed := self.feeds.get(room)) is not None:
+                await self.desk.attendance(feed, user.id, present=True)
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
+        conn.facilitating.discard(room)
         feed = self.feeds.get(room)
+        waiting = feed is not None and conn.id in feed.waiting
         if feed is not None:
             feed.detach(conn)
         if conn.user is not None:
-            self.local.remove(room, conn.user.id, conn.id)
-            if await self._shared(self.shared.presence.remove(room, conn.user.id, conn.id)):
+            gone = False
+            if not waiting:  # the lobby holds no presence
+                self.local.remove(room, conn.user.id, conn.id)
+                gone = bool(await self._shared(self.shared.presence.remove(room, conn.user.id, conn.id)))
+            if gone:
                 await self._announce(room, conn.user.public(), "left")
+            if feed is not None:
+                await self.desk.depart(feed, conn.user, gone=gone, waiting=waiting)
         if feed is not None:
             await self._release(feed)
 
@@ -216,6 +257,7 @@ class Hub:
                     resume_max=self.limits.resume_max,
                     gap_wait=self.settings.gap_wait,
                 )
+                self.desk.watch(feed)
                 await feed.start()
                 self.feeds[room] = feed
             feed.reserved += 1
@@ -309,6 +351,7 @@ class Hub:
             log.warning("drain timed out with %d connections open", len(self.registry))
 
     async def close(self) -> None:
+        await self.desk.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, select, update
+from sqlalchemy import Row, and_, bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -210,6 +210,19 @@ class SqlTranscriptStore:
         found = await self._read(query.order_by(events.c.seq.desc()).limit(limit))
         found.reverse()
         return found
+
+    async def read_session(self, room: RoomId, upto: Seq) -> list[Event]:
+        """The session events of the room's latest session, from its opening up to `upto`:
+        what a worker folds to know the live state when it starts serving the room."""
+        opened = (
+            select(func.max(events.c.seq))
+            .where(events.c.room_id == room, events.c.kind == "session", events.c.body.like('{"action":"opened"%'))
+            .scalar_subquery()
+        )
+        query = select(events).where(
+            events.c.room_id == room, events.c.kind == "session", events.c.seq >= opened, events.c.seq <= upto
+        )
+        return await self._read(query.order_by(events.c.seq))
 
     async def read_event(self, room: RoomId, seq: Seq) -> Event | None:
         found = await self._read(select(events).where(events.c.room_id == room, events.c.seq == seq))

@@ -1,0 +1,155 @@
+"""The server side of live sessions: commits the domain's session events, moves people
+between the lobby and the room, and runs the session clocks (timed shares, automatic end)
+once across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rooms import live
+from rooms.errors import HearthError, Unavailable
+from rooms.model import Event, EventKind, NewEvent, Role, RoomId, User, UserId
+
+if TYPE_CHECKING:
+    from server.connection import Connection
+    from server.fanout import RoomFeed
+    from server.hub import Hub
+
+log = logging.getLogger("hearth.live")
+
+HEARTH = User(UserId("hearth"), "hearth", "Hearth", Role.ADMIN)  # the sender of automatic changes
+END_GRACE = 15 * 60  # seconds a session may run past its end before it ends by itself
+TICK = 1.0  # seconds between checks of the session clocks
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LiveDesk:
+    """Session work of one worker, on the hub's feeds, committer and shared locks."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._admitted: asyncio.Queue[tuple[Connection, RoomId]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._welcome(), name="session admissions"),
+            asyncio.create_task(self._clocks(), name="session clocks"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def watch(self, feed: RoomFeed) -> None:
+        feed.on_admitted = lambda conn, room: self._admitted.put_nowait((conn, room))
+
+    # Committing
+
+    async def commit(self, feed: RoomFeed, sender: User, *bodies: Mapping[str, Any]) -> Event:
+        """Commit session events in order; return the first once this worker has applied all."""
+        futures = [self.hub.committer.submit(NewEvent(feed.room, EventKind.SESSION, sender, body)) for body in bodies]
+        done = [await future for future in futures]
+        await feed.reach(done[-1].seq)
+        return done[0]
+
+    # Arrivals and departures
+
+    async def arrive(self, feed: RoomFeed, conn: Connection, facilitator: bool) -> bool:
+        """Someone joins a room: True when they must wait in the session's lobby."""
+        user = conn.user
+        assert user is not None
+        if facilitator or feed.live.active is None:
+            return False
+        plan = live.plan_arrival(feed.live, user.id, user.public())
+        if plan is None:
+            return user.id in feed.live.active.waiting
+        await self.commit(feed, user, plan)
+        return bool(plan["action"] == "waiting")
+
+    async def depart(self, feed: RoomFeed, user: User, *, gone: bool, waiting: bool) -> None:
+        """A connection left the room; `gone` when it was the user's last one there."""
+        session = feed.live.active
+        if session is None:
+            return
+        try:
+            if waiting and user.id in session.waiting:
+                if not any(c.user_id == user.id for c in feed.waiting.values()):
+                    await self.commit(feed, user, {"action": "left_lobby", "user": user.id})
+                return
+            if not gone:
+                return
+            await self.attendance(feed, user.id, present=False)
+            if session.state == live.LIVE and session.lead == user.id:
+                await self._promote(feed, session)
+        except HearthError as exc:
+            log.warning("session bookkeeping on leave failed room=%s: %s", feed.room, exc.code)
+
+    async def attendance(self, feed: RoomFeed, user: str, *, present: bool) -> None:
+        session = feed.live.active
+        if session is not None and session.inside(user):
+            await self.commit(feed, HEARTH, {"action": "attendance", "user": user, "present": present, "to": []})
+
+    async def _promote(self, feed: RoomFeed, session: live.LiveSession) -> None:
+        """The lead facilitator's last connection dropped: a co-facilitator present takes over."""
+        present = {card["id"] for card in await self.hub.shared.presence.members(feed.room)}
+        heir = next((f for f in session.facilitators[1:] if f in present), None)
+        if heir is None:
+            return
+        lease = await self.hub.shared.locks.acquire(f"lead:{feed.room}:{session.key}:{feed.last}", 30)
+        if lease is not None and feed.live.active is session and session.lead not in present:
+            await self.commit(feed, HEARTH, {"action": "lead", "user": heir, "reason": "dropped"})
+
+    async def _welcome(self) -> None:
+        """Members let in from the lobby join the room's presence like any arrival."""
+        while True:
+            conn, room = await self._admitted.get()
+            if room in conn.rooms and conn.user is not None and not conn.closing:
+                try:
+                    await self.hub.arrived(conn, room)
+                except Exception:
+                    log.exception("admission bookkeeping failed conn=%s", conn.id)
+
+    # The session clocks
+
+    async def _clocks(self) -> None:
+        """Every second: count down timed shares, yield the floor when time is up, end sessions
+        long past their end. Each change is committed once, whichever worker sees it first."""
+        while True:
+            await asyncio.sleep(TICK)
+            for feed in list(self.hub.feeds.values()):
+                session = feed.live.active
+                if session is None:
+                    continue
+                try:
+                    await self._tick(feed, session, now_ms())
+                except (Unavailable, HearthError) as exc:
+                    log.warning("session clock room=%s: %s", feed.room, exc.code)
+                except Exception:
+                    log.exception("session clock room=%s failed", feed.room)
+
+    async def _tick(self, feed: RoomFeed, session: live.LiveSession, now: int) -> None:
+        if session.floor is not None and session.floor_until is not None:
+            left = (session.floor_until - now + 999) // 1000
+            if left <= 0:
+                if await self._once(f"floor:{feed.room}:{session.floor_seq}"):
+                    await self.commit(feed, HEARTH, live.plan_time_up(session))
+            elif left % 5 == 0 or left <= 10:
+                feed.tick({"ev": "floor_time", "room": feed.room, "user": session.floor, "seconds_left": left,
+                           "warning": left <= 30})  # fmt: skip
+        if live.parse_ts(session.ends_at) + END_GRACE * 1000 < now and await self._once(
+            f"end:{feed.room}:{session.key}"
+        ):
+            await self.commit(feed, HEARTH, {"action": "ended", "reason": "time"})
+
+    async def _once(self, name: str) -> bool:
+        """Take the lock for one automatic change (kept past the change, so nobody repeats it)."""
+        return await self.hub.shared.locks.acquire(name, 60) is not None
