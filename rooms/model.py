@@ -63,6 +63,7 @@ class Room:
     id: RoomId
     name: str
     kind: RoomKind
+    open_hours: Mapping[str, Any] | None = None  # see rooms/hours.py
 
     def public(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "kind": self.kind.value}

@@ -28,3 +28,13 @@ def can_manage_members(user: User, membership: MemberRole | None) -> bool:
 def can_hold_room_role(user: User, role: MemberRole) -> bool:
     """Only staff can be made a room's facilitator; anyone can be a member."""
     return role is MemberRole.MEMBER or user.role.is_staff
+
+
+def can_schedule(user: User, membership: MemberRole | None) -> bool:
+    """A room's facilitators and admins schedule its sessions."""
+    return user.role is Role.ADMIN or membership is MemberRole.FACILITATOR
+
+
+def can_see_schedule(user: User, room: Room, membership: MemberRole | None) -> bool:
+    """Whoever may join a room may see its sessions and their occurrences."""
+    return can_join(user, room, membership)

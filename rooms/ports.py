@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rooms.errors import HearthError
 from rooms.model import Event, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
@@ -65,7 +65,9 @@ class Directory(Protocol):
         """Every room `user` may join: drop-in rooms and the groups they belong to."""
 
     async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
-        """Create a room; the creator of a group becomes one of its facilitators."""
+        """Create a room; its creator becomes one of its facilitators."""
+
+    async def set_open_hours(self, room: RoomId, hours: Mapping[str, Any] | None) -> None: ...
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         """Add or update a membership; False when it already was exactly that."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
+from rooms.hours import check_hours
 from rooms.model import EventKind, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
 from rooms.ports import Directory, TranscriptStore
 
@@ -78,6 +79,19 @@ class RoomService:
     async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
         self.require_room_creator(user)
         return await self.directory.create_room(clean_name(name, what="Room name"), kind, user)
+
+    async def set_open_hours(self, actor: User, room_id: RoomId, hours: object) -> Room:
+        """Set (or, with None, clear) a drop-in room's open hours: its facilitators and admins."""
+        room = await self.directory.get_room(room_id)
+        if room is None:
+            raise NotFound("There is no such room.")
+        if not policy.can_manage_members(actor, await self.directory.member_role(room.id, actor.id)):
+            raise Forbidden("Only this room's facilitators can change its open hours.")
+        if room.kind is not RoomKind.DROP_IN:
+            raise BadRequest("Open hours are for drop-in rooms.")
+        checked = check_hours(hours)
+        await self.directory.set_open_hours(room.id, checked)
+        return Room(room.id, room.name, room.kind, checked)
 
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
         room = await self.directory.get_room(room_id)

@@ -14,11 +14,15 @@ from starlette.staticfiles import StaticFiles
 from server.auth import Accounts, Tokens, load_secret
 from server.broker import open_broker, open_shared
 from server.http import routes
+from server.http_sessions import routes as session_routes
 from server.hub import Hub
+from server.scheduler import Scheduler
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
+from server.store.outbox import SqlOutbox
+from server.store.schedule import SqlSchedule
 from server.store.sql import SqlTranscriptStore
 from server.ws import ws_endpoint
 
@@ -45,7 +49,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         shared = open_shared(broker, presence_ttl=settings.presence_ttl)
         store = SqlTranscriptStore(engines)
         hub = Hub(settings, store=store, directory=directory, broker=broker, shared=shared, accounts=accounts)
+        hub.outbox = SqlOutbox(engines)
         hub.start()
+        schedule = app.state.schedule = SqlSchedule(engines)
+        scheduler = Scheduler(hub, schedule, interval=settings.scheduler_interval)
+        scheduler.start()
         app.state.hub = hub
         app.state.login_buckets = {}
         await directory.purge_revoked()
@@ -53,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await scheduler.close()
             await hub.drain()
             await hub.close()
             await broker.aclose()
@@ -61,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *routes,
+            *session_routes,
             WebSocketRoute("/ws", ws_endpoint),
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],

@@ -42,6 +42,7 @@ class Connection:
         self.token_id = ""
         self.rooms: set[RoomId] = set()
         self.facilitating: set[RoomId] = set()  # rooms where this user runs sessions: sees private events
+        self.on_duty: set[RoomId] = set()  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
         self._outbox: deque[str | bytes] = deque()

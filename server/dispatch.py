@@ -84,7 +84,11 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room_id = RoomId(arg_str(args, "room", max_len=64))
     since = arg_int(args, "since", low=0, optional=True)
+    on_duty = arg_bool(args, "on_duty")
+    if on_duty and not conn.user.role.is_staff:
+        raise Forbidden("Only staff can be on duty.")
     room, facilitator = await hub.service.open_room(conn.user, room_id)
+    (conn.on_duty.add if on_duty else conn.on_duty.discard)(room.id)
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
     await hub.join(conn, room, since, reply, facilitator=facilitator)

@@ -171,6 +171,17 @@ async def add_member(request: Request) -> Response:
     return JSON({"user": data["user"], "role": role}, status_code=201 if added else 200)
 
 
+@api
+async def update_room(request: Request) -> Response:
+    """PATCH a room: for now its `open_hours` (drop-in rooms; null for always open)."""
+    user, _ = await signed_in(request)
+    data = await body(request)
+    if set(data) != {"open_hours"}:
+        raise BadRequest("Only `open_hours` can be changed.")
+    room = await _hub(request).service.set_open_hours(user, RoomId(request.path_params["room"]), data["open_hours"])
+    return JSON({"room": {**room.public(), "open_hours": room.open_hours}})
+
+
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
@@ -203,6 +214,7 @@ routes = [
     Route("/api/me", me, methods=["GET"]),
     Route("/api/rooms", list_rooms, methods=["GET"]),
     Route("/api/rooms", create_room, methods=["POST"]),
+    Route("/api/rooms/{room}", update_room, methods=["PATCH"]),
     Route("/api/rooms/{room}/members", add_member, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),

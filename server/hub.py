@@ -6,14 +6,17 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
 from starlette.websockets import WebSocket
 
 from presence.registry import ConnectionRegistry
 from presence.tracker import PresenceTracker
 from rooms.errors import RateLimited, Unavailable
+from rooms.hours import status
 from rooms.model import Event, Room, RoomId, User
 from rooms.service import RoomService
 from server.auth import Accounts
@@ -26,9 +29,12 @@ from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.live import LiveDesk
 from server.settings import Settings
 from server.store.directory import SqlDirectory
+from server.store.outbox import SqlOutbox
 from server.store.sql import SqlTranscriptStore
 
 log = logging.getLogger("hearth.hub")
+
+CONTROL = RoomId("_control")  # the broker channel for notices to people, not rooms
 
 
 class Hub:
@@ -56,11 +62,13 @@ class Hub:
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
         self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch)
         self.desk = LiveDesk(self)
+        self.outbox: SqlOutbox  # set by the app: where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
         self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
         self._feed_locks: dict[RoomId, asyncio.Lock] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._degraded: set[str] = set()
         self.draining = False
         self._emptied = asyncio.Event()
@@ -73,6 +81,7 @@ class Hub:
         self.committer.start()
         self.desk.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
+        self._listener = asyncio.create_task(self._control(), name="control channel")
 
     def connection(self, ws: WebSocket, codec: Codec) -> Connection:
         return Connection(ws, codec, self.limits, self.clock())
@@ -142,7 +151,8 @@ class Hub:
             if facilitator:
                 conn.facilitating.add(room.id)
             waiting = await self.desk.arrive(feed, conn, facilitator)
-            present = [] if waiting else await self._present(room.id, user)
+            now = datetime.now(UTC)
+            present = [] if waiting else await self._present(room.id, self.card(conn, room.id))
 
             def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
                 conn.rooms.add(room.id)
@@ -154,7 +164,7 @@ class Hub:
                         view = session.for_facilitators()
                 reply(
                     {
-                        "room": room.public(),
+                        "room": room.public() | ({"hours": status(room.open_hours, now)} if room.open_hours else {}),
                         "seq": latest,
                         "presence": present,
                         "events": events,
@@ -169,6 +179,7 @@ class Hub:
             feed.reserved -= 1
             if room.id not in conn.rooms:
                 conn.facilitating.discard(room.id)
+                conn.on_duty.discard(room.id)
                 await self._release(feed)
         if not waiting:
             await self.arrived(conn, room.id)
@@ -178,26 +189,66 @@ class Hub:
         present = await self._shared(self.shared.presence.members(room))
         return list(self.local.members(room) if present is None else present)
 
-    async def _present(self, room: RoomId, user: User) -> list[dict[str, str]]:
-        present = await self.members(room)
-        if not any(card["id"] == user.id for card in present):
-            present.append(user.public())
-        return present
+    async def _present(self, room: RoomId, mine: dict[str, Any]) -> list[dict[str, Any]]:
+        present: list[dict[str, Any]] = [card for card in await self.members(room) if card["id"] != mine["id"]]
+        return [*present, mine]
+
+    # Notices to people wherever they are connected (reminders)
+
+    async def notify(self, users: Sequence[str], event: Mapping[str, Any]) -> None:
+        """Push `event` to every connection of `users`: on this worker at once, on the others
+        through the broker's control channel."""
+        self._notify_local(set(users), event)
+        await self._broadcast(CONTROL, {"users": list(users), "event": dict(event), ORIGIN: self.worker})
+
+    def _notify_local(self, users: set[str], event: Mapping[str, Any]) -> None:
+        frames: dict[str, str | bytes] = {}
+        for conn in self.registry.all():
+            if conn.user_id in users:
+                frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.encode(event))
+                conn.push(frame)
+
+    async def _control(self) -> None:
+        """Listen on the control channel for notices from the other workers."""
+        while True:
+            try:
+                async with self.broker.subscribe(CONTROL) as messages:
+                    async for raw in messages:
+                        notice = msgpack.unpackb(raw, raw=False)
+                        if notice.get(ORIGIN) != self.worker:
+                            self._notify_local(set(notice["users"]), notice["event"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._note_degraded("broker")
+                log.debug("control channel: %s", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    @staticmethod
+    def card(conn: Connection, room: RoomId) -> dict[str, Any]:
+        """What others see of a connection's user in a room: staff on duty say so."""
+        assert conn.user is not None
+        card: dict[str, Any] = conn.user.public()
+        if room in conn.on_duty:
+            card["on_duty"] = True
+        return card
 
     async def arrived(self, conn: Connection, room: RoomId) -> None:
         """`conn` is in the room (joined, or let in from the lobby): lease its presence and,
         for a user's first connection there, tell the others and note their attendance."""
         user = conn.user
         assert user is not None
-        self.local.add(room, user.id, conn.id, user.public())
-        if await self._shared(self.shared.presence.add(room, user.id, conn.id, user.public())):
-            await self._announce(room, user.public(), "joined")
+        card = self.card(conn, room)
+        self.local.add(room, user.id, conn.id, card)
+        if await self._shared(self.shared.presence.add(room, user.id, conn.id, card)):
+            await self._announce(room, card, "joined")
             if (feed := self.feeds.get(room)) is not None:
                 await self.desk.attendance(feed, user.id, present=True)
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
         conn.facilitating.discard(room)
+        conn.on_duty.discard(room)
         feed = self.feeds.get(room)
         waiting = feed is not None and conn.id in feed.waiting
         if feed is not None:
@@ -352,9 +403,10 @@ class Hub:
 
     async def close(self) -> None:
         await self.desk.close()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in (self._heartbeat, self._listener):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.committer.close()
         for feed in list(self.feeds.values()):
             await feed.stop()

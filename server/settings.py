@@ -57,6 +57,7 @@ class Settings:
     argon2_memory_kib: int = 65536
     argon2_time_cost: int = 3
     commit_batch: int = 512
+    scheduler_interval: float = 15.0  # seconds between looks at the calendar (reminders, lobbies)
     drain_timeout: float = 10.0  # seconds SIGTERM waits for pending commits and acks
     gap_wait: float = 0.5  # seconds a feed waits for a missing seq before reading the store
     sqlite_synchronous: str = "FULL"
@@ -95,6 +96,7 @@ class Settings:
             broker_url=env.get("HEARTH_BROKER_URL") or env.get("REDIS_URL") or base.broker_url,
             redis_prefix=env.get("HEARTH_REDIS_PREFIX", base.redis_prefix),
             presence_ttl=float(env.get("HEARTH_PRESENCE_TTL", base.presence_ttl)),
+            scheduler_interval=float(env.get("HEARTH_SCHEDULER_INTERVAL", base.scheduler_interval)),
             secret_key=env.get("HEARTH_SECRET_KEY") or None,
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()

@@ -6,7 +6,9 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +45,7 @@ async def start_cluster(tmp_path: Path, count: int, *, redis_url: str, prefix: s
         "HEARTH_REDIS_PREFIX": prefix,
         "DATABASE_URL": database_url,
         "HEARTH_PRESENCE_TTL": str(PRESENCE_TTL),
+        "HEARTH_SCHEDULER_INTERVAL": "0.3",
     }
     workers = [ServerProcess(tmp_path, **env) for _ in range(count)]
     await asyncio.gather(*(w.start() for w in workers))
@@ -277,3 +280,76 @@ async def test_per_user_limits_hold_across_workers(
         assert {r["error"]["code"] for r in replies if "error" in r} == {"rate_limited"}
     finally:
         await _stop(cluster)
+
+
+async def _group_session(cluster: Cluster, members: int, **fields: Any) -> tuple[str, Account, list[Account], str]:
+    """A group room on the cluster, its facilitator and members, and a session starting in 10 minutes."""
+    worker = cluster.workers[0]
+    staff = await process_account(worker, "facilitator")
+    room = await process_room(worker, staff, kind="group")
+    people = [await process_account(worker) for _ in range(members)]
+    start = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M")
+    async with httpx.AsyncClient(base_url=worker.http_url, headers={"Authorization": f"Bearer {staff.token}"}) as http:
+        for person in people:
+            assert (await http.post(f"/api/rooms/{room}/members", json={"user": person.id})).status_code == 201
+        body = {"title": "Evening circle", "start": start, "tz": "UTC", "duration_minutes": 60, **fields}
+        r = await http.post(f"/api/rooms/{room}/sessions", json=body)
+        assert r.status_code == 201, r.text
+        session = r.json()["session"]["id"]
+    return room, staff, people, session
+
+
+async def test_a_reminder_fires_exactly_once_across_two_workers(cluster: Cluster, postgres_url: str) -> None:
+    """Both workers' schedulers see the reminder due: each device of a registered member gets it once."""
+    room, _, (sam, jo), session = await _group_session(cluster, 2, reminder_minutes=30, lobby_minutes=0)
+    phone, laptop = await cluster.client(0, sam), await cluster.client(1, sam)
+    other = await cluster.client(1, jo)  # a member who did not register
+    async with httpx.AsyncClient(base_url=cluster.workers[1].http_url) as http:
+        listed = await http.get(
+            f"/api/sessions/{session}/occurrences", headers={"Authorization": f"Bearer {sam.token}"}
+        )
+        key = listed.json()["occurrences"][0]["key"]
+        r = await http.post(
+            f"/api/sessions/{session}/occurrences/{key}/registration", headers={"Authorization": f"Bearer {sam.token}"}
+        )
+        assert r.status_code == 201
+    for device in (phone, laptop):
+        reminder = await device.event("reminder")
+        assert reminder["session"] == session and reminder["key"] == key and reminder["room"] == room
+    await asyncio.sleep(2)  # many more scheduler ticks on both workers
+    for device in (phone, laptop, other):
+        assert [e for e in list(device.events._queue) if e.get("ev") == "reminder"] == []  # type: ignore[attr-defined]
+    import asyncpg
+
+    db = await asyncpg.connect(postgres_url)
+    try:
+        rows = await db.fetch("SELECT user_id, kind FROM notification_outbox WHERE session_id = $1", session)
+    finally:
+        await db.close()
+    assert [(r["user_id"], r["kind"]) for r in rows] == [(sam.id, "reminder")]
+
+
+async def test_the_lobby_opens_once_and_the_floor_is_the_same_from_both_workers(cluster: Cluster) -> None:
+    """The scheduler opens the lobby once; hands and the floor given on one worker are seen alike on both."""
+    room, staff, (sam, jo), _ = await _group_session(cluster, 2, lobby_minutes=15, reminder_minutes=0)
+    facilitator = await cluster.client(0, staff)
+    await facilitator.call("join", room=room)
+    opened = await facilitator.event("session", room=room)
+    assert opened["action"] == "opened" and opened["title"] == "Evening circle" and opened["from"]["id"] == "hearth"
+    sam_c, jo_c = await cluster.client(1, sam), await cluster.client(0, jo)
+    for client in (sam_c, jo_c):
+        assert (await client.call("join", room=room))["waiting"] is True
+    await facilitator.call("admit", room=room)
+    await facilitator.call("session", room=room, action="start")
+    await sam_c.call("hand", room=room, up=True)
+    await jo_c.call("hand", room=room, up=True)
+    await facilitator.call("floor", room=room, action="give", user=jo.id, seconds=60)
+    views = []
+    for worker in (0, 1):
+        look = await cluster.client(worker, staff)
+        views.append((await look.call("join", room=room))["session"])
+    assert views[0]["queue"] == views[1]["queue"] == [sam.id]
+    assert views[0]["floor"] == views[1]["floor"] == jo.id
+    assert views[0]["floor_until"] == views[1]["floor_until"]
+    history = (await facilitator.call("history", room=room, limit=100))["events"]
+    assert [e["action"] for e in history if e["ev"] == "session"].count("opened") == 1

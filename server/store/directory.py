@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -25,7 +27,8 @@ def _user(row: Any) -> User:
 
 
 def _room(row: Any) -> Room:
-    return Room(RoomId(row.id), row.name, RoomKind(row.kind))
+    hours = orjson.loads(row.open_hours) if row.open_hours else None
+    return Room(RoomId(row.id), row.name, RoomKind(row.kind), hours)
 
 
 class SqlDirectory:
@@ -89,6 +92,10 @@ class SqlDirectory:
         row = await self._one(select(rooms).where(rooms.c.name == name).order_by(rooms.c.created_at))
         return _room(row) if row else None
 
+    async def set_open_hours(self, room: RoomId, hours: Mapping[str, Any] | None) -> None:
+        value = None if hours is None else orjson.dumps(dict(hours)).decode()
+        await self._write(update(rooms).where(rooms.c.id == room).values(open_hours=value))
+
     async def member_role(self, room: RoomId, user: UserId) -> MemberRole | None:
         row = await self._one(
             select(room_members.c.role).where(room_members.c.room_id == room, room_members.c.user_id == user)
@@ -108,12 +115,11 @@ class SqlDirectory:
         statements: list[Any] = [
             insert(rooms).values(id=room.id, name=name, kind=kind.value, created_by=creator.id, created_at=now)
         ]
-        if kind is RoomKind.GROUP:
-            statements.append(
-                insert(room_members).values(
-                    room_id=room.id, user_id=creator.id, role=MemberRole.FACILITATOR.value, added_at=now
-                )
+        statements.append(  # the creator runs the room: its sessions, members and hours
+            insert(room_members).values(
+                room_id=room.id, user_id=creator.id, role=MemberRole.FACILITATOR.value, added_at=now
             )
+        )
         await self._write(*statements)
         return room
 

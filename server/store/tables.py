@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -49,6 +50,7 @@ rooms = Table(
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
     Column("created_by", String(32), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("open_hours", Text, nullable=True),  # JSON: {"tz", "days", "from", "to"}; null: always open
 )
 
 room_members = Table(
@@ -87,4 +89,88 @@ revoked_tokens = Table(
     metadata,
     Column("jti", String(64), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
+)
+
+# Scheduled sessions of group rooms (rooms/schedule.py). The start is local wall-clock time
+# ("YYYY-MM-DDTHH:MM") in the zone `tz`; `first_start` and `last_end` (UTC microseconds; NULL
+# when the rule never ends) bound every occurrence, moves included, for the scheduler's scan.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("room_id", String(32), ForeignKey("rooms.id"), nullable=False),
+    Column("title", String(120), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("local_start", String(16), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("rrule", String(255), nullable=True),
+    Column("capacity", Integer, nullable=True),
+    Column("lobby_minutes", Integer, nullable=False),
+    Column("reminder_minutes", Integer, nullable=False),
+    Column("auto_admit", Boolean, nullable=False),
+    Column("agreement", Text, nullable=False),
+    Column("first_start", BigInteger, nullable=False),
+    Column("last_end", BigInteger, nullable=True),
+    Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_sessions_room_id", "room_id"),
+    Index("ix_sessions_first_start", "first_start"),
+)
+
+# The lead facilitator has position 0; co-facilitators follow in the order given.
+session_facilitators = Table(
+    "session_facilitators",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("session_id", "user_id"),
+)
+
+# One row per changed occurrence, named by its key: its original start (UTC microseconds).
+session_exceptions = Table(
+    "session_exceptions",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id"), nullable=False),
+    Column("occurrence", BigInteger, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+    Column("moved_start", String(16), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("changed_by", String(32), ForeignKey("users.id"), nullable=False),
+    Column("changed_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("session_id", "occurrence"),
+)
+
+# RSVPs per occurrence; `status` is registered or waitlisted, and the waitlist is served in
+# (created_at, user_id) order.
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id"), nullable=False),
+    Column("occurrence", BigInteger, nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("session_id", "occurrence", "user_id"),
+    Index("ix_registrations_user_id", "user_id"),
+)
+
+# Notices for an external e-mail or SMS sender (server/store/outbox.py); once-only by key.
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("session_id", String(32), nullable=False),
+    Column("occurrence", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger, nullable=True),
+    UniqueConstraint(
+        "kind", "user_id", "session_id", "occurrence", name="uq_notification_outbox_kind_user_session_occurrence"
+    ),
+    Index("ix_notification_outbox_sent_at", "sent_at"),
 )

@@ -1,0 +1,552 @@
+"""Scheduled sessions of group rooms: their rules, and the occurrences they expand to.
+
+A session holds its start as a LOCAL wall-clock time in a named IANA zone, plus an optional
+RFC 5545 RRULE. Expansion runs the rule on the local time and only then places each start
+in the zone, so a weekly 19:00 Europe/London session stays at 19:00 local across daylight-
+saving changes (18:00Z in summer, 19:00Z in winter). A local time that does not exist (the
+hour skipped in spring) is read with the offset before the gap, and one that happens twice
+(the hour repeated in autumn) is the first of the two, as RFC 5545 says.
+
+An occurrence is named forever by its key: its ORIGINAL start in UTC. Cancelling one keeps
+it listed with `cancelled=True`; moving one gives it a new start under the same key.
+
+Pure: values in, values or `rooms.errors` out; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any, NewType
+from zoneinfo import ZoneInfo, available_timezones
+
+from dateutil.rrule import DAILY, MONTHLY, WEEKLY, weekday
+from dateutil.rrule import rrule as Rule
+
+from rooms.errors import BadRequest, Conflict
+from rooms.model import RoomId, UserId
+from rooms.service import clean_text
+
+SessionId = NewType("SessionId", str)
+
+# Limits
+MAX_TITLE = 120
+MAX_DESCRIPTION = 4000
+MAX_AGREEMENT = 2000
+MAX_REASON = 500
+MAX_RRULE = 200
+DURATION = (5, 600)
+CAPACITY = (1, 1000)
+LOBBY = (0, 60)
+REMINDER = (0, 1440)
+MAX_INTERVAL = 99
+MAX_COUNT = 1000
+MAX_UNTIL = timedelta(days=3653)  # UNTIL at most ten years after the start
+MAX_WINDOW = timedelta(days=366)  # the longest span any one expansion covers
+MAX_FIRST_GAP = timedelta(days=3653)  # a rule must occur within ten years of its start
+
+# Defaults
+DEFAULT_LOBBY = 10
+DEFAULT_REMINDER = 30
+
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_FREQS = {"DAILY": DAILY, "WEEKLY": WEEKLY, "MONTHLY": MONTHLY}
+_DAYS = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
+_BYDAY = re.compile(r"([+-]?[1-5])?(MO|TU|WE|TH|FR|SA|SU)")
+_UNTIL = re.compile(r"(\d{8})(T\d{6}Z?)?")
+_RULE_ORDER = ("FREQ", "INTERVAL", "BYDAY", "BYMONTHDAY", "COUNT", "UNTIL")
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+FIELDS = frozenset(
+    {
+        "title",
+        "description",
+        "start",
+        "tz",
+        "duration_minutes",
+        "rrule",
+        "capacity",
+        "lobby_minutes",
+        "reminder_minutes",
+        "auto_admit",
+        "agreement",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An exception to the rule for one occurrence: cancelled, or moved to a new local start."""
+
+    key: datetime
+    cancelled: bool = False
+    moved_to: datetime | None = None  # naive, local to the session's zone
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One meeting of a session. `key` is its original start (UTC), unchanged by a move;
+    `start` and `end` are aware UTC datetimes; `facilitators` has the lead first."""
+
+    session: SessionId
+    room: RoomId
+    key: datetime
+    start: datetime
+    end: datetime
+    tz: str
+    title: str
+    agreement: str
+    lobby_minutes: int
+    reminder_minutes: int
+    auto_admit: bool
+    capacity: int | None
+    cancelled: bool
+    moved: bool
+    facilitators: tuple[UserId, ...]
+    reason: str | None = None
+
+    @property
+    def key_text(self) -> str:
+        return utc_text(self.key)
+
+    @property
+    def local_start(self) -> str:
+        return self.start.astimezone(ZoneInfo(self.tz)).strftime(LOCAL_FORMAT)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "session": self.session,
+            "room": self.room,
+            "key": self.key_text,
+            "start": utc_text(self.start),
+            "end": utc_text(self.end),
+            "local_start": self.local_start,
+            "tz": self.tz,
+            "title": self.title,
+            "cancelled": self.cancelled,
+            "moved": self.moved,
+            "capacity": self.capacity,
+        }
+        if self.reason is not None:
+            wire["reason"] = self.reason
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A scheduled session of a group room; `start` is naive local time in zone `tz`."""
+
+    id: SessionId
+    room: RoomId
+    title: str
+    start: datetime
+    tz: str
+    duration_minutes: int
+    facilitators: tuple[UserId, ...]  # the lead first, then co-facilitators
+    description: str = ""
+    rrule: str | None = None  # canonical: FREQ=…;INTERVAL=…;BYDAY=…;BYMONTHDAY=…;COUNT=…;UNTIL=…
+    capacity: int | None = None
+    lobby_minutes: int = DEFAULT_LOBBY
+    reminder_minutes: int = DEFAULT_REMINDER
+    auto_admit: bool = False
+    agreement: str = ""
+    _rule: Rule | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(minutes=self.duration_minutes)
+
+    def rule(self) -> Rule | None:
+        if self.rrule is None:
+            return None
+        if self._rule is None:
+            _, kwargs = parse_rrule(self.rrule, self.start, self.zone)
+            object.__setattr__(self, "_rule", Rule(dtstart=self.start, cache=False, **kwargs))
+        return self._rule
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room": self.room,
+            "title": self.title,
+            "description": self.description,
+            "start": self.start.strftime(LOCAL_FORMAT),
+            "tz": self.tz,
+            "duration_minutes": self.duration_minutes,
+            "rrule": self.rrule,
+            "capacity": self.capacity,
+            "lobby_minutes": self.lobby_minutes,
+            "reminder_minutes": self.reminder_minutes,
+            "auto_admit": self.auto_admit,
+            "agreement": self.agreement,
+            "facilitators": list(self.facilitators),
+        }
+
+    # Expansion
+
+    def _local_starts(self, lo: datetime, hi: datetime) -> list[datetime]:
+        """Original local starts between naive local `lo` and `hi`, both included."""
+        rule = self.rule()
+        if rule is None:
+            return [self.start] if lo <= self.start <= hi else []
+        return rule.between(lo, hi, inc=True)
+
+    def _originals(self, start: datetime, end: datetime) -> list[datetime]:
+        """Original starts (keys, UTC) in [start, end), from the rule on local time."""
+        zone = self.zone
+        margin = timedelta(days=1)  # a UTC window is a little wider or narrower in local time
+        lo = start.astimezone(zone).replace(tzinfo=None) - margin
+        hi = end.astimezone(zone).replace(tzinfo=None) + margin
+        keys = (to_utc(local, zone) for local in self._local_starts(lo, hi))
+        return [key for key in keys if start <= key < end]
+
+    def is_occurrence(self, key: datetime) -> bool:
+        """Whether `key` is an original start of this session."""
+        return key in self._originals(key, key + timedelta(seconds=1))
+
+    def _occurrence(self, key: datetime, change: Change | None) -> Occurrence:
+        start = key
+        moved = change is not None and change.moved_to is not None
+        if change is not None and change.moved_to is not None:
+            start = to_utc(change.moved_to, self.zone)
+        return Occurrence(
+            session=self.id,
+            room=self.room,
+            key=key,
+            start=start,
+            end=start + self.duration,
+            tz=self.tz,
+            title=self.title,
+            agreement=self.agreement,
+            lobby_minutes=self.lobby_minutes,
+            reminder_minutes=self.reminder_minutes,
+            auto_admit=self.auto_admit,
+            capacity=self.capacity,
+            cancelled=change is not None and change.cancelled,
+            moved=moved,
+            facilitators=self.facilitators,
+            reason=change.reason if change is not None else None,
+        )
+
+    def occurrences(self, start: datetime, end: datetime, changes: Mapping[datetime, Change]) -> list[Occurrence]:
+        """Occurrences whose (possibly moved) start lies in [start, end), by start.
+
+        Cancelled ones are included and flagged. A window is at most MAX_WINDOW long.
+        """
+        check_window(start, end)
+        keys = set(self._originals(start, end))
+        for key, change in changes.items():  # moved into the window from outside it
+            if change.moved_to is not None and key not in keys and self.is_occurrence(key):
+                keys.add(key)
+        found = (self._occurrence(key, changes.get(key)) for key in keys)
+        return sorted((o for o in found if start <= o.start < end), key=lambda o: (o.start, o.key))
+
+    def occurrence(self, key: datetime, changes: Mapping[datetime, Change]) -> Occurrence | None:
+        """The occurrence named `key`, or None when the session has no such original start."""
+        return self._occurrence(key, changes.get(key)) if self.is_occurrence(key) else None
+
+    def span(self, changes: Iterable[Change] = ()) -> tuple[datetime, datetime | None]:
+        """The first start and the last end in UTC (None when the rule never ends), moves included."""
+        zone = self.zone
+        rule = self.rule()
+        if rule is None:
+            first: datetime = to_utc(self.start, zone)
+            last: datetime | None = first + self.duration
+        else:
+            local_first = rule.after(self.start, inc=True)
+            if local_first is None:
+                raise BadRequest("The RRULE has no occurrence.")
+            first = to_utc(local_first, zone)
+            last = None
+            assert self.rrule is not None
+            if "COUNT=" in self.rrule or "UNTIL=" in self.rrule:  # a bounded rule: at most MAX_COUNT, or ten years
+                last = to_utc(list(rule)[-1], zone) + self.duration
+        for change in changes:
+            if change.moved_to is not None:
+                moved = to_utc(change.moved_to, zone)
+                first = min(first, moved)
+                last = None if last is None else max(last, moved + self.duration)
+        return first, last
+
+
+# Validation
+
+
+def build_session(
+    *,
+    id: SessionId,
+    room: RoomId,
+    facilitators: tuple[UserId, ...],
+    fields: Mapping[str, object],
+    base: Session | None = None,
+) -> Session:
+    """A session from plain values: a whole new one, or `base` with `fields` changed.
+
+    Every field is checked; an unknown field is refused so a misspelt one is not lost.
+    """
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:
+        raise BadRequest(f"Unknown field `{unknown[0]}`.")
+    if base is None:
+        for name in ("title", "start", "tz", "duration_minutes"):
+            if name not in fields:
+                raise BadRequest(f"`{name}` is required.")
+    values: dict[str, Any] = {}
+    if "title" in fields:
+        values["title"] = _one_line(fields["title"], "title", MAX_TITLE)
+    if "description" in fields:
+        values["description"] = _long_text(fields["description"], "description", MAX_DESCRIPTION)
+    if "agreement" in fields:
+        values["agreement"] = _long_text(fields["agreement"], "agreement", MAX_AGREEMENT)
+    if "tz" in fields:
+        values["tz"] = check_zone(fields["tz"])
+    if "start" in fields:
+        values["start"] = parse_local(fields["start"], "start")
+    if "duration_minutes" in fields:
+        values["duration_minutes"] = _int(fields["duration_minutes"], "duration_minutes", DURATION)
+    if "capacity" in fields:
+        values["capacity"] = None if fields["capacity"] is None else _int(fields["capacity"], "capacity", CAPACITY)
+    if "lobby_minutes" in fields:
+        values["lobby_minutes"] = _int(fields["lobby_minutes"], "lobby_minutes", LOBBY)
+    if "reminder_minutes" in fields:
+        values["reminder_minutes"] = _int(fields["reminder_minutes"], "reminder_minutes", REMINDER)
+    if "auto_admit" in fields:
+        if not isinstance(fields["auto_admit"], bool):
+            raise BadRequest("`auto_admit` must be true or false.")
+        values["auto_admit"] = fields["auto_admit"]
+    rrule_text = fields.get("rrule", base.rrule if base is not None else None)
+    if base is None:
+        session = Session(id=id, room=room, facilitators=facilitators, **values)
+    else:
+        session = replace(base, facilitators=facilitators, _rule=None, **values)
+    if rrule_text is not None:
+        canonical, kwargs = parse_rrule(rrule_text, session.start, session.zone)
+        _check_occurs(kwargs, session.start)
+        session = replace(session, rrule=canonical, _rule=None)
+    else:
+        session = replace(session, rrule=None, _rule=None)
+    session.span()  # refuses a rule whose UNTIL comes before its first occurrence
+    return session
+
+
+def parse_rrule(text: object, start: datetime, zone: ZoneInfo) -> tuple[str, dict[str, Any]]:
+    """The canonical RRULE text and dateutil `rrule` arguments (all but dtstart)."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("`rrule` must be a non-empty string or null.")
+    if len(text) > MAX_RRULE:
+        raise BadRequest(f"`rrule` is longer than {MAX_RRULE} characters.")
+    text = text.strip().upper()
+    if text.startswith("RRULE:"):
+        text = text[len("RRULE:") :]
+    if "DTSTART" in text:
+        raise BadRequest("The RRULE must not contain DTSTART; the start is `start` in `tz`.")
+    parts: dict[str, str] = {}
+    for part in text.split(";"):
+        name, eq, value = part.partition("=")
+        if not eq or not value:
+            raise BadRequest("The RRULE is not of the form NAME=VALUE;NAME=VALUE.")
+        if name not in _RULE_ORDER:
+            raise BadRequest(f"RRULE part {name} is not supported (only {', '.join(_RULE_ORDER)}).")
+        if name in parts:
+            raise BadRequest(f"RRULE part {name} is given twice.")
+        parts[name] = value
+    if parts.get("FREQ") not in _FREQS:
+        raise BadRequest("The RRULE needs FREQ=DAILY, WEEKLY or MONTHLY.")
+    kwargs: dict[str, Any] = {"freq": _FREQS[parts["FREQ"]]}
+    if "INTERVAL" in parts:
+        kwargs["interval"] = _rule_int(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL)
+    if "BYDAY" in parts:
+        kwargs["byweekday"] = _byday(parts["BYDAY"], monthly=parts["FREQ"] == "MONTHLY")
+    if "BYMONTHDAY" in parts:
+        days = [_rule_int(d, "BYMONTHDAY", -31, 31) for d in parts["BYMONTHDAY"].split(",")]
+        if 0 in days:
+            raise BadRequest("BYMONTHDAY values are 1 to 31 or -31 to -1.")
+        kwargs["bymonthday"] = days
+    if "BYDAY" in parts and "BYMONTHDAY" in parts:
+        raise BadRequest("Use BYDAY or BYMONTHDAY, not both.")
+    if "COUNT" in parts and "UNTIL" in parts:
+        raise BadRequest("Use COUNT or UNTIL, not both.")
+    if "COUNT" in parts:
+        kwargs["count"] = _rule_int(parts["COUNT"], "COUNT", 1, MAX_COUNT)
+    if "UNTIL" in parts:
+        until = _until(parts["UNTIL"], zone)
+        if until - start > MAX_UNTIL:
+            raise BadRequest("UNTIL may be at most ten years after the start.")
+        kwargs["until"] = until
+    canonical = ";".join(f"{name}={parts[name]}" for name in _RULE_ORDER if name in parts)
+    return canonical, kwargs
+
+
+def _byday(value: str, *, monthly: bool) -> list[weekday]:
+    days: list[weekday] = []
+    for item in value.split(","):
+        match = _BYDAY.fullmatch(item)
+        if match is None:
+            raise BadRequest("BYDAY takes days like MO,TH (or 1MO, -1FR with FREQ=MONTHLY).")
+        if match.group(1) and not monthly:
+            raise BadRequest("A numbered BYDAY (like 2TU) needs FREQ=MONTHLY.")
+        n = int(match.group(1)) if match.group(1) else None
+        if n == 0:
+            raise BadRequest("BYDAY numbers are 1 to 5 or -5 to -1.")
+        days.append(weekday(_DAYS[match.group(2)], n))
+    return days
+
+
+def _until(value: str, zone: ZoneInfo) -> datetime:
+    """UNTIL as a naive local time: a date means the whole of that local day; a time with Z is
+    UTC (RFC 5545's form when DTSTART has a zone); one without is local."""
+    match = _UNTIL.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        if match.group(2) is None:
+            return datetime.strptime(value, "%Y%m%d") + timedelta(hours=23, minutes=59, seconds=59)
+        moment = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise BadRequest("UNTIL is a date (20270401) or a UTC time (20270401T000000Z).") from exc
+    if value.endswith("Z"):
+        return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+    return moment
+
+
+def _check_occurs(kwargs: Mapping[str, Any], start: datetime) -> None:
+    """Refuse a rule that never occurs (say MONTHLY;INTERVAL=12;BYMONTHDAY=31 from February).
+
+    dateutil would search such a rule up to the year 9999 on every expansion. The Gregorian
+    calendar repeats every 400 years (weekdays, month lengths and leap days alike), so the
+    same rule started a multiple of 400 years later is the same pattern, and from there the
+    search for its first occurrence is short even when there is none.
+    """
+    shift = ((9000 - start.year) // 400) * 400
+    probe_start = start.replace(year=start.year + shift)
+    pattern = {k: v for k, v in kwargs.items() if k not in ("count", "until")}
+    first = Rule(dtstart=probe_start, cache=False, **pattern).after(probe_start, inc=True)
+    if first is None or first - probe_start > MAX_FIRST_GAP:
+        raise BadRequest("This RRULE never occurs (or not within ten years of the start).")
+
+
+def _rule_int(value: str, name: str, lo: int, hi: int) -> int:
+    if not re.fullmatch(r"[+-]?\d{1,4}", value) or not lo <= int(value) <= hi:
+        raise BadRequest(f"RRULE {name} must be a whole number from {lo} to {hi}.")
+    return int(value)
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones() - _NOT_ZONES)
+
+
+def check_zone(tz: object) -> str:
+    if not isinstance(tz, str) or tz not in _zones():
+        raise BadRequest("`tz` must be an IANA time zone name, like Europe/London.")
+    return tz
+
+
+def parse_local(value: object, name: str) -> datetime:
+    """A local wall-clock time `YYYY-MM-DDTHH:MM`, years 2000 to 2100."""
+    if isinstance(value, str) and _LOCAL.fullmatch(value):
+        try:
+            moment = datetime.strptime(value, LOCAL_FORMAT)
+        except ValueError:
+            pass
+        else:
+            if 2000 <= moment.year <= 2100:
+                return moment
+    raise BadRequest(f"`{name}` must be a local time like 2026-12-03T19:00 (years 2000 to 2100).")
+
+
+def parse_key(value: str) -> datetime:
+    """An occurrence key, `2026-12-03T19:00:00Z`, as an aware UTC datetime."""
+    if _KEY.fullmatch(value):
+        try:
+            return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    raise BadRequest("An occurrence key is its original start in UTC, like 2026-12-03T19:00:00Z.")
+
+
+def parse_instant(value: str, name: str) -> datetime:
+    """An ISO 8601 time with `Z` or an offset, as an aware UTC datetime."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest(f"`{name}` must be an ISO 8601 time with Z or an offset, like 2026-12-03T19:00:00Z.")
+    return moment.astimezone(UTC)
+
+
+def check_window(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise BadRequest("`to` must be after `from`.")
+    if end - start > MAX_WINDOW:
+        raise BadRequest("A window of occurrences is at most 366 days.")
+
+
+def check_reason(reason: object) -> str | None:
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise BadRequest("`reason` must be a string.")
+    return _long_text(reason, "reason", MAX_REASON) or None
+
+
+def check_changeable(occurrence: Occurrence, now: datetime) -> None:
+    """Facilitators may cancel or move an occurrence until it has ended."""
+    if occurrence.end <= now:
+        raise Conflict("This session has already taken place.")
+
+
+def check_registrable(occurrence: Occurrence, now: datetime) -> None:
+    """Registration opens for occurrences that are neither cancelled nor over."""
+    if occurrence.cancelled:
+        raise Conflict("This session was cancelled.")
+    if occurrence.end <= now:
+        raise Conflict("This session has already taken place.")
+
+
+def can_manage(user: UserId, is_admin: bool, session: Session, is_room_staff: bool) -> bool:
+    """A session's own facilitators (while still staff of its room) and admins change it."""
+    return is_admin or (user in session.facilitators and is_room_staff)
+
+
+def to_utc(local: datetime, zone: ZoneInfo) -> datetime:
+    return local.replace(tzinfo=zone).astimezone(UTC)
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(value: object, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"`{name}` must be a string.")
+    text = clean_text(value, max_chars=limit, what=f"`{name}`").strip()
+    if "\n" in text or "\r" in text or "\t" in text:
+        raise BadRequest(f"`{name}` must be one line.")
+    return text
+
+
+def _long_text(value: object, name: str, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"`{name}` must be a string.")
+    return clean_text(value, max_chars=limit, what=f"`{name}`") if value.strip() else ""
+
+
+def _int(value: object, name: str, bounds: tuple[int, int]) -> int:
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadRequest(f"`{name}` must be a whole number from {lo} to {hi}.")
+    return value

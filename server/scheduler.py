@@ -1,0 +1,140 @@
+"""The scheduler: what the calendar makes happen by itself, once, however many workers run.
+
+Every worker ticks; each due change is taken under a shared lock (`Locks`) and made
+durable, so a second worker that sees it due finds the lock taken or the change done:
+- reminders N minutes before an occurrence: a row per registered member in the
+  notification outbox (unique, so a repeat inserts nothing, and only who got a new row is
+  reminded) and a `reminder` event to those of them who are online, on whatever worker;
+- the lobby opening `lobby_minutes` before the start;
+- the end of an occurrence still open long after its end (`server.live.END_GRACE`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from rooms import live
+from rooms.errors import HearthError
+from rooms.model import EventKind, NewEvent, RoomId, iso_ts
+from rooms.schedule import Occurrence
+from server.live import END_GRACE, HEARTH
+
+if TYPE_CHECKING:
+    from server.hub import Hub
+    from server.store.schedule import SqlSchedule
+
+log = logging.getLogger("hearth.scheduler")
+
+LOOK_BACK = timedelta(hours=11)  # occurrences are at most 10 hours long, plus the grace
+LOOK_AHEAD = timedelta(hours=25)  # reminders are at most a day ahead
+
+
+class Scheduler:
+    def __init__(self, hub: Hub, schedule: SqlSchedule, *, interval: float) -> None:
+        self.hub = hub
+        self.schedule = schedule
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="scheduler")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick(datetime.now(UTC))
+            except HearthError as exc:
+                log.warning("scheduler tick: %s", exc.code)
+            except Exception:
+                log.exception("scheduler tick failed")
+            await asyncio.sleep(self.interval)
+
+    async def tick(self, now: datetime) -> None:
+        for occurrence in await self.schedule.occurrences_between(now - LOOK_BACK, now + LOOK_AHEAD):
+            if occurrence.cancelled:
+                continue
+            remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
+            if occurrence.reminder_minutes and remind_at <= now < occurrence.start:
+                await self._remind(occurrence)
+            opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
+            if opens_at <= now < occurrence.end:
+                await self._open(occurrence)
+            elif occurrence.end + timedelta(seconds=END_GRACE) < now:
+                await self._end(occurrence)
+
+    async def _once(self, name: str, occurrence: Occurrence) -> bool:
+        ttl = max(60.0, (occurrence.end - datetime.now(UTC)).total_seconds() + END_GRACE)
+        return await self.hub.shared.locks.acquire(name, ttl) is not None
+
+    async def _remind(self, occurrence: Occurrence) -> None:
+        """Remind each registered member once: the outbox's unique key decides who is new, so
+        someone who registers inside the reminder window is reminded at the next tick."""
+        lease = await self.hub.shared.locks.acquire(f"remind:{occurrence.session}:{occurrence.key_text}", 30)
+        if lease is None:
+            return  # another worker is at it right now
+        try:
+            users = await self.schedule.registered(occurrence.session, occurrence.key)
+            event = {
+                "ev": "reminder",
+                "room": occurrence.room,
+                "session": occurrence.session,
+                "key": occurrence.key_text,
+                "title": occurrence.title,
+                "starts_at": iso_ts(occurrence.start),
+                "lobby_opens_at": iso_ts(occurrence.start - timedelta(minutes=occurrence.lobby_minutes)),
+            }
+            fresh = await self.hub.outbox.enqueue("reminder", users, occurrence.session, occurrence.key_text, event)
+            if fresh:
+                await self.hub.notify(fresh, event)
+                log.info("reminder session=%s users=%d", occurrence.session, len(fresh))
+        finally:
+            await self.hub.shared.locks.release(lease)
+
+    async def _state(self, room: RoomId) -> live.LiveRoom:
+        state = live.LiveRoom()
+        for event in await self.hub.store.read_session(room, await self.hub.store.last_seq(room)):
+            state.apply(event.to_wire())
+        return state
+
+    async def _open(self, occurrence: Occurrence) -> None:
+        state = await self._state(occurrence.room)
+        current = state.session
+        if current is not None and current.key == occurrence.key_text:
+            return  # opened already (and maybe ended by its facilitator: not again)
+        if state.active is not None or not await self._once(
+            f"open:{occurrence.session}:{occurrence.key_text}", occurrence
+        ):
+            return
+        present = [card["id"] for card in await self.hub.members(occurrence.room)]
+        body: dict[str, Any] = live.plan_open(
+            state,
+            key=occurrence.key_text,
+            title=occurrence.title,
+            starts_at=iso_ts(occurrence.start),
+            ends_at=iso_ts(occurrence.end),
+            agreement=occurrence.agreement,
+            facilitators=list(occurrence.facilitators),
+            capacity=occurrence.capacity,
+            auto_admit=occurrence.auto_admit,
+            registered=await self.schedule.registered(occurrence.session, occurrence.key),
+            present=present,
+        )
+        await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
+        log.info("lobby opened room=%s session=%s", occurrence.room, occurrence.session)
+
+    async def _end(self, occurrence: Occurrence) -> None:
+        state = await self._state(occurrence.room)
+        session = state.active
+        if session is None or session.key != occurrence.key_text:
+            return
+        if await self._once(f"end:{occurrence.room}:{occurrence.key_text}", occurrence):
+            body = {"action": "ended", "reason": "time"}
+            await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
