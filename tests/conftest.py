@@ -47,6 +47,7 @@ def test_settings(data_dir: Path, **limits: Any) -> Settings:
         secret_key="test-secret-" + secrets.token_hex(8),
         argon2_memory_kib=1024,
         argon2_time_cost=1,
+        scheduler_interval=0.2,
         limits=Limits(**limits),
     )
 

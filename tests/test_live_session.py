@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import Account, Api, Client, Running, open_client
@@ -159,3 +160,102 @@ async def test_a_reconnect_mid_session_restores_floor_queue_and_mute(
     assert session["queue"] == []
     assert [e["action"] for e in joined["events"] if e["ev"] == "session"] == ["hand", "hand", "muted", "floor"]
     assert (await back.error("send", room=room, text="still muted?", client_id="m"))["code"] == "forbidden"
+
+
+async def test_lobby_rules_capacity_lock_deny_and_automatic_admission(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Capacity holds, a locked lobby turns newcomers away, a denial carries its message, re-entry for staff."""
+    room, fac, (p1, p2, p3, p4) = await _group(server, api, clients, 4)
+    cf = await open_client(server, fac)
+    clients.append(cf)
+    await cf.call("join", room=room)
+    await cf.call("session", room=room, action="open", title="Small circle", capacity=1)
+    c1 = await open_client(server, p1)
+    c2 = await open_client(server, p2)
+    c3 = await open_client(server, p3)
+    c4 = await open_client(server, p4)
+    clients += [c1, c2, c3, c4]
+    for c in (c1, c2):
+        await c.call("join", room=room)
+    assert (await cf.error("admit", room=room))["code"] == "conflict"  # two waiting, one place
+    await cf.call("admit", room=room, user=p1.id)
+    assert (await cf.error("admit", room=room, user=p2.id))["message"] == "The session is full."
+    await cf.call("deny", room=room, user=p2.id, message="This circle is full tonight; see you Thursday.")
+    denied = await _session_event(c2, room, "denied")
+    assert denied["message"].startswith("This circle is full") and denied["to"] == [p2.id]
+    await cf.call("session", room=room, action="lock")
+    assert (await c3.error("join", room=room))["message"].startswith("This session is locked")
+    await cf.call("session", room=room, action="unlock")
+    assert (await c3.call("join", room=room))["waiting"] is True
+    # The facilitator always gets back in, straight past the lobby, and sees who waits.
+    await cf.close()
+    back = await open_client(server, fac)
+    clients.append(back)
+    joined = await back.call("join", room=room)
+    assert joined["waiting"] is False and [w["id"] for w in joined["session"]["waiting"]] == [p3.id]
+    assert joined["session"]["admitted"] == [p1.id]
+    # Only the session's facilitators run it.
+    assert (await c1.error("admit", room=room, user=p3.id))["code"] == "forbidden"
+    assert (await c1.error("session", room=room, action="end"))["code"] == "forbidden"
+    await back.call("session", room=room, action="end")
+    # After the end, the room is the group's room again: everyone waiting is in.
+    await _session_event(c3, room, "ended")
+    assert (await c3.call("send", room=room, text="made it", client_id="in"))["seq"] > 0
+    await c4.call("join", room=room)
+    assert (await c4.call("send", room=room, text="me too", client_id="in4"))["seq"] > 0
+
+
+async def test_the_lead_passes_to_a_co_facilitator_by_hand_and_when_the_lead_drops(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Lead handed over by command, then taken over by the co-facilitator present when the lead's socket drops."""
+    room, lead, (p1,) = await _group(server, api, clients, 1)
+    co = await api.staff()
+    assert (await api.http.post(f"/api/rooms/{room}/members", json={"user": co.id, "role": "facilitator"},
+                                headers={"Authorization": f"Bearer {lead.token}"})).status_code == 201  # fmt: skip
+    cl, cc, c1 = await open_client(server, lead), await open_client(server, co), await open_client(server, p1)
+    clients += [cc, c1]
+    for c in (cl, cc, c1):
+        await c.call("join", room=room)
+    await cl.call("session", room=room, action="open", title="Circle", co_facilitators=[co.id])
+    await cl.call("session", room=room, action="start")
+    await cl.call("session", room=room, action="pin", kind="agenda", text="1. Check-in  2. Sharing  3. Close")
+    assert (await _session_event(c1, room, "pinned"))["text"].startswith("1. Check-in")
+    await cl.call("session", room=room, action="lead", user=co.id)
+    assert (await _session_event(c1, room, "lead"))["user"] == co.id
+    await cc.call("session", room=room, action="lead", user=lead.id)  # and back
+    await _session_event(c1, room, "lead", user=lead.id)
+    await cl.close()  # the lead's only connection drops
+    promoted = await _session_event(c1, room, "lead", reason="dropped")
+    assert promoted["user"] == co.id and promoted["from"]["id"] == "hearth"
+    assert (await c1.error("session", room=room, action="lead", user=p1.id))["code"] == "forbidden"
+
+
+async def test_registered_members_are_admitted_automatically_when_the_session_says_so(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """The scheduler opens the lobby; with auto_admit a registered member skips it, a walk-in waits."""
+    room, fac, (registered, walk_in) = await _group(server, api, clients, 2)
+    start = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+    headers = {"Authorization": f"Bearer {fac.token}"}
+    body = {"title": "Auto circle", "start": start, "tz": "UTC", "duration_minutes": 60, "auto_admit": True,
+            "lobby_minutes": 0, "reminder_minutes": 0}  # fmt: skip
+    cf = await open_client(server, fac)
+    clients.append(cf)
+    await cf.call("join", room=room)
+    session = (await api.http.post(f"/api/rooms/{room}/sessions", json=body, headers=headers)).json()["session"]
+    occurrences = await api.http.get(f"/api/sessions/{session['id']}/occurrences", headers=headers)
+    key = occurrences.json()["occurrences"][0]["key"]
+    r = await api.http.post(f"/api/sessions/{session['id']}/occurrences/{key}/registration",
+                            headers={"Authorization": f"Bearer {registered.token}"})  # fmt: skip
+    assert r.status_code == 201
+    # Now let the lobby open 10 minutes ahead: the scheduler opens it by itself.
+    r = await api.http.patch(f"/api/sessions/{session['id']}", json={"lobby_minutes": 10}, headers=headers)
+    assert r.status_code == 200, r.text
+    opened = await _session_event(cf, room, "opened")
+    assert opened["key"] == key and opened["auto_admit"] is True and opened["registered"] == [registered.id]
+    cr, cw = await open_client(server, registered), await open_client(server, walk_in)
+    clients += [cr, cw]
+    assert (await cr.call("join", room=room))["waiting"] is False
+    assert (await cw.call("join", room=room))["waiting"] is True
