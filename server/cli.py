@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from typing import TypeVar
 from rooms.errors import HearthError
 from rooms.model import Role
 from server.auth import Accounts, Tokens, load_secret
+from server.logs import configure
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 from server.store.engine import Engines, open_engines
@@ -122,10 +122,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure(json=settings.log_json)
     try:
-        code: int = args.run(args, Settings.from_env())
+        code: int = args.run(args, settings)
         return code
     except HearthError as exc:
         print(f"hearth: {exc.message}", file=sys.stderr)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from rooms.errors import HearthError, Internal
 from rooms.model import Event, NewEvent
 from rooms.ports import TranscriptStore
+from server.metrics import Metrics
 
 log = logging.getLogger("hearth.commit")
 
@@ -21,9 +23,17 @@ log = logging.getLogger("hearth.commit")
 class GroupCommitter:
     """One writer task per worker; `submit()` queues an event and returns its future."""
 
-    def __init__(self, store: TranscriptStore, publish: Callable[[Event], Awaitable[None]], *, max_batch: int) -> None:
+    def __init__(
+        self,
+        store: TranscriptStore,
+        publish: Callable[[Event], Awaitable[None]],
+        *,
+        max_batch: int,
+        metrics: Metrics,
+    ) -> None:
         self.store = store
         self.publish = publish
+        self.metrics = metrics
         self.max_batch = max_batch
         self._queue: deque[tuple[NewEvent, asyncio.Future[Event]]] = deque()
         self._wake = asyncio.Event()
@@ -64,6 +74,8 @@ class GroupCommitter:
     async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Event]]]) -> None:
         """Commit, acknowledge, then publish in seq order. Never raises: a failure is told
         to each sender, so one bad batch cannot stop the committer."""
+        self.metrics.batch.observe(len(batch))
+        started = time.perf_counter()
         try:
             results: list[Event | HearthError] = await self.store.append([new for new, _ in batch])
         except HearthError as exc:
@@ -71,6 +83,8 @@ class GroupCommitter:
         except Exception:
             log.exception("commit of %d events failed", len(batch))
             results = [Internal("The message could not be saved.")] * len(batch)
+        self.metrics.commit.observe(time.perf_counter() - started)
+        self.metrics.messages_in.inc(sum(isinstance(r, Event) for r in results))
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -16,6 +16,7 @@ from rooms.live import visible
 from rooms.model import ConnId, RoomId, User
 from server.closecodes import CLOSE_TOO_SLOW
 from server.codec import Codec
+from server.metrics import Metrics
 from server.settings import Limits
 
 log = logging.getLogger("hearth.ws")
@@ -33,7 +34,8 @@ class Connection:
     slow phone never holds a room back; it catches up later by resuming with `since`.
     """
 
-    def __init__(self, ws: WebSocket, codec: Codec, limits: Limits, now: float) -> None:
+    def __init__(self, ws: WebSocket, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.id = ConnId(secrets.token_hex(8))
         self.ws = ws
         self.codec = codec
@@ -70,6 +72,7 @@ class Connection:
             return
         if len(self._outbox) >= self.limits.outbox:
             log.info("outbox full, closing conn=%s user=%s", self.id, self.user_id)
+            self.metrics.overflows.inc()
             self._outbox.clear()
             self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
             return
@@ -82,6 +85,7 @@ class Connection:
     def close_soon(self, code: int, reason: str = "") -> None:
         """Close after the frames already queued are written."""
         if self._close is None:
+            self.metrics.closes.labels(str(code)).inc()
             self._close = (code, reason)
             self._wake.set()
             self.closed.set()

@@ -349,6 +349,7 @@ def throttle(hub: Hub, conn: Connection) -> None:
 
 
 def reply_error(conn: Connection, cid: int | None, error: HearthError) -> None:
+    conn.metrics.errors.labels(error.code).inc()
     conn.send({"id": cid, "error": error.to_wire()})
 
 
@@ -373,6 +374,7 @@ async def dispatch(hub: Hub, conn: Connection, frame: Mapping[str, Any]) -> None
         if hub.draining:
             raise Unavailable("Hearth is restarting. Reconnect and resume.")
         handler = OPS.get(op) if isinstance(op, str) else None
+        hub.metrics.commands.labels(op if handler is not None else "unknown").inc()
         if handler is None:
             raise BadRequest("Unknown op." if isinstance(op, str) else "`op` must be a string.")
         result = await handler(hub, conn, frame)

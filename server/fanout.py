@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import msgpack
 
 from rooms.errors import BadRequest, Unavailable
-from rooms.live import LiveRoom
+from rooms.live import LiveRoom, parse_ts
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
 from server.closecodes import CLOSE_REMOVED
 from server.connection import Connection
+from server.metrics import Metrics
 
 log = logging.getLogger("hearth.fanout")
 
@@ -49,12 +51,14 @@ class RoomFeed:
         store: TranscriptStore,
         *,
         worker: str,
+        metrics: Metrics,
         ring: int,
         resume_max: int,
         gap_wait: float,
     ) -> None:
         self.room = room
         self.worker = worker
+        self.metrics = metrics
         self.broker = broker
         self.store = store
         self.resume_max = resume_max
@@ -192,6 +196,7 @@ class RoomFeed:
                 found = await self.store.read_since(self.room, self.last, 500)
                 if found:
                     log.info("gap fill room=%s after=%s events=%d", self.room, self.last, len(found))
+                    self.metrics.gap_fills.inc(len(found))
                 for stored in found:
                     self._held.setdefault(stored.seq, stored.to_wire())
                 while (event := self._held.pop(self.last + 1, None)) is not None:
@@ -218,6 +223,7 @@ class RoomFeed:
             self._amend(event)
         for pending in self._joining.values():
             pending.append(event)
+        self.metrics.fanout.observe(max(0.0, time.time() - parse_ts(event["ts"]) / 1000))
         if "to" in event or (self.waiting and event["ev"] == "session"):
             self._push(event, [c for c in self._audience(event["ev"]) if c.sees(self.room, event)])
         else:
@@ -255,14 +261,16 @@ class RoomFeed:
         skip = event.pop(SKIP, None)
         self._push(event, [c for c in self.members.values() if c.user_id != skip])
 
-    @staticmethod
-    def _push(event: Mapping[str, Any], conns: Any) -> None:
+    def _push(self, event: Mapping[str, Any], conns: Any) -> None:
         frames: dict[str, str | bytes] = {}
+        count = 0
         for conn in conns:
             frame = frames.get(conn.codec.name)
             if frame is None:
                 frame = frames[conn.codec.name] = conn.codec.encode(event)
             conn.push(frame)
+            count += 1
+        self.metrics.frames_out.inc(count)
 
     def _amend(self, change: dict[str, Any]) -> None:
         """Keep the ring's copy of a message as it now stands, as the store does."""

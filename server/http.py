@@ -182,6 +182,16 @@ async def update_room(request: Request) -> Response:
     return JSON({"room": {**room.public(), "open_hours": room.open_hours}})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this worker's metrics."""
+    hub = _hub(request)
+    hub.metrics.connections.set(len(hub.registry))
+    hub.metrics.rooms.set(len(hub.feeds))
+    hub.metrics.broker_up.set(1 if hub.broker.healthy else 0)
+    hub.metrics.broker_reconnects.set(getattr(hub.broker, "reconnects", 0))
+    return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
@@ -216,6 +226,7 @@ routes = [
     Route("/api/rooms", create_room, methods=["POST"]),
     Route("/api/rooms/{room}", update_room, methods=["PATCH"]),
     Route("/api/rooms/{room}/members", add_member, methods=["POST"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

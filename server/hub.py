@@ -27,6 +27,7 @@ from server.committer import GroupCommitter
 from server.connection import Connection
 from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.live import LiveDesk
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 from server.store.outbox import SqlOutbox
@@ -60,7 +61,8 @@ class Hub:
         self.worker = secrets.token_hex(8)
         self.codecs = make_codecs(max_depth=settings.limits.max_depth)
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
-        self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch)
+        self.metrics = Metrics()
+        self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch, metrics=self.metrics)
         self.desk = LiveDesk(self)
         self.outbox: SqlOutbox  # set by the app: where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
@@ -84,7 +86,7 @@ class Hub:
         self._listener = asyncio.create_task(self._control(), name="control channel")
 
     def connection(self, ws: WebSocket, codec: Codec) -> Connection:
-        return Connection(ws, codec, self.limits, self.clock())
+        return Connection(ws, codec, self.limits, self.clock(), self.metrics)
 
     async def register(self, conn: Connection, user: User, token_id: str) -> None:
         """A connection signed in; refuses one over the user's connection limit (all workers)."""
@@ -181,6 +183,7 @@ class Hub:
                 conn.facilitating.discard(room.id)
                 conn.on_duty.discard(room.id)
                 await self._release(feed)
+        self.metrics.joins.inc()
         if not waiting:
             await self.arrived(conn, room.id)
 
@@ -304,6 +307,7 @@ class Hub:
                     self.broker,
                     self.store,
                     worker=self.worker,
+                    metrics=self.metrics,
                     ring=self.limits.ring,
                     resume_max=self.limits.resume_max,
                     gap_wait=self.settings.gap_wait,

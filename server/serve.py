@@ -7,6 +7,7 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 
+from server import logs
 from server.app import create_app
 from server.settings import Settings
 
@@ -45,6 +46,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "lifespan": "on",
         "proxy_headers": True,
         "server_header": False,
+        "log_config": logs.config(json=settings.log_json),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]

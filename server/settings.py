@@ -61,11 +61,16 @@ class Settings:
     drain_timeout: float = 10.0  # seconds SIGTERM waits for pending commits and acks
     gap_wait: float = 0.5  # seconds a feed waits for a missing seq before reading the store
     sqlite_synchronous: str = "FULL"
+    log_format: str = ""  # "json" or "text"; by default JSON except in development
     limits: Limits = field(default_factory=Limits)
 
     @property
     def development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json" or (not self.log_format and not self.development)
 
     @property
     def db_url(self) -> str:
@@ -104,6 +109,7 @@ class Settings:
             signup_open=env.get("HEARTH_SIGNUP_OPEN", "1").lower() not in ("0", "false", "no"),
             token_ttl=float(env.get("HEARTH_TOKEN_TTL", base.token_ttl)),
             sqlite_synchronous=env.get("HEARTH_SQLITE_SYNCHRONOUS", base.sqlite_synchronous).upper(),
+            log_format=env.get("HEARTH_LOG_FORMAT", "").lower(),
             limits=limits,
         )
 

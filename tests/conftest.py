@@ -86,7 +86,8 @@ class Running:
 
 async def start_server(settings: Settings) -> Running:
     app = create_app(settings)
-    server = HearthServer(uvicorn_config(app, settings, log_level="warning"), app)
+    # log_config None: the test process keeps pytest's logging (caplog) as it is.
+    server = HearthServer(uvicorn_config(app, settings, log_level="warning", log_config=None), app)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -121,3 +121,36 @@ async def test_an_event_whose_publish_was_lost_arrives_even_in_a_quiet_room(tmp_
     finally:
         await api.aclose()
         await running.stop()
+
+
+async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) -> None:
+    """/metrics reports connections, commits, fan-out, commit batches and close codes of this worker."""
+    running = await start_server(test_settings(tmp_path))
+    api = Api(running)
+    try:
+        staff = await api.staff()
+        room = await api.room(staff)
+        a, b = await open_client(running, await api.signup()), await open_client(running, await api.signup())
+        for c in (a, b):
+            await c.call("join", room=room)
+        for i in range(3):
+            await a.call("send", room=room, text="hi", client_id=f"m{i}")
+        await b.messages(room, 3)
+        await a.error("send", room=room, text="", client_id="empty")
+        text = (await api.http.get("/metrics")).text
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert samples["hearth_connections"] == 2 and samples["hearth_rooms_active"] == 1
+        assert samples["hearth_events_committed_total"] == 3
+        assert samples["hearth_frames_out_total"] >= 6  # three events to two members
+        assert samples["hearth_commit_batch_size_count"] >= 1 and samples["hearth_fanout_latency_seconds_count"] == 3
+        assert samples['hearth_command_errors_total{code="bad_request"}'] == 1
+        assert samples['hearth_commands_total{op="send"}'] == 4
+        await b.close()
+        await a.close()
+    finally:
+        await api.aclose()
+        await running.stop()

@@ -1,0 +1,47 @@
+"""Logging: one JSON object per line in production (text in development), for Hearth and
+uvicorn alike. Log lines carry ids (connection, user, room, op), never message text or
+tokens; the access log's paths carry no secrets (tokens travel in frames and headers)."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def config(*, json: bool, level: str = "INFO") -> dict[str, Any]:
+    """A `logging.config.dictConfig` for Hearth and uvicorn (also passed to uvicorn)."""
+    formatter = {"()": JsonFormatter} if json else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    handler = {"class": "logging.StreamHandler", "formatter": "hearth", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"hearth": formatter},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
+def configure(*, json: bool, level: str = "INFO") -> dict[str, Any]:
+    settings = config(json=json, level=level)
+    logging.config.dictConfig(settings)
+    return settings
