@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
+from rooms.model import iso_ts
 from rooms.service import clean_text
 
 LOBBY, LIVE, ENDED = "lobby", "live", "ended"
@@ -27,7 +28,15 @@ def parse_ts(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as the protocol's ISO 8601 UTC time."""
+    return iso_ts(datetime.fromtimestamp(ms / 1000, UTC))
+
+
 PIN_KINDS = ("agenda", "resource")
+ANSWER = ("mood", "word", "passed", "skipped")  # what a check-in entry records
+# What a member waiting in the lobby sees of the session, besides what is addressed to them.
+LOBBY_ACTIONS = frozenset({"opened", "started", "ended", "locked", "pinned"})
 MAX_FLOOR_SECONDS = 3600
 
 
@@ -94,7 +103,7 @@ class LiveSession:
             "floor_only": self.floor_only,
             "queue": list(self.queue),
             "floor": self.floor,
-            "floor_until": self.floor_until,
+            "floor_until": None if self.floor_until is None else iso_ms(self.floor_until),
             "muted": sorted(self.muted),
             "pins": dict(self.pins),
             "checkin": None
@@ -174,7 +183,8 @@ class LiveRoom:
         elif action == "floor":
             if event.get("after", s.floor_seq) != s.floor_seq:
                 return  # a timer for a share that had already ended
-            s.floor, s.floor_until, s.floor_seq = user, event.get("until"), event["seq"]
+            until = event.get("until")
+            s.floor, s.floor_until, s.floor_seq = user, None if until is None else parse_ts(until), event["seq"]
             if user in s.queue:
                 s.queue.remove(user)
         elif action == "muted":
@@ -202,7 +212,7 @@ class LiveRoom:
         elif s.checkin is None:
             return
         elif step in ("entry", "skipped"):
-            s.checkin.done[event["user"]] = {k: event[k] for k in ("mood", "word", "passed") if k in event}
+            s.checkin.done[event["user"]] = {k: event[k] for k in ANSWER if k in event}
             s.checkin.turn += 1
         elif step == "ended":
             s.checkin = None
@@ -280,7 +290,7 @@ def plan_arrival(room: LiveRoom, user: str, card: Mapping[str, str]) -> dict[str
         return {"action": "admitted", "users": [user]}
     if session.locked:
         raise Forbidden("This session is locked. Please try again later.")
-    return {"action": "waiting", "user": user, "card": dict(card)}
+    return {"action": "waiting", "user": user, "card": dict(card), "to": [user]}
 
 
 def _has_room(session: LiveSession, more: int) -> bool:
@@ -357,7 +367,7 @@ def plan_floor(room: LiveRoom, user: str, who: str | None, seconds: int | None, 
     if who is not None and seconds is not None:
         if not 5 <= seconds <= MAX_FLOOR_SECONDS:
             raise BadRequest(f"A share lasts 5 to {MAX_FLOOR_SECONDS} seconds.")
-        body["until"] = now_ms + seconds * 1000
+        body["until"] = iso_ms(now_ms + seconds * 1000)
     return body
 
 
@@ -400,6 +410,8 @@ def plan_remove(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
         raise Forbidden("Facilitators cannot be removed.")
     if who in session.removed:
         raise Conflict("That person was already removed.")
+    if not session.inside(who) and who not in session.waiting:
+        raise NotFound("That person is not in the session.")
     return {"action": "removed", "user": who}
 
 
@@ -450,7 +462,13 @@ def plan_checkin_entry(
         raise Conflict("It is not your turn.")
     member = checkin.current
     if checkin.current != user:  # a facilitator moves past someone who is not answering
-        entry: dict[str, Any] = {"action": "checkin", "step": "skipped", "user": member, "to": [member]}
+        entry: dict[str, Any] = {
+            "action": "checkin",
+            "step": "skipped",
+            "user": member,
+            "skipped": True,
+            "to": [member],
+        }
     elif passed:
         entry = {"action": "checkin", "step": "entry", "user": member, "passed": True, "to": [member]}
     else:
@@ -461,9 +479,10 @@ def plan_checkin_entry(
             entry["word"] = clean_text(word, max_chars=40, what="Word")
     events = [entry]
     if checkin.turn + 1 >= len(checkin.order):
-        done = {**checkin.done, member: {k: entry[k] for k in ("mood", "word", "passed") if k in entry}}
-        summary = [{"user": u, **done.get(u, {"skipped": True})} for u in checkin.order]  # type: ignore[dict-item]
-        events.append({"action": "checkin", "step": "ended", "summary": summary, "to": []})
+        done = {**checkin.done, member: {k: entry[k] for k in ANSWER if k in entry}}
+        summary = [{"user": u, **done[u]} for u in checkin.order]
+        events.append({"action": "checkin", "step": "ended"})  # everyone: the round is over
+        events.append({"action": "checkin", "step": "summary", "summary": summary, "to": []})
     else:
         events.append({"action": "checkin", "step": "turn", "user": checkin.order[checkin.turn + 1]})
     return events
@@ -474,8 +493,10 @@ def attendance_report(events: Sequence[Mapping[str, Any]], now: int) -> dict[str
     opened = next((e for e in events if e["action"] == "opened"), None)
     if opened is None:
         return {"session": None, "attendees": []}
-    since: dict[str, int] = {}
-    seconds: dict[str, float] = {}
+    opened_at = parse_ts(opened["ts"])
+    there = [*opened["facilitators"], *opened.get("present", ())]
+    since: dict[str, int] = dict.fromkeys(there, opened_at)  # in the room when it opened
+    seconds: dict[str, float] = dict.fromkeys(there, 0.0)
     end = now
     for event in events:
         if event["action"] == "ended":
@@ -503,10 +524,20 @@ def visible(event: Mapping[str, Any], user: str, *, facilitator: bool) -> bool:
     return to is None or facilitator or user in to
 
 
-def may_send(room: LiveRoom, user: str) -> None:
-    """Raise unless `user` may post a message in the room now."""
+def lobby_sees(event: Mapping[str, Any], user: str) -> bool:
+    """Whether a member waiting in the lobby sees an event: the session's outline, and what
+    concerns them (a knock, a denial, their admission); nothing of the room itself."""
+    if event["ev"] != "session":
+        return False
+    action = event["action"]
+    return action in LOBBY_ACTIONS or user in event.get("to", ()) or user in event.get("users", ())
+
+
+def may_send(room: LiveRoom, user: str, *, staff: bool = False) -> None:
+    """Raise unless `user` may post (a message, an edit, a reaction) in the room now. The
+    room's staff (its facilitators, admins) always may."""
     session = room.active
-    if session is None or session.facilitates(user):
+    if session is None or staff or session.facilitates(user):
         return
     if user in session.removed:
         raise Forbidden("You were removed from this session.")

@@ -93,6 +93,12 @@ class RoomService:
         await self.directory.set_open_hours(room.id, checked)
         return Room(room.id, room.name, room.kind, checked)
 
+    async def check_co_facilitators(self, room: RoomId, users: list[str]) -> None:
+        """Co-facilitators of a session must be facilitators of its room."""
+        for user in users:
+            if await self.directory.member_role(room, UserId(user)) is not MemberRole.FACILITATOR:
+                raise BadRequest("Co-facilitators must be facilitators of this room.")
+
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
         room = await self.directory.get_room(room_id)
         if room is None:

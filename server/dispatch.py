@@ -16,7 +16,7 @@ from typing import Any
 from rooms import live
 from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal, RateLimited, Unavailable
 from rooms.model import Event, RoomId, Seq, iso_ts
-from rooms.service import clean_name
+from rooms.service import clean_name, clean_text
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
 from server.fanout import RoomFeed
@@ -106,7 +106,7 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64)
     reply_to = arg_int(args, "reply_to", low=1, optional=True)
-    live.may_send(hub.feeds[room].live, conn.user.id)
+    may_post(hub, conn, room)
     latest = hub.feeds[room].last
     new = hub.service.new_message(conn.user, room, text, client_id, reply_to, latest)
     await hub.check_user_rate(conn.user)
@@ -116,6 +116,7 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
 async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
+    may_post(hub, conn, room)
     target = Seq(arg_int(args, "target", low=1))
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
@@ -127,6 +128,7 @@ async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
 async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
+    may_post(hub, conn, room)
     target = Seq(arg_int(args, "target", low=1))
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
     new = await hub.service.new_delete(conn.user, room, target, client_id)
@@ -137,6 +139,7 @@ async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Repl
 async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
     room = joined_room(conn, args)
+    may_post(hub, conn, room)
     target = Seq(arg_int(args, "target", low=1))
     emoji = arg_str(args, "emoji", max_len=64)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
@@ -151,8 +154,14 @@ def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[Room
     return hub.feeds[room], conn.user.id
 
 
+def may_post(hub: Hub, conn: Connection, room: RoomId) -> None:
+    """Lobby, mute, removal and floor-only rules for anything a member posts."""
+    live.may_send(hub.feeds[room].live, conn.user_id, staff=room in conn.facilitating)
+
+
 async def committed(hub: Hub, conn: Connection, feed: RoomFeed, *bodies: Mapping[str, Any]) -> Reply:
     assert conn.user is not None
+    await hub.check_user_rate(conn.user)
     event = await hub.desk.commit(feed, conn.user, *bodies)
     return _stamp(event)
 
@@ -168,17 +177,19 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
         co = args.get("co_facilitators", [])
         if not isinstance(co, list) or not all(isinstance(u, str) for u in co) or len(co) > 10:
             raise BadRequest("`co_facilitators` must be a list of user ids.")
-        present = [c["id"] for c in hub.local.members(feed.room)] + [user]
+        await hub.service.check_co_facilitators(feed.room, co)
+        agreement = arg_str(args, "agreement", max_len=2000, optional=True)
+        present = [c["id"] for c in await hub.members(feed.room)]
         body = live.plan_open(
             feed.live,
             key=f"adhoc-{feed.last + 1}",
             title=clean_name(arg_str(args, "title", max_len=200, optional=True) or "Live session", what="Title"),
             starts_at=iso_ts(datetime.now(UTC)),
             ends_at=iso_ts(datetime.now(UTC) + timedelta(minutes=minutes)),
-            agreement=arg_str(args, "agreement", max_len=2000, optional=True) or "",
+            agreement="" if agreement is None else clean_text(agreement, max_chars=2000, what="Agreement"),
             facilitators=[user, *[u for u in co if u != user]],
             capacity=arg_int(args, "capacity", low=1, high=1000, optional=True),
-            auto_admit=arg_bool(args, "auto_admit"),
+            auto_admit=False,  # automatic admission is for registered members of a scheduled session
             registered=[],
             present=present,
         )
@@ -187,7 +198,9 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     elif action in ("lock", "unlock"):
         body = live.plan_setting(feed.live, user, "locked", action == "lock")
     elif action == "floor_only":
-        body = live.plan_setting(feed.live, user, "floor_only", arg_bool(args, "on"))
+        if not isinstance(args.get("on"), bool):
+            raise BadRequest("`on` must be true or false.")
+        body = live.plan_setting(feed.live, user, "floor_only", args["on"])
     elif action == "pin":
         body = live.plan_pin(feed.live, user, arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=4000))
     elif action == "lead":
@@ -289,13 +302,16 @@ async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     before = arg_int(args, "before", low=1, optional=True)
     limit = arg_int(args, "limit", low=1, high=hub.limits.history_max, optional=True) or 50
     events = await hub.store.read_before(room, before, limit)
-    lobby = conn.id in hub.feeds[room].waiting  # waiting in a session's lobby: its events only
     wire = [e.to_wire() for e in events]
-    return {"events": [e for e in wire if conn.sees(room, e) and (not lobby or e["ev"] == "session")]}
+    if conn.id in hub.feeds[room].waiting:  # in a session's lobby: its outline and their own
+        return {"events": [e for e in wire if live.lobby_sees(e, conn.user_id)]}
+    return {"events": [e for e in wire if conn.sees(room, e)]}
 
 
 async def op_typing(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    await hub.typing(conn, joined_room(conn, args))
+    room = joined_room(conn, args)
+    may_post(hub, conn, room)
+    await hub.typing(conn, room)
     return {}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from rooms.errors import BadRequest, Unavailable
-from rooms.live import LiveRoom, parse_ts
+from rooms.live import LiveRoom, lobby_sees, parse_ts
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
 from server.closecodes import CLOSE_REMOVED
@@ -224,15 +224,14 @@ class RoomFeed:
         for pending in self._joining.values():
             pending.append(event)
         self.metrics.fanout.observe(max(0.0, time.time() - parse_ts(event["ts"]) / 1000))
-        if "to" in event or (self.waiting and event["ev"] == "session"):
-            self._push(event, [c for c in self._audience(event["ev"]) if c.sees(self.room, event)])
+        if "to" in event:
+            self._push(event, [c for c in self.members.values() if c.sees(self.room, event)])
         else:
             self._push(event, self.members.values())
+        if self.waiting:
+            self._push(event, [c for c in self.waiting.values() if lobby_sees(event, c.user_id)])
         if event["ev"] == "session":
             self._session_changed(event)
-
-    def _audience(self, ev: str) -> list[Connection]:
-        return [*self.members.values(), *self.waiting.values()] if ev == "session" else list(self.members.values())
 
     def _session_changed(self, event: dict[str, Any]) -> None:
         """Fold the event, then move connections it concerns: let the admitted in, everyone
@@ -347,8 +346,10 @@ class RoomFeed:
         place: dict[ConnId, Connection],
     ) -> None:
         if not conn.closing:
-            lobby = place is self.waiting
-            shown = [e for e in events if (e["ev"] == "session" or not lobby) and conn.sees(self.room, e)]
+            if place is self.waiting:
+                shown = [e for e in events if lobby_sees(e, conn.user_id)]
+            else:
+                shown = [e for e in events if conn.sees(self.room, e)]
             go_live(latest, shown, recovered)
             place[conn.id] = conn
 

@@ -79,7 +79,7 @@ async def test_a_whole_session_from_lobby_to_attendance(server: Running, api: Ap
     await cf.call("session", room=room, action="floor_only", on=True)
     given = await cf.call("floor", room=room, action="give", user=p1.id, seconds=5)
     floor = await _session_event(c2, room, "floor", user=p1.id)
-    assert floor["seq"] == given["seq"] and floor["until"] > 0
+    assert floor["seq"] == given["seq"] and floor["until"].endswith("Z")
     assert (await c2.error("send", room=room, text="me too", client_id="m2"))["code"] == "forbidden"
     await c1.call("send", room=room, text="I have been sleeping better.", client_id="share")
     tick = await c2.event("floor_time", room=room)
@@ -113,17 +113,20 @@ async def test_a_whole_session_from_lobby_to_attendance(server: Running, api: Ap
         other = next(c for u, c in by_id.items() if u != member)
         assert (await other.error("checkin", room=room, mood=3))["code"] == "conflict"  # not their turn
         await by_id[member].call("checkin", room=room, **answers[member])
-    summary = (await _session_event(cf, room, "checkin", step="ended"))["summary"]
+    await _session_event(c1, room, "checkin", step="ended")  # members see the round end
+    summary = (await _session_event(cf, room, "checkin", step="summary"))["summary"]
     assert {s["user"]: s.get("mood") for s in summary} == {p1.id: 4, p2.id: None, p3.id: 2}
     assert next(s for s in summary if s["user"] == p2.id)["passed"] is True
-    seen_by_p1 = [e for e in (await c1.call("history", room=room, limit=100))["events"] if e.get("step") == "entry"]
-    assert [e["user"] for e in seen_by_p1] == [p1.id]  # one's own entry only
+    seen_by_p1 = (await c1.call("history", room=room, limit=100))["events"]
+    assert [e["user"] for e in seen_by_p1 if e.get("step") == "entry"] == [p1.id]  # one's own entry only
+    assert not [e for e in seen_by_p1 if e.get("step") == "summary"]
+    assert [e["user"] for e in seen_by_p1 if e.get("action") == "waiting"] == [p1.id]  # not who else waited
 
     await cf.call("session", room=room, action="end")
     await _session_event(c1, room, "ended")
     report = await cf.call("attendance", room=room)
     assert report["session"]["title"] == "Thursday circle"
-    assert {a["user"] for a in report["attendees"]} == {p1.id, p2.id, p3.id, carer.id}
+    assert {a["user"] for a in report["attendees"]} == {fac.id, p1.id, p2.id, p3.id, carer.id}
     assert all(a["seconds"] >= 0 for a in report["attendees"])
     assert (await c1.error("attendance", room=room))["code"] == "forbidden"
     assert "text" not in str(report)
