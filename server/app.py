@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.hub = hub
         app.state.login_buckets = {}
         await directory.purge_revoked()
+        await directory.load_revoked()
         log.info("hearth ready env=%s broker=%s", settings.env, settings.broker_url.split("://")[0])
         try:
             yield

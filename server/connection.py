@@ -50,7 +50,7 @@ class Connection:
         self._outbox: deque[str | bytes] = deque()
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
-        self.closed = asyncio.Event()  # set once a close is asked for
+        self.reader: asyncio.Task[None] | None = None  # stopped when a close is asked for
 
     @property
     def user_id(self) -> str:
@@ -88,7 +88,8 @@ class Connection:
             self.metrics.closes.labels(str(code)).inc()
             self._close = (code, reason)
             self._wake.set()
-            self.closed.set()
+            if self.reader is not None and self.reader is not asyncio.current_task():
+                self.reader.cancel()  # (a reader closing its own connection stops by itself)
 
     async def drain(self) -> None:
         """Write queued frames until a close is asked for; then send the close frame."""

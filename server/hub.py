@@ -357,8 +357,8 @@ class Hub:
                 for room, seq in latest.items():
                     if (feed := self.feeds.get(room)) is not None:
                         feed.expect(seq)
-                tokens = {c.token_id for c in self.registry.all()}
-                for jti in await self.directory.revoked_among(tokens):
+                revoked = await self.directory.load_revoked()
+                for jti in {c.token_id for c in self.registry.all()} & revoked:
                     self.revoke(jti)
                 if self._degraded:
                     log.info("shared state is back")

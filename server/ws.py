@@ -39,14 +39,12 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     writer = asyncio.create_task(conn.drain(), name=f"writer {conn.id}")
     try:
         if await authenticate(hub, conn):
-            reader = asyncio.create_task(read_loop(hub, conn), name=f"reader {conn.id}")
-            closing = asyncio.create_task(conn.closed.wait())
-            await asyncio.wait([reader, writer, closing], return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, closing):
-                task.cancel()
-            for outcome in await asyncio.gather(reader, closing, return_exceptions=True):
-                if isinstance(outcome, Exception):
-                    log.error("reader failed conn=%s: %s", conn.id, type(outcome).__name__, exc_info=outcome)
+            reader = conn.reader = asyncio.create_task(read_loop(hub, conn), name=f"reader {conn.id}")
+            await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            [outcome] = await asyncio.gather(reader, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.error("reader failed conn=%s: %s", conn.id, type(outcome).__name__, exc_info=outcome)
             await hub.leave_all(conn)  # the rooms stop waiting for this client right away
         if conn.closing:
             # The writer sends what is queued, then the close frame; a client that stopped

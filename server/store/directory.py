@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,11 +32,40 @@ def _room(row: Any) -> Room:
     return Room(RoomId(row.id), row.name, RoomKind(row.kind), hours)
 
 
+class Recent:
+    """What was found lately (never what was not), for `ttl` seconds: users, rooms and
+    memberships are read on every connect and join, and change rarely. A change made on
+    this worker drops its entry at once; other workers see it within `ttl`."""
+
+    def __init__(self, ttl: float = 30.0, size: int = 20_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._found: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._found.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any) -> Any:
+        if value is not None:
+            if len(self._found) >= self.size:
+                self._found.clear()
+            self._found[key] = (time.monotonic() + self.ttl, value)
+        return value
+
+    def drop(self, key: Any) -> None:
+        self._found.pop(key, None)
+
+
 class SqlDirectory:
     """Who exists, which rooms exist, who belongs where. Reads use the reader engine."""
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
+        self.recent = Recent()
+        self._revoked: set[str] | None = None  # loaded by `load_revoked`, then kept in memory
 
     async def _one(self, query: Any) -> Any:
         async def run() -> Any:
@@ -62,8 +92,10 @@ class SqlDirectory:
     # Users
 
     async def get_user(self, user: UserId) -> User | None:
+        if (found := self.recent.get(("user", user))) is not None:
+            return found  # type: ignore[no-any-return]
         row = await self._one(select(users).where(users.c.id == user))
-        return _user(row) if row else None
+        return self.recent.put(("user", user), _user(row) if row else None)  # type: ignore[no-any-return]
 
     async def find_login(self, username: str) -> tuple[User, str] | None:
         """The user and their password hash, by username (case-insensitive)."""
@@ -85,8 +117,10 @@ class SqlDirectory:
     # Rooms and membership
 
     async def get_room(self, room: RoomId) -> Room | None:
+        if (found := self.recent.get(("room", room))) is not None:
+            return found  # type: ignore[no-any-return]
         row = await self._one(select(rooms).where(rooms.c.id == room))
-        return _room(row) if row else None
+        return self.recent.put(("room", room), _room(row) if row else None)  # type: ignore[no-any-return]
 
     async def find_room(self, name: str) -> Room | None:
         row = await self._one(select(rooms).where(rooms.c.name == name).order_by(rooms.c.created_at))
@@ -95,12 +129,15 @@ class SqlDirectory:
     async def set_open_hours(self, room: RoomId, hours: Mapping[str, Any] | None) -> None:
         value = None if hours is None else orjson.dumps(dict(hours)).decode()
         await self._write(update(rooms).where(rooms.c.id == room).values(open_hours=value))
+        self.recent.drop(("room", room))
 
     async def member_role(self, room: RoomId, user: UserId) -> MemberRole | None:
+        if (found := self.recent.get(("member", room, user))) is not None:
+            return found  # type: ignore[no-any-return]
         row = await self._one(
             select(room_members.c.role).where(room_members.c.room_id == room, room_members.c.user_id == user)
         )
-        return MemberRole(row.role) if row else None
+        return self.recent.put(("member", room, user), MemberRole(row.role) if row else None)  # type: ignore[no-any-return]
 
     async def rooms_for(self, user: User) -> list[Room]:
         query = select(rooms).order_by(rooms.c.created_at, rooms.c.id)
@@ -132,26 +169,30 @@ class SqlDirectory:
             delete(room_members).where(*where),
             insert(room_members).values(room_id=room, user_id=user, role=role.value, added_at=now_us()),
         )
+        self.recent.drop(("member", room, user))
         return True
 
     # Tokens
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
-        if await self.is_revoked(jti):
-            return
-        await self._write(insert(revoked_tokens).values(jti=jti, expires_at=expires_at))
+        if await self._one(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)) is None:
+            await self._write(insert(revoked_tokens).values(jti=jti, expires_at=expires_at))
+        if self._revoked is not None:
+            self._revoked.add(jti)
 
     async def is_revoked(self, jti: str) -> bool:
+        """From memory once `load_revoked` ran (every worker reloads it each heartbeat, so a
+        logout elsewhere counts here within one); from the database before that."""
+        if self._revoked is not None:
+            return jti in self._revoked
         return await self._one(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)) is not None
 
-    async def revoked_among(self, jtis: set[str]) -> set[str]:
-        """Which of these token ids were revoked (by a logout on any worker)."""
-        found: set[str] = set()
-        ids = sorted(jtis)
-        for start in range(0, len(ids), 500):
-            query = select(revoked_tokens.c.jti).where(revoked_tokens.c.jti.in_(ids[start : start + 500]))
-            found.update(row.jti for row in await self._all(query))
-        return found
+    async def load_revoked(self) -> set[str]:
+        """Every revoked token that has not expired anyway: a small set (logouts of the last
+        token lifetime), kept in memory so that `auth` reads no database."""
+        rows = await self._all(select(revoked_tokens.c.jti).where(revoked_tokens.c.expires_at >= now_us()))
+        self._revoked = {row.jti for row in rows}
+        return self._revoked
 
     async def purge_revoked(self) -> None:
         """Forget revocations of tokens that have expired anyway."""
