@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, func, select, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -148,14 +148,17 @@ class SqlTranscriptStore:
         return results
 
     async def _repeats(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Any, Event]:
-        """Events already stored under the batch's (room, sender, client_id) keys."""
-        by_room: dict[str, set[str]] = {}
-        for new in batch:
-            if new.client_id is not None:
-                by_room.setdefault(new.room, set()).add(new.client_id)
+        """Events already stored under the batch's (room, sender, client_id) keys: one query
+        on the unique index, whose three columns it names (a room's size does not matter)."""
+        keys = sorted({(new.room, new.sender.id, new.client_id) for new in batch if new.client_id is not None})
         found: dict[Any, Event] = {}
-        for room, client_ids in by_room.items():
-            query = select(events).where(events.c.room_id == room, events.c.client_id.in_(sorted(client_ids)))
+        for start in range(0, len(keys), 300):  # 900 bound parameters at most per query
+            chunk = keys[start : start + 300]
+            # One index probe per key (SQLite scans the table for a row-value IN list).
+            probes = [
+                and_(events.c.room_id == r, events.c.sender_id == u, events.c.client_id == c) for r, u, c in chunk
+            ]
+            query = select(events).where(or_(*probes))
             for row in await conn.execute(query):
                 found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
         return found
