@@ -139,6 +139,8 @@ class LiveRoom:
         """Fold one durable session event (as clients see it) into the state."""
         action = event["action"]
         if action == "opened":
+            if self.active is not None:
+                return  # two openings raced: the first one stands (the store skips it too)
             self.session = LiveSession(
                 key=event["key"],
                 title=event["title"],
@@ -261,7 +263,7 @@ def plan_open(
         "capacity": capacity,
         "auto_admit": auto_admit,
         "registered": sorted(registered),
-        "present": sorted(set(present) - set(facilitators)),
+        "present": sorted(set(present)),
     }
 
 
@@ -294,7 +296,8 @@ def plan_arrival(room: LiveRoom, user: str, card: Mapping[str, str]) -> dict[str
 
 
 def _has_room(session: LiveSession, more: int) -> bool:
-    return session.capacity is None or len(session.admitted) + more <= session.capacity
+    members = session.admitted.difference(session.facilitators)  # facilitators take no place
+    return session.capacity is None or len(members) + more <= session.capacity
 
 
 def plan_admit(room: LiveRoom, user: str, who: str | None) -> dict[str, Any]:
@@ -410,8 +413,6 @@ def plan_remove(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
         raise Forbidden("Facilitators cannot be removed.")
     if who in session.removed:
         raise Conflict("That person was already removed.")
-    if not session.inside(who) and who not in session.waiting:
-        raise NotFound("That person is not in the session.")
     return {"action": "removed", "user": who}
 
 
@@ -494,7 +495,7 @@ def attendance_report(events: Sequence[Mapping[str, Any]], now: int) -> dict[str
     if opened is None:
         return {"session": None, "attendees": []}
     opened_at = parse_ts(opened["ts"])
-    there = [*opened["facilitators"], *opened.get("present", ())]
+    there = list(opened.get("present", ()))
     since: dict[str, int] = dict.fromkeys(there, opened_at)  # in the room when it opened
     seconds: dict[str, float] = dict.fromkeys(there, 0.0)
     end = now
@@ -524,6 +525,18 @@ def visible(event: Mapping[str, Any], user: str, *, facilitator: bool) -> bool:
     return to is None or facilitator or user in to
 
 
+def for_lobby(event: Mapping[str, Any], user: str) -> Mapping[str, Any] | None:
+    """The event as a member waiting in the lobby may see it, or None: who else waits, who
+    is in and who registered stay out of it."""
+    if not lobby_sees(event, user):
+        return None
+    if event["action"] == "opened":
+        return {k: v for k, v in event.items() if k not in ("present", "registered")}
+    if event["action"] == "admitted":
+        return {**event, "users": [user]}
+    return event
+
+
 def lobby_sees(event: Mapping[str, Any], user: str) -> bool:
     """Whether a member waiting in the lobby sees an event: the session's outline, and what
     concerns them (a knock, a denial, their admission); nothing of the room itself."""
@@ -533,9 +546,10 @@ def lobby_sees(event: Mapping[str, Any], user: str) -> bool:
     return action in LOBBY_ACTIONS or user in event.get("to", ()) or user in event.get("users", ())
 
 
-def may_send(room: LiveRoom, user: str, *, staff: bool = False) -> None:
-    """Raise unless `user` may post (a message, an edit, a reaction) in the room now. The
-    room's staff (its facilitators, admins) always may."""
+def may_send(room: LiveRoom, user: str, *, staff: bool = False, message: bool = True) -> None:
+    """Raise unless `user` may act in the room now: nobody waiting or removed may (edit,
+    react, type...); for a `message`, mute and floor-only mode apply too. The room's staff
+    (its facilitators, admins) always may."""
     session = room.active
     if session is None or staff or session.facilitates(user):
         return
@@ -543,6 +557,8 @@ def may_send(room: LiveRoom, user: str, *, staff: bool = False) -> None:
         raise Forbidden("You were removed from this session.")
     if not session.inside(user):
         raise Forbidden("You are waiting in the lobby; the facilitator will let you in.")
+    if not message:
+        return
     if user in session.muted:
         raise Forbidden("The facilitator has muted you for now.")
     if session.floor_only and session.state == LIVE and session.floor != user:

@@ -106,7 +106,7 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64)
     reply_to = arg_int(args, "reply_to", low=1, optional=True)
-    may_post(hub, conn, room)
+    may_post(hub, conn, room, message=True)
     latest = hub.feeds[room].last
     new = hub.service.new_message(conn.user, room, text, client_id, reply_to, latest)
     await hub.check_user_rate(conn.user)
@@ -154,22 +154,31 @@ def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[Room
     return hub.feeds[room], conn.user.id
 
 
-def may_post(hub: Hub, conn: Connection, room: RoomId) -> None:
-    """Lobby, mute, removal and floor-only rules for anything a member posts."""
-    live.may_send(hub.feeds[room].live, conn.user_id, staff=room in conn.facilitating)
+def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
+    """The lobby and removal rules for anything a member does in a room; for a `message`,
+    mute and floor-only mode too."""
+    live.may_send(hub.feeds[room].live, conn.user_id, staff=room in conn.facilitating, message=message)
 
 
-async def committed(hub: Hub, conn: Connection, feed: RoomFeed, *bodies: Mapping[str, Any]) -> Reply:
+Plan = Callable[[], Mapping[str, Any] | list[dict[str, Any]]]
+
+
+async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> Reply:
+    """Plan a session change against the current state and commit it, one change at a time
+    per room across workers (so two facilitators cannot both take the last place)."""
     assert conn.user is not None
     await hub.check_user_rate(conn.user)
-    event = await hub.desk.commit(feed, conn.user, *bodies)
+    async with hub.desk.turn(feed.room, feed):
+        planned = plan()
+        event = await hub.desk.commit(feed, conn.user, *(planned if isinstance(planned, list) else [planned]))
     return _stamp(event)
 
 
 async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    """open | start | end | lock | unlock | floor_only | open_floor | pin | lead"""
+    """open | start | end | lock | unlock | floor_only | pin | lead"""
     feed, user = live_room(hub, conn, args)
     action = arg_str(args, "action", max_len=20)
+    plan: Plan
     if action == "open":
         if feed.room not in conn.facilitating:
             raise Forbidden("Only this room's facilitators can open a session.")
@@ -179,57 +188,57 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             raise BadRequest("`co_facilitators` must be a list of user ids.")
         await hub.service.check_co_facilitators(feed.room, co)
         agreement = arg_str(args, "agreement", max_len=2000, optional=True)
-        present = [c["id"] for c in await hub.members(feed.room)]
-        body = live.plan_open(
+        now = datetime.now(UTC)
+        plan = partial(
+            live.plan_open,
             feed.live,
-            key=f"adhoc-{feed.last + 1}",
+            key=f"adhoc-{iso_ts(now)}",
             title=clean_name(arg_str(args, "title", max_len=200, optional=True) or "Live session", what="Title"),
-            starts_at=iso_ts(datetime.now(UTC)),
-            ends_at=iso_ts(datetime.now(UTC) + timedelta(minutes=minutes)),
+            starts_at=iso_ts(now),
+            ends_at=iso_ts(now + timedelta(minutes=minutes)),
             agreement="" if agreement is None else clean_text(agreement, max_chars=2000, what="Agreement"),
             facilitators=[user, *[u for u in co if u != user]],
             capacity=arg_int(args, "capacity", low=1, high=1000, optional=True),
             auto_admit=False,  # automatic admission is for registered members of a scheduled session
             registered=[],
-            present=present,
+            present=[c["id"] for c in await hub.members(feed.room)],
         )
     elif action in ("start", "end"):
-        body = live.plan_state(feed.live, user, action)
+        plan = partial(live.plan_state, feed.live, user, action)
     elif action in ("lock", "unlock"):
-        body = live.plan_setting(feed.live, user, "locked", action == "lock")
+        plan = partial(live.plan_setting, feed.live, user, "locked", action == "lock")
     elif action == "floor_only":
         if not isinstance(args.get("on"), bool):
             raise BadRequest("`on` must be true or false.")
-        body = live.plan_setting(feed.live, user, "floor_only", args["on"])
+        plan = partial(live.plan_setting, feed.live, user, "floor_only", args["on"])
     elif action == "pin":
-        body = live.plan_pin(feed.live, user, arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=4000))
+        kind, text = arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=4000)
+        plan = partial(live.plan_pin, feed.live, user, kind, text)
     elif action == "lead":
-        body = live.plan_lead(feed.live, user, arg_str(args, "user", max_len=64))
+        plan = partial(live.plan_lead, feed.live, user, arg_str(args, "user", max_len=64))
     else:
         raise BadRequest("Unknown session action.")
-    return await committed(hub, conn, feed, body)
+    return await committed(hub, conn, feed, plan)
 
 
 async def op_admit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
-    return await committed(
-        hub, conn, feed, live.plan_admit(feed.live, user, arg_str(args, "user", max_len=64, optional=True))
-    )
+    who = arg_str(args, "user", max_len=64, optional=True)  # none: everyone waiting
+    return await committed(hub, conn, feed, partial(live.plan_admit, feed.live, user, who))
 
 
 async def op_deny(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     who = arg_str(args, "user", max_len=64)
-    return await committed(
-        hub, conn, feed, live.plan_deny(feed.live, user, who, arg_str(args, "message", max_len=2000, optional=True))
-    )
+    message = arg_str(args, "message", max_len=2000, optional=True)
+    return await committed(hub, conn, feed, partial(live.plan_deny, feed.live, user, who, message))
 
 
 async def op_knock(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     who = arg_str(args, "user", max_len=64, optional=True)
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
-    return await committed(hub, conn, feed, live.plan_knock(feed.live, user, who, text))
+    return await committed(hub, conn, feed, partial(live.plan_knock, feed.live, user, who, text))
 
 
 async def op_hand(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -237,29 +246,30 @@ async def op_hand(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     up = args.get("up", True)
     if not isinstance(up, bool):
         raise BadRequest("`up` must be true or false.")
-    return await committed(hub, conn, feed, live.plan_hand(feed.live, user, up))
+    return await committed(hub, conn, feed, partial(live.plan_hand, feed.live, user, up))
 
 
 async def op_floor(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     """give (`user`, optional `seconds`) | take (back) | pass | order (`order`: the queue)"""
     feed, user = live_room(hub, conn, args)
     action = arg_str(args, "action", max_len=20)
+    plan: Plan
     if action == "give":
         who = arg_str(args, "user", max_len=64)
         seconds = arg_int(args, "seconds", low=1, high=live.MAX_FLOOR_SECONDS, optional=True)
-        body = live.plan_floor(feed.live, user, who, seconds, now_ms())
+        plan = partial(live.plan_floor, feed.live, user, who, seconds, now_ms())
     elif action == "take":
-        body = live.plan_floor(feed.live, user, None, None, now_ms())
+        plan = partial(live.plan_floor, feed.live, user, None, None, now_ms())
     elif action == "pass":
-        body = live.plan_pass(feed.live, user)
+        plan = partial(live.plan_pass, feed.live, user)
     elif action == "order":
         order = args.get("order")
         if not isinstance(order, list) or not all(isinstance(u, str) for u in order):
             raise BadRequest("`order` must be a list of user ids.")
-        body = live.plan_queue(feed.live, user, order)
+        plan = partial(live.plan_queue, feed.live, user, order)
     else:
         raise BadRequest("Unknown floor action.")
-    return await committed(hub, conn, feed, body)
+    return await committed(hub, conn, feed, plan)
 
 
 async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -267,12 +277,14 @@ async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     muted = args.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("`muted` must be true or false.")
-    return await committed(hub, conn, feed, live.plan_mute(feed.live, user, arg_str(args, "user", max_len=64), muted))
+    who = arg_str(args, "user", max_len=64)
+    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, who, muted))
 
 
 async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
-    return await committed(hub, conn, feed, live.plan_remove(feed.live, user, arg_str(args, "user", max_len=64)))
+    who = arg_str(args, "user", max_len=64)
+    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, who))
 
 
 async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -280,12 +292,11 @@ async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     feed, user = live_room(hub, conn, args)
     if args.get("action") == "start":
         present = [c["id"] for c in await hub.members(feed.room)]
-        return await committed(hub, conn, feed, live.plan_checkin_start(feed.live, user, present))
+        return await committed(hub, conn, feed, partial(live.plan_checkin_start, feed.live, user, present))
     mood = arg_int(args, "mood", low=1, high=5, optional=True)
     word = arg_str(args, "word", max_len=200, optional=True)
-    return await committed(
-        hub, conn, feed, *live.plan_checkin_entry(feed.live, user, mood, word, arg_bool(args, "pass"))
-    )
+    passed = arg_bool(args, "pass")
+    return await committed(hub, conn, feed, partial(live.plan_checkin_entry, feed.live, user, mood, word, passed))
 
 
 async def op_attendance(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -304,7 +315,7 @@ async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     events = await hub.store.read_before(room, before, limit)
     wire = [e.to_wire() for e in events]
     if conn.id in hub.feeds[room].waiting:  # in a session's lobby: its outline and their own
-        return {"events": [e for e in wire if live.lobby_sees(e, conn.user_id)]}
+        return {"events": [seen for e in wire if (seen := live.for_lobby(e, conn.user_id)) is not None]}
     return {"events": [e for e in wire if conn.sees(room, e)]}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from rooms.errors import BadRequest, Unavailable
-from rooms.live import LiveRoom, lobby_sees, parse_ts
+from rooms.live import LiveRoom, for_lobby, parse_ts
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
 from server.closecodes import CLOSE_REMOVED
@@ -228,8 +228,9 @@ class RoomFeed:
             self._push(event, [c for c in self.members.values() if c.sees(self.room, event)])
         else:
             self._push(event, self.members.values())
-        if self.waiting:
-            self._push(event, [c for c in self.waiting.values() if lobby_sees(event, c.user_id)])
+        for conn in list(self.waiting.values()):  # the lobby gets its own, trimmed copies
+            if (seen := for_lobby(event, conn.user_id)) is not None:
+                conn.send(seen)
         if event["ev"] == "session":
             self._session_changed(event)
 
@@ -346,8 +347,17 @@ class RoomFeed:
         place: dict[ConnId, Connection],
     ) -> None:
         if not conn.closing:
+            # The session may have moved on while this join read the store: place it by now.
+            session = self.live.active
+            if session is not None and conn.user_id in session.removed:
+                conn.close_soon(CLOSE_REMOVED, "removed from the session")
+                return
+            if place is self.waiting and (session is None or session.inside(conn.user_id)):
+                place = self.members
+                if self.on_admitted is not None:
+                    self.on_admitted(conn, self.room)
             if place is self.waiting:
-                shown = [e for e in events if lobby_sees(e, conn.user_id)]
+                shown = [dict(seen) for e in events if (seen := for_lobby(e, conn.user_id)) is not None]
             else:
                 shown = [e for e in events if conn.sees(self.room, e)]
             go_live(latest, shown, recovered)

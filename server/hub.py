@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 
 from presence.registry import ConnectionRegistry
 from presence.tracker import PresenceTracker
-from rooms.errors import RateLimited, Unavailable
+from rooms.errors import HearthError, RateLimited, Unavailable
 from rooms.hours import status
 from rooms.model import Event, Room, RoomId, User
 from rooms.service import RoomService
@@ -246,7 +246,10 @@ class Hub:
         if await self._shared(self.shared.presence.add(room, user.id, conn.id, card)):
             await self._announce(room, card, "joined")
             if (feed := self.feeds.get(room)) is not None:
-                await self.desk.attendance(feed, user.id, present=True)
+                try:  # the join was answered already: a failure here is only logged
+                    await self.desk.attendance(feed, user.id, present=True)
+                except HearthError as exc:
+                    log.warning("attendance on arrival failed room=%s: %s", room, exc.code)
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
@@ -351,8 +354,7 @@ class Hub:
         and close sockets whose token was revoked on another worker."""
         while True:
             await asyncio.sleep(self.settings.presence_ttl / 4)
-            try:
-                await self._renew()
+            try:  # from the store: needed most when Redis is away
                 latest = await self.store.last_seqs(list(self.feeds))
                 for room, seq in latest.items():
                     if (feed := self.feeds.get(room)) is not None:
@@ -360,6 +362,12 @@ class Hub:
                 revoked = await self.directory.load_revoked()
                 for jti in {c.token_id for c in self.registry.all()} & revoked:
                     self.revoke(jti)
+            except Unavailable:
+                pass  # the store is down: its own errors say so
+            except Exception:
+                log.exception("store check in the heartbeat failed")
+            try:  # on Redis
+                await self._renew()
                 if self._degraded:
                     log.info("shared state is back")
                     self._degraded.clear()
@@ -377,6 +385,8 @@ class Hub:
         for room in list(self.feeds):
             for card in await self.shared.presence.sweep(room):
                 await self._announce(room, card, "left")
+                if (feed := self.feeds.get(room)) is not None:  # their worker died: its bookkeeping
+                    await self.desk.gone(feed, card["id"])
 
     # Sessions
 

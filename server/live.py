@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from rooms import live
@@ -54,6 +55,31 @@ class LiveDesk:
 
     # Committing
 
+    @asynccontextmanager
+    async def turn(self, room: RoomId, feed: RoomFeed | None = None) -> AsyncIterator[None]:
+        """One session change at a time in a room, across workers: hold the room's lease and
+        let this worker's feed catch up with the store, so the plan sees every earlier change.
+        (While Redis is away, changes are serialised per worker only.)"""
+        lease = None
+        try:
+            async with asyncio.timeout(5):
+                while True:  # a lease in Redis: there is nothing to wait on but time
+                    lease = await self.hub.shared.locks.acquire(f"session:{room}", 10)
+                    if lease is not None:
+                        break
+                    await asyncio.sleep(0.02)
+        except TimeoutError as exc:
+            raise Unavailable("The session is busy. Please retry.") from exc
+        except Unavailable:
+            lease = None
+        try:
+            if feed is not None:
+                await feed.reach(await self.hub.store.last_seq(room))
+            yield
+        finally:
+            if lease is not None:
+                await self.hub.shared.locks.release(lease)
+
     async def commit(self, feed: RoomFeed, sender: User, *bodies: Mapping[str, Any]) -> Event:
         """Commit session events in order; return the first once this worker has applied all."""
         futures = [self.hub.committer.submit(NewEvent(feed.room, EventKind.SESSION, sender, body)) for body in bodies]
@@ -69,11 +95,15 @@ class LiveDesk:
         assert user is not None
         if facilitator or feed.live.active is None:
             return False
-        plan = live.plan_arrival(feed.live, user.id, user.public())
-        if plan is None:
-            return user.id in feed.live.active.waiting
-        await self.commit(feed, user, plan)
-        return bool(plan["action"] == "waiting")
+        async with self.turn(feed.room, feed):
+            session = feed.live.active
+            if session is None:
+                return False
+            plan = live.plan_arrival(feed.live, user.id, user.public())
+            if plan is None:
+                return user.id in session.waiting
+            await self.commit(feed, user, plan)
+            return bool(plan["action"] == "waiting")
 
     async def depart(self, feed: RoomFeed, user: User, *, gone: bool, waiting: bool) -> None:
         """A connection left the room; `gone` when it was the user's last one there."""
@@ -84,14 +114,23 @@ class LiveDesk:
             if waiting and user.id in session.waiting:
                 if not any(c.user_id == user.id for c in feed.waiting.values()):
                     await self.commit(feed, user, {"action": "left_lobby", "user": user.id})
-                return
-            if not gone:
-                return
-            await self.attendance(feed, user.id, present=False)
-            if session.state == live.LIVE and session.lead == user.id:
-                await self._promote(feed, session)
+            elif gone:
+                await self.gone(feed, user.id)
         except HearthError as exc:
             log.warning("session bookkeeping on leave failed room=%s: %s", feed.room, exc.code)
+
+    async def gone(self, feed: RoomFeed, user: str) -> None:
+        """A user's last connection left the room (or their worker died): note the end of
+        their attendance; if they led a live session, a co-facilitator present takes over."""
+        session = feed.live.active
+        if session is None:
+            return
+        try:
+            await self.attendance(feed, user, present=False)
+        except HearthError as exc:
+            log.warning("attendance on leave failed room=%s: %s", feed.room, exc.code)
+        if session.state == live.LIVE and session.lead == user:
+            await self._promote(feed, session)
 
     async def attendance(self, feed: RoomFeed, user: str, *, present: bool) -> None:
         session = feed.live.active
@@ -104,9 +143,9 @@ class LiveDesk:
         heir = next((f for f in session.facilitators[1:] if f in present), None)
         if heir is None:
             return
-        lease = await self.hub.shared.locks.acquire(f"lead:{feed.room}:{session.key}:{feed.last}", 30)
-        if lease is not None and feed.live.active is session and session.lead not in present:
-            await self.commit(feed, HEARTH, {"action": "lead", "user": heir, "reason": "dropped"})
+        async with self.turn(feed.room, feed):
+            if feed.live.active is session and session.lead not in present and session.lead != heir:
+                await self.commit(feed, HEARTH, {"action": "lead", "user": heir, "reason": "dropped"})
 
     async def _welcome(self) -> None:
         """Members let in from the lobby join the room's presence like any arrival."""
@@ -140,16 +179,14 @@ class LiveDesk:
         if session.floor is not None and session.floor_until is not None:
             left = (session.floor_until - now + 999) // 1000
             if left <= 0:
-                if await self._once(f"floor:{feed.room}:{session.floor_seq}"):
-                    await self.commit(feed, HEARTH, live.plan_time_up(session))
+                async with self.turn(feed.room, feed):  # the first worker yields it; the rest see it done
+                    current = feed.live.active
+                    if current is not None and current.floor_until is not None and current.floor_until <= now:
+                        await self.commit(feed, HEARTH, live.plan_time_up(current))
             elif left % 5 == 0 or left <= 10:
                 feed.tick({"ev": "floor_time", "room": feed.room, "user": session.floor, "seconds_left": left,
                            "warning": left <= 30})  # fmt: skip
-        if live.parse_ts(session.ends_at) + END_GRACE * 1000 < now and await self._once(
-            f"end:{feed.room}:{session.key}"
-        ):
-            await self.commit(feed, HEARTH, {"action": "ended", "reason": "time"})
-
-    async def _once(self, name: str) -> bool:
-        """Take the lock for one automatic change (kept past the change, so nobody repeats it)."""
-        return await self.hub.shared.locks.acquire(name, 60) is not None
+        if live.parse_ts(session.ends_at) + END_GRACE * 1000 < now:
+            async with self.turn(feed.room, feed):
+                if feed.live.active is session:
+                    await self.commit(feed, HEARTH, {"action": "ended", "reason": "time"})

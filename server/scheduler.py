@@ -1,7 +1,8 @@
 """The scheduler: what the calendar makes happen by itself, once, however many workers run.
 
-Every worker ticks; each due change is taken under a shared lock (`Locks`) and made
-durable, so a second worker that sees it due finds the lock taken or the change done:
+Every worker ticks; each due change is made under the room's session lease (one change at
+a time per room, `LiveDesk.turn`) after reading the room's state again, or under a lock of
+its own, so a second worker that sees it due finds it done:
 - reminders N minutes before an occurrence: a row per registered member in the
   notification outbox (unique, so a repeat inserts nothing, and only who got a new row is
   reminded) and a `reminder` event to those of them who are online, on whatever worker;
@@ -61,18 +62,20 @@ class Scheduler:
         for occurrence in await self.schedule.occurrences_between(now - LOOK_BACK, now + LOOK_AHEAD):
             if occurrence.cancelled:
                 continue
-            remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
-            if occurrence.reminder_minutes and remind_at <= now < occurrence.start:
-                await self._remind(occurrence)
-            opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
-            if opens_at <= now < occurrence.end:
-                await self._open(occurrence)
-            elif occurrence.end + timedelta(seconds=END_GRACE) < now:
-                await self._end(occurrence)
+            try:  # one occurrence's trouble does not hold up the others
+                await self._due(occurrence, now)
+            except HearthError as exc:
+                log.warning("scheduler session=%s: %s", occurrence.session, exc.code)
 
-    async def _once(self, name: str, occurrence: Occurrence) -> bool:
-        ttl = max(60.0, (occurrence.end - datetime.now(UTC)).total_seconds() + END_GRACE)
-        return await self.hub.shared.locks.acquire(name, ttl) is not None
+    async def _due(self, occurrence: Occurrence, now: datetime) -> None:
+        remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
+        if occurrence.reminder_minutes and remind_at <= now < occurrence.start:
+            await self._remind(occurrence)
+        opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
+        if opens_at <= now < occurrence.end:
+            await self._open(occurrence)
+        elif occurrence.end + timedelta(seconds=END_GRACE) < now:
+            await self._end(occurrence)
 
     async def _remind(self, occurrence: Occurrence) -> None:
         """Remind each registered member once: the outbox's unique key decides who is new, so
@@ -105,36 +108,41 @@ class Scheduler:
         return state
 
     async def _open(self, occurrence: Occurrence) -> None:
-        state = await self._state(occurrence.room)
-        current = state.session
-        if current is not None and current.key == occurrence.key_text:
-            return  # opened already (and maybe ended by its facilitator: not again)
-        if state.active is not None or not await self._once(
-            f"open:{occurrence.session}:{occurrence.key_text}", occurrence
-        ):
+        if not self._due_to_open(await self._state(occurrence.room), occurrence):
             return
-        present = [card["id"] for card in await self.hub.members(occurrence.room)]
-        body: dict[str, Any] = live.plan_open(
-            state,
-            key=occurrence.key_text,
-            title=occurrence.title,
-            starts_at=iso_ts(occurrence.start),
-            ends_at=iso_ts(occurrence.end),
-            agreement=occurrence.agreement,
-            facilitators=list(occurrence.facilitators),
-            capacity=occurrence.capacity,
-            auto_admit=occurrence.auto_admit,
-            registered=await self.schedule.registered(occurrence.session, occurrence.key),
-            present=present,
-        )
-        await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
+        async with self.hub.desk.turn(occurrence.room):  # one session change at a time in the room
+            state = await self._state(occurrence.room)  # again, now that nobody else changes it
+            if not self._due_to_open(state, occurrence):
+                return
+            body: dict[str, Any] = live.plan_open(
+                state,
+                key=occurrence.key_text,
+                title=occurrence.title,
+                starts_at=iso_ts(occurrence.start),
+                ends_at=iso_ts(occurrence.end),
+                agreement=occurrence.agreement,
+                facilitators=list(occurrence.facilitators),
+                capacity=occurrence.capacity,
+                auto_admit=occurrence.auto_admit,
+                registered=await self.schedule.registered(occurrence.session, occurrence.key),
+                present=[card["id"] for card in await self.hub.members(occurrence.room)],
+            )
+            await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
         log.info("lobby opened room=%s session=%s", occurrence.room, occurrence.session)
 
+    @staticmethod
+    def _due_to_open(state: live.LiveRoom, occurrence: Occurrence) -> bool:
+        """Not while another session is open, and never twice (nor again after its facilitator
+        ended it early)."""
+        current = state.session
+        return state.active is None and (current is None or current.key != occurrence.key_text)
+
     async def _end(self, occurrence: Occurrence) -> None:
-        state = await self._state(occurrence.room)
-        session = state.active
+        session = (await self._state(occurrence.room)).active
         if session is None or session.key != occurrence.key_text:
-            return
-        if await self._once(f"end:{occurrence.room}:{occurrence.key_text}", occurrence):
-            body = {"action": "ended", "reason": "time"}
-            await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
+            return  # the common case: ended already
+        async with self.hub.desk.turn(occurrence.room):
+            session = (await self._state(occurrence.room)).active
+            if session is not None and session.key == occurrence.key_text:
+                body = {"action": "ended", "reason": "time"}
+                await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))

@@ -161,6 +161,7 @@ class SqlDirectory:
         return room
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
+        self.recent.drop(("member", room, user))  # decide on what the database says now
         current = await self.member_role(room, user)
         if current is role:
             return False
