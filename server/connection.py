@@ -93,13 +93,20 @@ class Connection:
 
     async def drain(self) -> None:
         """Write queued frames until a close is asked for; then send the close frame."""
-        send = self.ws.send_bytes if self.codec.binary else self.ws.send_text
+        raw = self.ws.scope.get("hearth.send")  # see server.app.RawSend
+        key = "bytes" if self.codec.binary else "text"
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._outbox:
-                    await send(self._outbox.popleft())  # type: ignore[arg-type]
+                    frame = self._outbox.popleft()
+                    if raw is not None:
+                        await raw({"type": "websocket.send", key: frame})
+                    elif self.codec.binary:
+                        await self.ws.send_bytes(frame)  # type: ignore[arg-type]
+                    else:
+                        await self.ws.send_text(frame)  # type: ignore[arg-type]
                 if self._close is not None:
                     await self.ws.close(*self._close)
                     return
