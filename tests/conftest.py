@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,18 @@ async def start_server(settings: Settings) -> Running:
             raise RuntimeError("server stopped before it started")
         await asyncio.sleep(0.01)
     return Running(server, task, settings)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Running, Api]]:
+    """A server of a test's own, with an HTTP client for it; both stopped at the end."""
+    running = await start_server(settings)
+    api = Api(running)
+    try:
+        yield running, api
+    finally:
+        await api.aclose()
+        await running.stop()
 
 
 @pytest.fixture(scope="session")

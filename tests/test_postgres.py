@@ -7,12 +7,11 @@ from pathlib import Path
 
 from server.settings import normalise_db_url
 from tests.conftest import (
-    Api,
     ServerProcess,
     open_client,
     process_account,
     process_room,
-    start_server,
+    serving,
     test_settings,
 )
 
@@ -20,9 +19,7 @@ from tests.conftest import (
 async def test_the_core_runs_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     """Migrated from empty, PostgreSQL gives gap-free order, idempotent sends, redaction and resume."""
     settings = test_settings(tmp_path, rate=5000.0, burst=5000.0).with_(database_url=normalise_db_url(postgres_url))
-    running = await start_server(settings)
-    api = Api(running)
-    try:
+    async with serving(settings) as (running, api):
         staff = await api.staff()
         room = await api.room(staff, kind="group")
         a, b = await api.signup(), await api.signup()
@@ -55,9 +52,6 @@ async def test_the_core_runs_on_postgresql(tmp_path: Path, postgres_url: str) ->
         assert by_seq[seqs[0][1]]["text"] == "changed" and by_seq[seqs[0][2]]["deleted"] is True
         await back.close()
         await ca.close()
-    finally:
-        await api.aclose()
-        await running.stop()
 
 
 async def test_hearth_migrate_prepares_postgresql_for_production_workers(

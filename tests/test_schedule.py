@@ -14,7 +14,7 @@ import icalendar
 from server.http_sessions import _HideFeedTokens
 from server.settings import normalise_db_url
 from server.store.schedule import SqlSchedule
-from tests.conftest import Account, Api, Running, auth, start_server, test_settings
+from tests.conftest import Account, Api, Running, auth, serving, test_settings
 
 WEEKLY_THURSDAY = {"title": "Thursday circle", "tz": "Europe/London", "duration_minutes": 60}
 
@@ -371,10 +371,5 @@ async def test_the_scheduler_sees_every_rooms_occurrences_with_their_facilitator
 async def test_capacity_holds_under_concurrent_registrations_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     """On PostgreSQL too, ten racing registrations for three places register exactly three."""
     settings = test_settings(tmp_path).with_(database_url=normalise_db_url(postgres_url))
-    running = await start_server(settings)
-    api = Api(running)
-    try:
+    async with serving(settings) as (running, api):
         await register_ten_for_three(api)
-    finally:
-        await api.aclose()
-        await running.stop()

@@ -10,7 +10,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import TIMEOUT, Api, open_client, start_server, test_settings
+from tests.conftest import TIMEOUT, open_client, serving, test_settings
 
 
 async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes_on(tmp_path: Path) -> None:
@@ -18,9 +18,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
     # 16 sends in flight put 32 frames in the sender's own outbox: under the limit of 64.
     # A long ping interval keeps the keepalive from closing the stalled socket first.
     settings = test_settings(tmp_path, outbox=64, rate=5000.0, burst=5000.0, ping_interval=300.0)
-    running = await start_server(settings)
-    api = Api(running)
-    try:
+    async with serving(settings) as (running, api):
         staff = await api.staff()
         room = await api.room(staff)
         fast, slow = await api.signup(), await api.signup()
@@ -63,6 +61,3 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
         assert stalled.close_code == 4408
         assert received < sent
         await sender.close()
-    finally:
-        await api.aclose()
-        await running.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId
-from tests.conftest import TIMEOUT, Api, Client, Running, open_client, start_server, test_settings
+from tests.conftest import TIMEOUT, Api, Client, Running, open_client, serving, start_server, test_settings
 
 
 async def test_the_server_pings_idle_connections(tmp_path: Path) -> None:
@@ -74,9 +74,7 @@ async def test_no_message_text_or_token_reaches_the_logs(tmp_path: Path, caplog:
     """With the server's loggers (SQL included) at DEBUG, sends, errors and bad tokens log no text or token."""
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="sqlalchemy")  # SQLAlchemy keeps itself at WARNING otherwise
-    running = await start_server(test_settings(tmp_path))  # its engines see the DEBUG level
-    api = Api(running)
-    try:
+    async with serving(test_settings(tmp_path)) as (running, api):  # its engines see the DEBUG level
         staff = await api.staff()
         room = await api.room(staff)
         account = await api.signup()
@@ -92,9 +90,6 @@ async def test_no_message_text_or_token_reaches_the_logs(tmp_path: Path, caplog:
         await intruder.error("auth", token=account.token + "tampered")
         await intruder.close_code()
         await api.http.post("/api/login", json={"username": account.username, "password": "wrong password here"})
-    finally:
-        await api.aclose()
-        await running.stop()
     server_side = ("hearth", "uvicorn", "starlette", "sqlalchemy", "aiosqlite", "alembic", "asyncio")
     records = [r for r in caplog.records if r.name.startswith(server_side)]
     names = {r.name for r in records}
@@ -106,9 +101,7 @@ async def test_no_message_text_or_token_reaches_the_logs(tmp_path: Path, caplog:
 
 async def test_an_event_whose_publish_was_lost_arrives_even_in_a_quiet_room(tmp_path: Path) -> None:
     """With no later event to reveal the gap, the heartbeat's check of the store delivers it."""
-    running = await start_server(test_settings(tmp_path).with_(presence_ttl=1.0))  # a check every 0.25 s
-    api = Api(running)
-    try:
+    async with serving(test_settings(tmp_path).with_(presence_ttl=1.0)) as (running, api):  # a check every 0.25 s
         staff = await api.staff()
         room = await api.room(staff)
         account = await api.signup()
@@ -118,16 +111,11 @@ async def test_an_event_whose_publish_was_lost_arrives_even_in_a_quiet_room(tmp_
         [lost] = await running.hub.store.append([NewEvent(RoomId(room), EventKind.MESSAGE, sender, {"text": "x"}, "x")])
         assert [e["seq"] for e in await client.messages(room, 1)] == [lost.seq]  # type: ignore[union-attr]
         await client.close()
-    finally:
-        await api.aclose()
-        await running.stop()
 
 
 async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) -> None:
     """/metrics reports connections, commits, fan-out, commit batches and close codes of this worker."""
-    running = await start_server(test_settings(tmp_path))
-    api = Api(running)
-    try:
+    async with serving(test_settings(tmp_path)) as (running, api):
         staff = await api.staff()
         room = await api.room(staff)
         a, b = await open_client(running, await api.signup()), await open_client(running, await api.signup())
@@ -151,6 +139,3 @@ async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) ->
         assert samples['hearth_commands_total{op="send"}'] == 4
         await b.close()
         await a.close()
-    finally:
-        await api.aclose()
-        await running.stop()

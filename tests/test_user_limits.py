@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.conftest import TIMEOUT, Api, open_client, start_server, test_settings
+from tests.conftest import TIMEOUT, open_client, serving, test_settings
 
 
 async def test_the_event_rate_is_per_user_across_devices(tmp_path: Path) -> None:
     """Two phones of one user share one bucket of sends; another user is not slowed down."""
-    running = await start_server(test_settings(tmp_path, user_rate=1.0, user_burst=4.0))
-    api = Api(running)
-    try:
+    async with serving(test_settings(tmp_path, user_rate=1.0, user_burst=4.0)) as (running, api):
         staff = await api.staff()
         room = await api.room(staff)
         sam, jo = await api.signup(), await api.signup()
@@ -30,16 +28,11 @@ async def test_the_event_rate_is_per_user_across_devices(tmp_path: Path) -> None
         assert "result" in await other.request("send", room=room, text="me too", client_id="o1")
         for client in (phone, laptop, other):
             await client.close()
-    finally:
-        await api.aclose()
-        await running.stop()
 
 
 async def test_connections_past_the_per_user_limit_are_refused_with_4429(tmp_path: Path) -> None:
     """The third socket of a user limited to two gets rate_limited and close 4429; closing one frees a place."""
-    running = await start_server(test_settings(tmp_path, user_connections=2))
-    api = Api(running)
-    try:
+    async with serving(test_settings(tmp_path, user_connections=2)) as (running, api):
         sam = await api.signup()
         first, second = await open_client(running, sam), await open_client(running, sam)
         third = await open_client(running)
@@ -55,6 +48,3 @@ async def test_connections_past_the_per_user_limit_are_refused_with_4429(tmp_pat
                 await fourth.close_code()
         for client in (second, fourth):
             await client.close()
-    finally:
-        await api.aclose()
-        await running.stop()
