@@ -49,8 +49,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await broker.start()
         shared = open_shared(broker, presence_ttl=settings.presence_ttl)
         store = SqlTranscriptStore(engines)
-        hub = Hub(settings, store=store, directory=directory, broker=broker, shared=shared, accounts=accounts)
-        hub.outbox = SqlOutbox(engines)
+        hub = Hub(
+            settings,
+            store=store,
+            directory=directory,
+            broker=broker,
+            shared=shared,
+            accounts=accounts,
+            outbox=SqlOutbox(engines),
+        )
         hub.start()
         schedule = app.state.schedule = SqlSchedule(engines)
         scheduler = Scheduler(hub, schedule, interval=settings.scheduler_interval)

@@ -50,6 +50,7 @@ class Hub:
         broker: Backend,
         shared: Shared,
         accounts: Accounts,
+        outbox: SqlOutbox,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -64,7 +65,7 @@ class Hub:
         self.metrics = Metrics()
         self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch, metrics=self.metrics)
         self.desk = LiveDesk(self)
-        self.outbox: SqlOutbox  # set by the app: where reminders for e-mail and SMS go
+        self.outbox = outbox  # where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
         self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
