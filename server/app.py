@@ -10,7 +10,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import Accounts, Tokens, load_secret
 from server.broker import open_broker, open_shared
@@ -85,19 +84,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(RawSend)
     return app
-
-
-class RawSend:
-    """Puts the server's own `send` in websocket scopes (`hearth.send`), outside every
-    middleware: the fan-out hot path writes each frame with one call instead of going
-    through starlette's WebSocket state checks and exception wrappers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope["hearth.send"] = send
-        await self.app(scope, receive, send)

@@ -8,6 +8,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 """A frame over the hard size limit, refused by the websocket layer. Do not resend it."""
 
+CLOSE_INTERNAL = 1011
+"""An unexpected server error on this connection (also: no pong to the keepalive ping). Reconnect with backoff."""
+
 CLOSE_RESTARTING = 1012
 """The worker is restarting. Reconnect at once (another worker will answer) and resume with `since`."""
 

@@ -1,12 +1,15 @@
 """Wire encodings: `hearth.v1.json` (text frames) and `hearth.v1.msgpack` (binary frames).
 
-A codec turns one frame into one map and back. Decoding is strict: anything that is not a
+A codec turns one frame into one map and back; `frame()` gives the whole websocket frame,
+header included, so fan-out frames an event once per encoding and writes the same bytes to
+every member. Decoding is strict: anything that is not a
 map of plain values (NaN, Infinity, msgpack extension types, too deep nesting, invalid
 UTF-8, the other encoding's frame type) is a `ProtocolViolation`, answered with close 4400.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -15,6 +18,22 @@ import orjson
 
 JSON_PROTOCOL: Final = "hearth.v1.json"
 MSGPACK_PROTOCOL: Final = "hearth.v1.msgpack"
+
+
+TEXT: Final = 0x1  # websocket opcodes (RFC 6455 §5.2)
+BINARY: Final = 0x2
+
+
+def websocket_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked websocket frame (a server's frames are never masked)."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return head + payload
 
 
 class ProtocolViolation(Exception):
@@ -59,8 +78,8 @@ class JsonCodec:
         _check_depth(value, self.max_depth)
         return value
 
-    def encode(self, message: Mapping[str, Any]) -> str:
-        return orjson.dumps(message).decode()
+    def frame(self, message: Mapping[str, Any]) -> bytes:
+        return websocket_frame(TEXT, orjson.dumps(message))
 
 
 class MsgpackCodec:
@@ -90,9 +109,8 @@ class MsgpackCodec:
         _check_depth(value, self.max_depth)
         return value
 
-    def encode(self, message: Mapping[str, Any]) -> bytes:
-        data: bytes = msgpack.packb(message, use_bin_type=True)
-        return data
+    def frame(self, message: Mapping[str, Any]) -> bytes:
+        return websocket_frame(BINARY, msgpack.packb(message, use_bin_type=True))
 
 
 Codec = JsonCodec | MsgpackCodec

@@ -1,15 +1,12 @@
-"""Connection: one client socket, its codec, its user and its bounded outbox."""
+"""Connection: one client socket, its codec, its user and its bounded backlog."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
-
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from rooms.limits import TokenBucket
 from rooms.live import visible
@@ -22,6 +19,21 @@ from server.settings import Limits
 log = logging.getLogger("hearth.ws")
 
 
+class Wire(Protocol):
+    """What a connection needs of its websocket (server.transport.HearthWebSocketProtocol)."""
+
+    on_writable: Callable[[], None] | None
+
+    @property
+    def paused(self) -> bool: ...
+
+    def write_frame(self, data: bytes) -> None: ...
+
+    def close_with(self, code: int, reason: str) -> None: ...
+
+    async def receive(self) -> Any: ...
+
+
 class Disconnected(Exception):
     """The client went away (or the server is closing the socket)."""
 
@@ -29,15 +41,18 @@ class Disconnected(Exception):
 class Connection:
     """A client's socket as the hub sees it.
 
-    `push()` never waits: frames go to a bounded outbox that `drain()`, the only task that
-    writes to the socket, empties. A full outbox closes the connection with 4408, so one
-    slow phone never holds a room back; it catches up later by resuming with `since`.
+    `push()` never waits and never needs a task: each frame goes straight to the socket's
+    transport. While the transport is paused (its buffer is over the high-water mark),
+    frames wait in a bounded backlog that the transport's resume drains; a backlog past
+    `limits.outbox` frames closes the connection with 4408, so one slow phone never holds
+    a room back. It catches up later by resuming with `since`.
     """
 
-    def __init__(self, ws: WebSocket, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
+    def __init__(self, wire: Wire, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
         self.metrics = metrics
         self.id = ConnId(secrets.token_hex(8))
-        self.ws = ws
+        self.wire = wire
+        wire.on_writable = self._flush
         self.codec = codec
         self.limits = limits
         self.user: User | None = None
@@ -47,10 +62,9 @@ class Connection:
         self.on_duty: set[RoomId] = set()  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
-        self._outbox: deque[str | bytes] = deque()
-        self._wake = asyncio.Event()
+        self._backlog: deque[bytes] = deque()
         self._close: tuple[int, str] | None = None
-        self.reader: asyncio.Task[None] | None = None  # stopped when a close is asked for
+        self._gone = False
 
     @property
     def user_id(self) -> str:
@@ -66,59 +80,48 @@ class Connection:
 
     # Writing
 
-    def push(self, frame: str | bytes) -> None:
-        """Queue an encoded frame; closes with 4408 instead of growing past the limit."""
+    def push(self, frame: bytes) -> None:
+        """Write a framed event (`codec.frame`); closes with 4408 rather than hold too many."""
         if self._close is not None:
             return
-        if len(self._outbox) >= self.limits.outbox:
-            log.info("outbox full, closing conn=%s user=%s", self.id, self.user_id)
-            self.metrics.overflows.inc()
-            self._outbox.clear()
-            self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
+        if self._backlog or self.wire.paused:
+            if len(self._backlog) >= self.limits.outbox:
+                log.info("outbox full, closing conn=%s user=%s", self.id, self.user_id)
+                self.metrics.overflows.inc()
+                self._backlog.clear()
+                self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
+                return
+            self._backlog.append(frame)
             return
-        self._outbox.append(frame)
-        self._wake.set()
+        self.wire.write_frame(frame)
 
     def send(self, message: Mapping[str, Any]) -> None:
-        self.push(self.codec.encode(message))
+        self.push(self.codec.frame(message))
 
     def close_soon(self, code: int, reason: str = "") -> None:
-        """Close after the frames already queued are written."""
+        """Close after the frames already held back are written."""
         if self._close is None:
             self.metrics.closes.labels(str(code)).inc()
             self._close = (code, reason)
-            self._wake.set()
-            if self.reader is not None and self.reader is not asyncio.current_task():
-                self.reader.cancel()  # (a reader closing its own connection stops by itself)
+            self._flush()
 
-    async def drain(self) -> None:
-        """Write queued frames until a close is asked for; then send the close frame."""
-        raw = self.ws.scope.get("hearth.send")  # see server.app.RawSend
-        key = "bytes" if self.codec.binary else "text"
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._outbox:
-                    frame = self._outbox.popleft()
-                    if raw is not None:
-                        await raw({"type": "websocket.send", key: frame})
-                    elif self.codec.binary:
-                        await self.ws.send_bytes(frame)  # type: ignore[arg-type]
-                    else:
-                        await self.ws.send_text(frame)  # type: ignore[arg-type]
-                if self._close is not None:
-                    await self.ws.close(*self._close)
-                    return
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return  # the socket is gone; the reader sees it too
+    def _flush(self) -> None:
+        """Write held-back frames while the transport takes them, then a close asked for."""
+        backlog, wire = self._backlog, self.wire
+        while backlog and not wire.paused:
+            wire.write_frame(backlog.popleft())
+        if not backlog and self._close is not None:
+            wire.close_with(*self._close)
 
     # Reading
 
     async def receive(self) -> str | bytes:
-        """The next frame's payload; raises Disconnected when the socket closes."""
-        message = await self.ws.receive()
+        """The next frame's payload; raises Disconnected once the socket has closed."""
+        if self._gone:
+            raise Disconnected
+        message = await self.wire.receive()
         if message["type"] == "websocket.disconnect":
+            self._gone = True
             raise Disconnected
         if message.get("text") is not None:
             return str(message["text"])

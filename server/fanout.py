@@ -262,12 +262,12 @@ class RoomFeed:
         self._push(event, [c for c in self.members.values() if c.user_id != skip])
 
     def _push(self, event: Mapping[str, Any], conns: Any) -> None:
-        frames: dict[str, str | bytes] = {}
+        frames: dict[str, bytes] = {}
         count = 0
         for conn in conns:
             frame = frames.get(conn.codec.name)
             if frame is None:
-                frame = frames[conn.codec.name] = conn.codec.encode(event)
+                frame = frames[conn.codec.name] = conn.codec.frame(event)
             conn.push(frame)
             count += 1
         self.metrics.frames_out.inc(count)

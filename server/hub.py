@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
-from starlette.websockets import WebSocket
 
 from presence.registry import ConnectionRegistry
 from presence.tracker import PresenceTracker
@@ -24,7 +23,7 @@ from server.broker import Backend, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter
-from server.connection import Connection
+from server.connection import Connection, Wire
 from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.live import LiveDesk
 from server.metrics import Metrics
@@ -86,8 +85,8 @@ class Hub:
         self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
         self._listener = asyncio.create_task(self._control(), name="control channel")
 
-    def connection(self, ws: WebSocket, codec: Codec) -> Connection:
-        return Connection(ws, codec, self.limits, self.clock(), self.metrics)
+    def connection(self, wire: Wire, codec: Codec) -> Connection:
+        return Connection(wire, codec, self.limits, self.clock(), self.metrics)
 
     async def register(self, conn: Connection, user: User, token_id: str) -> None:
         """A connection signed in; refuses one over the user's connection limit (all workers)."""
@@ -206,10 +205,10 @@ class Hub:
         await self._broadcast(CONTROL, {"users": list(users), "event": dict(event), ORIGIN: self.worker})
 
     def _notify_local(self, users: set[str], event: Mapping[str, Any]) -> None:
-        frames: dict[str, str | bytes] = {}
+        frames: dict[str, bytes] = {}
         for conn in self.registry.all():
             if conn.user_id in users:
-                frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.encode(event))
+                frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.frame(event))
                 conn.push(frame)
 
     async def _control(self) -> None:

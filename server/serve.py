@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from server import logs
 from server.app import create_app
 from server.settings import Settings
+from server.transport import HearthWebSocketProtocol
 
 
 class HearthServer(uvicorn.Server):
@@ -37,7 +38,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     options: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,
-        "ws": "websockets-sansio",
+        "ws": HearthWebSocketProtocol,  # uvicorn's sans-I/O protocol with direct frame writes
         "ws_max_size": limits.hard_frame,
         "ws_per_message_deflate": False,
         "ws_ping_interval": limits.ping_interval,

@@ -1,4 +1,4 @@
-"""The /ws endpoint: origin check, encoding, auth first frame, read loop, writer task."""
+"""The /ws endpoint: origin check, encoding, auth first frame, then the read loop."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from starlette.websockets import WebSocket
 
 from rooms.errors import HearthError, RateLimited, TooLarge, Unauthenticated
 from server.auth import origin_allowed
-from server.closecodes import CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
+from server.closecodes import CLOSE_INTERNAL, CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from server.codec import ProtocolViolation, choose_codec
-from server.connection import Connection, Disconnected
+from server.connection import Connection, Disconnected, Wire
 from server.dispatch import command_id, dispatch, reply_error, throttle
 from server.hub import Hub
+from server.transport import WIRE
 
 log = logging.getLogger("hearth.ws")
 
@@ -28,6 +29,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins):
         await websocket.close()  # before accept: the handshake is refused with HTTP 403
         return
+    wire: Wire | None = websocket.scope.get("extensions", {}).get(WIRE)
+    if wire is None:
+        log.error("websocket refused: this server does not run Hearth's websocket protocol (use `hearth serve`)")
+        await websocket.close()
+        return
     offered = websocket.scope.get("subprotocols", [])
     codec = choose_codec(offered, hub.codecs)
     if codec is None:
@@ -35,23 +41,14 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_PROTOCOL, "unknown encoding")
         return
     await websocket.accept(subprotocol=codec.name if offered else None)
-    conn = hub.connection(websocket, codec)
-    writer = asyncio.create_task(conn.drain(), name=f"writer {conn.id}")
+    conn = hub.connection(wire, codec)
     try:
         if await authenticate(hub, conn):
-            reader = conn.reader = asyncio.create_task(read_loop(hub, conn), name=f"reader {conn.id}")
-            await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
-            reader.cancel()
-            [outcome] = await asyncio.gather(reader, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.error("reader failed conn=%s: %s", conn.id, type(outcome).__name__, exc_info=outcome)
-            await hub.leave_all(conn)  # the rooms stop waiting for this client right away
-        if conn.closing:
-            # The writer sends what is queued, then the close frame; a client that stopped
-            # reading holds it until the keepalive gives up on the socket.
-            await asyncio.wait([writer], timeout=2 * hub.limits.ping_interval)
+            log.info("connected conn=%s user=%s encoding=%s", conn.id, conn.user_id, codec.name)
+        # Commands until the socket closes. After a close is asked for (a failed auth, a
+        # removal, 4408), frames are read and ignored until the close frame has gone out.
+        await read_loop(hub, conn)
     finally:
-        writer.cancel()
         await hub.forget(conn)
         if conn.user is not None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
@@ -70,7 +67,7 @@ async def next_frame(hub: Hub, conn: Connection) -> dict[str, Any] | None:
         if size <= hub.limits.max_frame:
             log.info("protocol violation conn=%s: %s", conn.id, exc)
             conn.close_soon(CLOSE_PROTOCOL, "protocol violation")
-            raise Disconnected from exc
+            return None
         frame = {}
     if size > hub.limits.max_frame:
         try:
@@ -89,6 +86,8 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
     try:
         async with asyncio.timeout(hub.limits.auth_timeout):
             frame = await next_frame(hub, conn)
+            if conn.closing:
+                return False
             if frame is None or frame.get("op") != "auth" or command_id(frame) is None:
                 conn.close_soon(CLOSE_UNAUTHENTICATED, "authenticate first")
                 return False
@@ -109,16 +108,18 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
             log.warning("auth failed conn=%s: %s", conn.id, exc.code)
             conn.close_soon(CLOSE_RESTARTING, "try again")
         return False
-    log.info("connected conn=%s user=%s encoding=%s", conn.id, user.id, conn.codec.name)
     conn.send({"id": frame["id"], "result": {"user": user.public(), "heartbeat": hub.limits.ping_interval}})
     return True
 
 
 async def read_loop(hub: Hub, conn: Connection) -> None:
     try:
-        while not conn.closing:
+        while True:
             frame = await next_frame(hub, conn)
-            if frame is not None:
+            if frame is not None and not conn.closing:
                 await dispatch(hub, conn, frame)
     except Disconnected:
         return
+    except Exception as exc:
+        log.error("reader failed conn=%s: %s", conn.id, type(exc).__name__, exc_info=exc)
+        conn.close_soon(CLOSE_INTERNAL, "internal error")

@@ -1,0 +1,69 @@
+"""The websocket under each connection: uvicorn's sans-I/O protocol, written to directly.
+
+Fan-out writes the same event to every member of a room. Through ASGI that is, per member,
+an `await send(...)` that frames the payload again and goes through several coroutine
+layers, so each connection needs a task of its own to do the awaiting. Here each event is
+encoded and framed once per encoding (`Codec.frame`), and the hub hands those bytes to every
+member's transport with one synchronous `write_frame` call: no task, no copy, no await.
+
+uvicorn runs this protocol when `hearth serve` asks for it (`ws=` in `server.serve`); the
+protocol puts itself in the websocket scope's extensions under `WIRE`. Frames written here
+are complete and unmasked (servers never mask), and per-message compression is off, so the
+bytes are the same for every connection of an encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+WIRE = "hearth.wire"  # the scope extension that holds the connection's protocol
+
+
+class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol, plus synchronous writes of ready-made frames."""
+
+    on_writable: Callable[[], None] | None = None  # called when a paused transport drains
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:  # the app will run: give it the wire
+            self.scope["extensions"][WIRE] = self  # type: ignore[assignment]
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_writable is not None:
+            self.on_writable()
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is over its high-water mark: hold frames back."""
+        return not self.writable.is_set()
+
+    @property
+    def open(self) -> bool:
+        return self.handshake_complete and not (self.close_sent or self.disconnected or self.transport.is_closing())
+
+    def write_frame(self, data: bytes) -> None:
+        """Write whole frames (from `Codec.frame`); dropped once the socket is closing."""
+        if self.open:
+            self.transport.write(data)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Send the close frame now: what ASGI's `websocket.close` does, without awaiting.
+
+        The app's pending `receive()` gets the disconnect, so its read loop ends; the
+        transport closes when the client answers or after `close_timeout`.
+        """
+        if not self.open:
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
