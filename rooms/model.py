@@ -126,4 +126,4 @@ class Event:
 
 def iso_ts(ts: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a `Z`, as the protocol shows."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # "…+00:00" → "…Z"

@@ -185,6 +185,33 @@ async def test_a_retried_send_returns_the_first_seq_and_stores_once(
     assert (await co.call("send", room=room, text="mine", client_id="retry-me"))["seq"] == both[0]["seq"] + 1
 
 
+async def test_a_burst_of_retries_among_new_sends_gets_the_first_seqs_back(
+    any_store: Running, store_api: Api, clients: list[Client], encoding: str
+) -> None:
+    """Hundreds of sends at once, half of them retries of stored ones (more keys than one
+    idempotency probe holds): each retry gets its first seq, each new send a new one."""
+    server, api = any_store, store_api
+    staff = await api.staff()
+    room = await api.room(staff)
+    client = await open_client(server, await api.signup(), encoding)
+    clients.append(client)
+    await client.call("join", room=room)
+
+    async def send(ids: range) -> dict[int, int]:
+        replies = await asyncio.gather(*(client.call("send", room=room, text=f"m{i}", client_id=f"c{i}") for i in ids))
+        return {i: reply["seq"] for i, reply in zip(ids, replies, strict=True)}
+
+    first = await send(range(300))
+    mixed = await send(range(150, 450))
+    assert {i: mixed[i] for i in range(150, 300)} == {i: first[i] for i in range(150, 300)}
+    assert sorted(mixed[i] for i in range(300, 450)) == list(range(301, 451))
+    # 450 events stored, each once: the next send gets seq 451, and history ends with seqs 352..451.
+    assert (await client.call("send", room=room, text="next", client_id="next"))["seq"] == 451
+    by_seq = {seq: f"c{i}" for i, seq in {**first, **mixed}.items()} | {451: "next"}
+    history = (await client.call("history", room=room, limit=100))["events"]
+    assert [(e["seq"], e["client_id"]) for e in history] == [(seq, by_seq[seq]) for seq in range(352, 452)]
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_acknowledged_messages_survive_kill_9(
     tmp_path: Path, processes: list[ServerProcess], store: str, request: pytest.FixtureRequest

@@ -6,10 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, func, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,6 +60,44 @@ def _row_event(row: Row[Any]) -> Event:
     )
 
 
+# The commit path's statements are built once. SQLAlchemy caches a statement's compiled SQL,
+# but it walks a statement object for its cache key on every execution unless the same
+# object is used again (its key is then memoised).
+_LOCK_ROOMS = (
+    select(rooms.c.id, rooms.c.last_seq)
+    .where(rooms.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(rooms.c.id)
+    .with_for_update()
+)
+_INSERT = events.insert()
+_SET_LAST = update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s"))
+_PROBES_MAX = 256  # keys per probe statement: 768 bound parameters (SQLite allows 999 at least)
+
+
+def _probe_size(keys: int) -> int:
+    """The probe statement for `keys` keys: the next power of two, so few statements exist."""
+    return min(_PROBES_MAX, 1 << (keys - 1).bit_length())
+
+
+@cache
+def _probe(size: int) -> Select[Any]:
+    """Events under `size` (room, sender, client_id) keys, as one index probe per key: the
+    OR of ANDs names the unique index's three columns (SQLite scans the table for a
+    row-value IN list). Parameters r0, u0, c0, r1, …"""
+    return select(events).where(
+        or_(
+            *(
+                and_(
+                    events.c.room_id == bindparam(f"r{i}"),
+                    events.c.sender_id == bindparam(f"u{i}"),
+                    events.c.client_id == bindparam(f"c{i}"),
+                )
+                for i in range(size)
+            )
+        )
+    )
+
+
 class SqlTranscriptStore:
     """The transcript store on SQLAlchemy Core.
 
@@ -78,10 +117,7 @@ class SqlTranscriptStore:
         return await guarded(run)
 
     async def _append(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
-        room_ids = sorted({e.room for e in batch})
-        locked = await conn.execute(
-            select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(room_ids)).order_by(rooms.c.id).with_for_update()
-        )
+        locked = await conn.execute(_LOCK_ROOMS, {"ids": sorted({e.room for e in batch})})
         last: dict[str, int] = {r.id: r.last_seq for r in locked}
         known = await self._repeats(conn, batch)
         targets = await self._targets(conn, batch)
@@ -139,11 +175,8 @@ class SqlTranscriptStore:
                 kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
                 deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
         if rows:
-            await conn.execute(events.insert(), rows)
-            await conn.execute(
-                update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s")),
-                [{"r": r, "s": s} for r, s in last.items()],
-            )
+            await conn.execute(_INSERT, rows)
+            await conn.execute(_SET_LAST, [{"r": r, "s": s} for r, s in last.items()])
         await self._materialise(conn, edits, deletes)
         return results
 
@@ -152,14 +185,12 @@ class SqlTranscriptStore:
         on the unique index, whose three columns it names (a room's size does not matter)."""
         keys = sorted({(new.room, new.sender.id, new.client_id) for new in batch if new.client_id is not None})
         found: dict[Any, Event] = {}
-        for start in range(0, len(keys), 300):  # 900 bound parameters at most per query
-            chunk = keys[start : start + 300]
-            # One index probe per key (SQLite scans the table for a row-value IN list).
-            probes = [
-                and_(events.c.room_id == r, events.c.sender_id == u, events.c.client_id == c) for r, u, c in chunk
-            ]
-            query = select(events).where(or_(*probes))
-            for row in await conn.execute(query):
+        for start in range(0, len(keys), _PROBES_MAX):  # 3 bound parameters a key
+            chunk = keys[start : start + _PROBES_MAX]
+            size = _probe_size(len(chunk))
+            chunk += chunk[-1:] * (size - len(chunk))  # a repeated key finds the same row
+            params = {f"{c}{i}": v for i, key in enumerate(chunk) for c, v in zip("ruc", key, strict=True)}
+            for row in await conn.execute(_probe(size), params):
                 found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
         return found
 

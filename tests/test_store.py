@@ -1,0 +1,46 @@
+"""The transcript store's group commit, called directly with batches bigger than a socket
+ever makes them: what the committer can hand it under load."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from rooms.model import Event, EventKind, NewEvent, Role, RoomKind, User
+from server.settings import normalise_db_url
+from server.store.directory import SqlDirectory
+from server.store.engine import open_engines
+from server.store.migrate import upgrade
+from server.store.sql import SqlTranscriptStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[SqlTranscriptStore, User]]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hearth.db'}"
+    else:
+        url = normalise_db_url(request.getfixturevalue("postgres_url"))
+    engines = open_engines(url)
+    await upgrade(engines)
+    user = await SqlDirectory(engines).create_user("writer", "Writer", Role.PATIENT, "x")
+    yield SqlTranscriptStore(engines), user
+    await engines.dispose()
+
+
+async def test_one_batch_of_600_with_300_retries_stores_each_key_once(store: tuple[SqlTranscriptStore, User]) -> None:
+    """The idempotency probe covers every key of a batch however many statements it takes."""
+    transcripts, user = store
+    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+
+    def sends(ids: range) -> list[NewEvent]:
+        return [NewEvent(room, EventKind.MESSAGE, user, {"text": f"m{i}"}, client_id=f"c{i}") for i in ids]
+
+    first = await transcripts.append(sends(range(300)))
+    both = await transcripts.append(sends(range(300)) + sends(range(300, 600)))
+    assert all(isinstance(e, Event) for e in first + both)
+    assert [e.seq for e in both[:300]] == [e.seq for e in first] == list(range(1, 301))  # type: ignore[union-attr]
+    assert [e.seq for e in both[300:]] == list(range(301, 601))  # type: ignore[union-attr]
+    again = await transcripts.append(sends(range(599, 600)))
+    assert [e.seq for e in again] == [600]  # type: ignore[union-attr]
