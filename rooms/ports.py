@@ -18,8 +18,9 @@ class Broker(Protocol):
     Publishes to one room from one worker arrive in the order they were made.
     """
 
-    async def publish(self, room: RoomId, event: bytes) -> None:
-        """Hand `event` to every worker subscribed to `room`, this one included."""
+    async def publish(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
+        """Hand each (room, event) to every worker subscribed to its room, this one included,
+        in one round trip to the backend."""
 
     def subscribe(self, room: RoomId) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Return once the backend has confirmed the subscription; a publish made after that is seen."""

@@ -26,7 +26,7 @@ class GroupCommitter:
     def __init__(
         self,
         store: TranscriptStore,
-        publish: Callable[[Event], Awaitable[None]],
+        publish: Callable[[list[Event]], Awaitable[None]],
         *,
         max_batch: int,
         metrics: Metrics,
@@ -92,9 +92,9 @@ class GroupCommitter:
                 future.set_result(result)
             else:
                 future.set_exception(result)
-        for result in results:
-            if isinstance(result, Event):
-                try:
-                    await self.publish(result)
-                except Exception:  # durable already; other workers fill the gap from the store
-                    log.exception("publish room=%s seq=%s failed", result.room, result.seq)
+        committed = [result for result in results if isinstance(result, Event)]
+        if committed:
+            try:
+                await self.publish(committed)
+            except Exception:  # durable already; other workers fill the gap from the store
+                log.exception("publish of %d events failed", len(committed))

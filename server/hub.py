@@ -109,23 +109,27 @@ class Hub:
 
     # Fan-out
 
-    async def publish(self, event: Event) -> None:
-        """A committed event: to this worker's members at once, then to the others via the broker."""
-        wire = event.to_wire()
-        feed = self.feeds.get(event.room)
-        if feed is not None:
-            feed.accept(dict(wire), local=True)
-        await self._broadcast(event.room, wire)
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Committed events, in seq order: to this worker's members at once, then to the
+        others through the broker, all in one round trip."""
+        messages: list[tuple[RoomId, bytes]] = []
+        for event in events:
+            wire = event.to_wire()
+            feed = self.feeds.get(event.room)
+            if feed is not None:
+                feed.accept(dict(wire), local=True)
+            messages.append((event.room, pack(wire)))
+        await self._broadcast(messages)
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
         feed = self.feeds.get(room)
         if feed is not None:
             feed.accept(dict(event), local=True)
-        await self._broadcast(room, {**event, ORIGIN: self.worker})
+        await self._broadcast([(room, pack({**event, ORIGIN: self.worker}))])
 
-    async def _broadcast(self, room: RoomId, event: Mapping[str, Any]) -> None:
+    async def _broadcast(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
         try:
-            await self.broker.publish(room, pack(event))
+            await self.broker.publish(messages)
         except Unavailable:  # durable events reach the other workers by gap fill later
             self._note_degraded("broker")
 
@@ -202,7 +206,7 @@ class Hub:
         """Push `event` to every connection of `users`: on this worker at once, on the others
         through the broker's control channel."""
         self._notify_local(set(users), event)
-        await self._broadcast(CONTROL, {"users": list(users), "event": dict(event), ORIGIN: self.worker})
+        await self._broadcast([(CONTROL, pack({"users": list(users), "event": dict(event), ORIGIN: self.worker}))])
 
     def _notify_local(self, users: set[str], event: Mapping[str, Any]) -> None:
         frames: dict[str, bytes] = {}

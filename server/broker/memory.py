@@ -22,9 +22,10 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._subscribers: dict[RoomId, set[asyncio.Queue[bytes]]] = {}
 
-    async def publish(self, room: RoomId, event: bytes) -> None:
-        for queue in self._subscribers.get(room, ()):
-            queue.put_nowait(event)
+    async def publish(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
+        for room, event in messages:
+            for queue in self._subscribers.get(room, ()):
+                queue.put_nowait(event)
 
     @asynccontextmanager
     async def subscribe(self, room: RoomId) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -78,10 +78,18 @@ class RedisBroker:
 
     # Broker
 
-    async def publish(self, room: RoomId, event: bytes) -> None:
-        """Publish on the command connection, whatever the state of our own subscriptions."""
+    async def publish(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
+        """Publish on the command connection, whatever the state of our own subscriptions;
+        several events go in one pipeline (a group commit's events: one round trip)."""
         try:
-            await self.client.publish(self.channel(room), event)
+            if len(messages) == 1:
+                [(room, event)] = messages
+                await self.client.publish(self.channel(room), event)
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                for room, event in messages:
+                    pipe.publish(self.channel(room), event)
+                await pipe.execute()
         except Exception as exc:
             raise Unavailable("The broker is unavailable.") from exc
 
