@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
+import random
 import secrets
 import sys
 import time
@@ -28,15 +30,131 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.speedups import apply_mask
 
 MSGPACK, JSON = "hearth.v1.msgpack", "hearth.v1.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --------------------------------------------------------------------------------------------
+# A lean websocket client: the generator must cost less per delivery than the server
+
+
+class HandshakeFailed(Exception):
+    pass
+
+
+class Wire(asyncio.Protocol):
+    """One client websocket as a bare asyncio protocol (RFC 6455): frames are parsed in
+    `data_received` and handed to `on_frame` at once, with no task, queue or await per frame.
+    A general-purpose client (the websockets library's) costs about twice the server's CPU
+    per received frame, which would make the generator the bottleneck."""
+
+    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
+        self.on_frame = on_frame
+        self.on_close: Callable[[int], None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None
+        self.buf = bytearray()
+        self.upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectionError("closed during the handshake"))
+        self.closed(1006)
+
+    def closed(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            if self.on_close is not None:
+                self.on_close(code)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """One masked frame (clients must mask)."""
+        if self.close_code is not None or self.transport is None:
+            return
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x80 | opcode, 0x80 | size))
+        elif size < 1 << 16:
+            head = bytes((0x80 | opcode, 0xFE)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, 0xFF)) + size.to_bytes(8, "big")
+        mask = random.randbytes(4)
+        self.transport.write(head + mask + apply_mask(payload, mask))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
+            if not status.startswith(b"HTTP/1.1 101"):
+                self.handshake.set_exception(HandshakeFailed(status.decode("latin-1")))
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self.upgraded = True
+            self.handshake.set_result(None)
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            opcode, size, at = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
+            if size == 126:
+                size, at = int.from_bytes(buf[at : at + 2], "big"), at + 2
+            elif size == 127:
+                size, at = int.from_bytes(buf[at : at + 8], "big"), at + 8
+            if at + size > end:
+                break
+            payload = bytes(buf[at : at + size])  # the server neither masks nor fragments
+            pos = at + size
+            if opcode in (0x1, 0x2):
+                self.on_frame(payload)
+            elif opcode == 0x9:  # ping
+                self.send(0xA, payload)
+            elif opcode == 0x8:  # close: answer it, then let the server close the TCP connection
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.send(0x8, payload[:2])
+                self.closed(code)
+        del buf[:pos]
+
+    def abort(self) -> None:
+        """The network goes away: no close handshake, and no close is counted."""
+        self.on_close = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def open_wire(url: str, subprotocol: str, on_frame: Callable[[bytes], None]) -> Wire:
+    """Connect and upgrade; the caller bounds the time it takes."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    _, wire = await asyncio.get_running_loop().create_connection(lambda: Wire(on_frame), host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+    )
+    assert wire.transport is not None
+    wire.transport.write(request.encode())
+    try:
+        await wire.handshake
+    except BaseException:
+        wire.abort()
+        raise
+    return wire
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,8 +286,7 @@ class Stats:
 class Client:
     def __init__(self, w: Worker, idx: int, token: str, rooms: list[str]) -> None:
         self.w, self.idx, self.token, self.rooms = w, idx, token, rooms
-        self.ws: ClientConnection | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.ws: Wire | None = None
         self.last: dict[str, int] = {}
         self.next_id = 0
         self.calls: dict[int, tuple[asyncio.Future[dict[str, Any]], str | None]] = {}
@@ -180,17 +297,14 @@ class Client:
         self.next_id += 1
         return self.next_id
 
+    @property
+    def open_now(self) -> bool:
+        return self.ws is not None and self.ws.close_code is None
+
     async def open(self, resume: bool) -> None:
-        self.ws = await connect(
-            self.w.url,
-            subprotocols=[self.w.encoding],  # type: ignore[list-item]
-            compression=None,
-            max_size=None,
-            ping_interval=None,
-            open_timeout=120,
-            close_timeout=2,
-        )
-        self.task = asyncio.create_task(self.read_loop())
+        async with asyncio.timeout(120):
+            self.ws = await open_wire(self.w.url, self.w.encoding, self.on_frame)
+        self.ws.on_close = self.on_close
         await self.call({"op": "auth", "token": self.token})
         for room in self.rooms:
             args: dict[str, Any] = {"op": "join", "room": room}
@@ -203,7 +317,7 @@ class Client:
         fid = self._id()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.calls[fid] = (fut, join)
-        await self.ws.send(self.w.encode({"id": fid, **frame}))
+        self.ws.send(self.w.opcode, self.w.encode({"id": fid, **frame}))
         reply = await asyncio.wait_for(fut, 120)
         if "error" in reply:
             raise RuntimeError(f"{frame['op']}: {reply['error']}")
@@ -211,7 +325,7 @@ class Client:
         return result
 
     def apply_join(self, room: str, result: dict[str, Any]) -> None:
-        """Runs in the read loop, before any live event that follows the reply."""
+        """Runs as the reply arrives, before any live event that follows it."""
         st = self.w.stats
         for ev in result.get("events", []):
             if "seq" in ev:
@@ -232,51 +346,46 @@ class Client:
         self.w.stats.gaps += seq - last - 1
         self.last[room] = seq
 
-    async def read_loop(self) -> None:
-        assert self.ws is not None
-        st, decode, run = self.w.stats, self.w.decode, self.w.run
-        try:
-            async for raw in self.ws:
-                now = time.monotonic()
-                frame = decode(raw)
-                ev = frame.get("ev")  # an event, or None for a reply
-                if ev == "message":
-                    room = frame["room"]
-                    self.track(room, frame["seq"])
-                    cid = frame.get("client_id") or ""
-                    if cid.startswith(run):
-                        st.received += 1
-                        st.last_arrival = now
-                        st.lat.add(now - float(frame["text"]))
-                elif ev is None:
-                    fid: int = frame.get("id", -1)
-                    sent = self.sends.pop(fid, None)
-                    if sent is not None:
-                        if self.window is not None:
-                            self.window.release()
-                        if "result" in frame:
-                            st.acked[sent[1]] += 1
-                            st.ack.add(now - sent[0])
-                            seq = frame["result"]["seq"]
-                            if seq > st.max_seq.get(sent[1], 0):
-                                st.max_seq[sent[1]] = seq
-                        else:
-                            st.errors[str(frame.get("error", {}).get("code"))] += 1
-                        continue
-                    call = self.calls.pop(fid, None)
-                    if call is not None:
-                        if call[1] is not None and "result" in frame:
-                            self.apply_join(call[1], frame["result"])
-                        if not call[0].done():
-                            call[0].set_result(frame)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
-            st.closes[str(code)] += 1
-        finally:
-            for fut, _ in self.calls.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionError("closed"))
-            self.calls.clear()
+    def on_frame(self, raw: bytes) -> None:
+        now = time.monotonic()
+        st = self.w.stats
+        frame = self.w.decode(raw)
+        ev = frame.get("ev")  # an event, or None for a reply
+        if ev == "message":
+            self.track(frame["room"], frame["seq"])
+            cid = frame.get("client_id") or ""
+            if cid.startswith(self.w.run):
+                st.received += 1
+                st.last_arrival = now
+                st.lat.add(now - float(frame["text"]))
+        elif ev is None:
+            fid: int = frame.get("id", -1)
+            sent = self.sends.pop(fid, None)
+            if sent is not None:
+                if self.window is not None:
+                    self.window.release()
+                if "result" in frame:
+                    st.acked[sent[1]] += 1
+                    st.ack.add(now - sent[0])
+                    seq = frame["result"]["seq"]
+                    if seq > st.max_seq.get(sent[1], 0):
+                        st.max_seq[sent[1]] = seq
+                else:
+                    st.errors[str(frame.get("error", {}).get("code"))] += 1
+                return
+            call = self.calls.pop(fid, None)
+            if call is not None:
+                if call[1] is not None and "result" in frame:
+                    self.apply_join(call[1], frame["result"])
+                if not call[0].done():
+                    call[0].set_result(frame)
+
+    def on_close(self, code: int) -> None:
+        self.w.stats.closes[str(code)] += 1
+        for fut, _ in self.calls.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("closed"))
+        self.calls.clear()
 
     def send_one(self, room: str) -> None:
         assert self.ws is not None
@@ -285,18 +394,12 @@ class Client:
         self.sends[fid] = (now, room)
         self.w.stats.sent += 1
         frame = {"id": fid, "op": "send", "room": room, "text": repr(now), "client_id": cid}
-        asyncio.ensure_future(self.ws.send(self.w.encode(frame)))
+        self.ws.send(self.w.opcode, self.w.encode(frame))
 
     def drop(self) -> None:
         """The network goes away: no close handshake."""
-        if self.task is not None:
-            self.task.cancel()
         if self.ws is not None:
-            self.ws.transport.abort()
-
-
-def json_encode(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+            self.ws.abort()
 
 
 class Worker:
@@ -307,12 +410,12 @@ class Worker:
         self.run: str = spec["run"]
         self.wid: int = spec["wid"]
         self.stats = Stats()
-        self.encode: Callable[[dict[str, Any]], str | bytes]
-        self.decode: Callable[[Any], dict[str, Any]]
+        self.encode: Callable[[dict[str, Any]], bytes]
+        self.decode: Callable[[bytes], dict[str, Any]]
         if self.encoding == MSGPACK:
-            self.encode, self.decode = msgpack.packb, msgpack.unpackb
+            self.encode, self.decode, self.opcode = msgpack.packb, msgpack.unpackb, 0x2
         else:
-            self.encode, self.decode = json_encode, orjson.loads
+            self.encode, self.decode, self.opcode = orjson.dumps, orjson.loads, 0x1
         self.clients = [Client(self, i, c["token"], c["rooms"]) for i, c in enumerate(spec["clients"])]
         self.senders = [(self.clients[i], c["send"]) for i, c in enumerate(spec["clients"]) if c.get("send")]
         self.connect_errors: Counter[str] = Counter()
@@ -328,7 +431,7 @@ class Worker:
                         if t0 is not None:
                             self.stats.catchup.append(time.monotonic() - t0)
                         return
-                    except (OSError, InvalidHandshake, RuntimeError, ConnectionError, TimeoutError) as exc:
+                    except (OSError, HandshakeFailed, RuntimeError, ConnectionError, TimeoutError) as exc:
                         self.connect_errors[type(exc).__name__ + ":" + str(exc)[:60]] += 1
                         if c.ws is not None:
                             c.drop()
@@ -340,7 +443,7 @@ class Worker:
         room = send["room"]
         if send.get("window"):  # closed loop: as fast as acks allow, `window` in flight
             client.window = asyncio.Semaphore(send["window"])
-            while time.monotonic() < t_end and not client.ws.close_code:  # type: ignore[union-attr]
+            while time.monotonic() < t_end and client.open_now:
                 try:
                     await asyncio.wait_for(client.window.acquire(), 5)
                 except TimeoutError:
@@ -351,7 +454,7 @@ class Worker:
         nxt = t0 + send.get("phase", 0.0) * interval  # senders of a room take turns, evenly spaced
         while nxt < t_end:
             now = time.monotonic()
-            if client.ws is None or client.ws.close_code:
+            if not client.open_now:
                 return
             if nxt > now:
                 await asyncio.sleep(nxt - now)
@@ -401,7 +504,7 @@ class Worker:
             "catchup": st.catchup,
             "min_last": final,
             "connect_errors": dict(self.connect_errors),
-            "open": sum(1 for c in self.clients if c.ws is not None and c.ws.close_code is None),
+            "open": sum(1 for c in self.clients if c.open_now),
         }
 
 
@@ -431,10 +534,7 @@ async def worker_main() -> None:
         elif cmd["cmd"] == "quit":
             break
     for c in w.clients:
-        if c.task is not None:
-            c.task.cancel()
-        if c.ws is not None:
-            c.ws.transport.abort()
+        c.drop()
 
 
 # --------------------------------------------------------------------------------------------
