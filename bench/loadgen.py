@@ -859,9 +859,9 @@ async def w_idle(args: argparse.Namespace, t: Target) -> dict[str, Any]:
     await asyncio.sleep(1)
     before = server_rss(t)
     try:
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), server_cpu(t)
         conn = await run.start(args.setup_timeout)
-        setup_s = time.monotonic() - t0
+        setup_s, cpu = time.monotonic() - t0, server_cpu(t) - cpu0
         await asyncio.sleep(args.settle)
         after = server_rss(t)
         per_worker = {str(p): round(rss_bytes(p) / 2**20, 1) for p in all_pids(t)}
@@ -874,6 +874,7 @@ async def w_idle(args: argparse.Namespace, t: Target) -> dict[str, Any]:
         "connect_errors": conn["connect_errors"],
         "setup_s": round(setup_s, 1),
         "connects_per_s": round(n / setup_s, 1),
+        "server_cpu_us_per_connect": round(cpu / n * 1e6) if n else None,
         "server_rss_before_mb": round(before / 2**20, 1),
         "server_rss_after_mb": round(after / 2**20, 1),
         "server_rss_by_pid_mb": per_worker,

@@ -297,6 +297,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("idle", "bytes_per_connection", "server bytes/connection"),
     ("idle", "server_rss_after_mb", "server RSS after, MB"),
     ("idle", "connects_per_s", "connect+auth+join/s"),
+    ("idle", "server_cpu_us_per_connect", "server CPU µs/connect"),
     ("storm", "resumed", "clients resumed"),
     ("storm", "catchup_p50_s", "catch-up p50 s"),
     ("storm", "catchup_max_s", "catch-up max s"),

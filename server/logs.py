@@ -36,7 +36,8 @@ def config(*, json: bool, level: str = "INFO") -> dict[str, Any]:
         "handlers": {"stderr": handler},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
-            name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+            "hearth.handshake": {"level": "WARNING"},  # uvicorn's line per websocket handshake
         },
     }
 

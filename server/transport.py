@@ -14,18 +14,27 @@ bytes are the same for every connection of an encoding.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
 WIRE = "hearth.wire"  # the scope extension that holds the connection's protocol
+HANDSHAKE_LOG = "hearth.handshake"
 
 
 class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websocket protocol, plus synchronous writes of ready-made frames."""
 
     on_writable: Callable[[], None] | None = None  # called when a paused transport drains
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn logs every accepted handshake at INFO, with the client's address; Hearth logs
+        # its own line per connection (ids only), so this logger shows warnings and errors.
+        self.logger = logging.getLogger(HANDSHAKE_LOG)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -27,6 +27,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.send_denial_response(PlainTextResponse("restarting", status_code=503))
         return
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins):
+        log.info("websocket refused: origin not allowed")
         await websocket.close()  # before accept: the handshake is refused with HTTP 403
         return
     wire: Wire | None = websocket.scope.get("extensions", {}).get(WIRE)
