@@ -204,7 +204,7 @@ def clear_redis(prefix: str) -> None:
 
 
 # Workloads and their scale: (name, loadgen arguments). `quick` divides the counts.
-def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
+def plan(quick: bool, fanout_rate: float = 20.0) -> list[tuple[str, str, list[str]]]:
     q = 5 if quick else 1
 
     def n(x: int) -> str:
@@ -212,7 +212,11 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
 
     dur = "4" if quick else "10"
     return [
-        ("fanout", "fanout", ["--members", n(1000), "--rate", "20", "--senders", "10", "--duration", dur]),
+        (
+            "fanout",
+            "fanout",
+            ["--members", n(1000), "--rate", f"{fanout_rate:g}", "--senders", "10", "--duration", dur],
+        ),
         ("rooms", "rooms", ["--rooms", n(300), "--members", "10", "--rate", n(300), "--duration", dur]),
         ("idle", "idle", ["--connections", n(10000), "--room-size", "100"]),
         ("storm", "storm", ["--clients", n(2000), "--rate", "20", "--before", "2", "--after", "6"]),
@@ -361,7 +365,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log(f"machine: {machine()}; open files: {hard}; results: {args.out}")
     only = args.only.split(",") if args.only else ["reference", "hearth-1w", "hearth-2w"]
-    work = plan(args.quick)
+    work = plan(args.quick, args.fanout_rate)
     if args.workloads:
         work = [w for w in work if w[0] in args.workloads.split(",")]
     started = time.monotonic()
@@ -425,6 +429,7 @@ def main() -> int:
     a.add_argument("--only", help="comma-separated set-ups: reference,hearth-1w,hearth-2w")
     a.add_argument("--workloads", help="comma-separated: fanout,rooms,idle,storm,durable")
     a.add_argument("--quick", action="store_true", help="a fifth of the scale, 4 s runs: a smoke test")
+    a.add_argument("--fanout-rate", type=float, default=20.0, help="messages/s into the fanout room (20)")
     a.add_argument("--quiet", type=float, default=2.0, help="seconds without a delivery that end a run's drain")
     a.add_argument("--out", type=Path, default=BENCH / "results.jsonl", help="JSON lines are appended here")
     args = p.parse_args()

@@ -1,7 +1,9 @@
 """Group commit: sends waiting at the same moment share one transaction.
 
 The commit rate, not the message rate, bounds the store. Each event is acknowledged only
-after its transaction committed, and published on the broker right after, in seq order.
+after its transaction committed and goes to this worker's members at once; a second task
+publishes committed events to the other workers, in commit order, without holding the next
+commit back for the broker's round trip (events committed meanwhile go out together).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from rooms.errors import HearthError, Internal
-from rooms.model import Event, NewEvent
+from rooms.model import Event, NewEvent, RoomId
 from rooms.ports import TranscriptStore
 from server.metrics import Metrics
 
 log = logging.getLogger("hearth.commit")
+
+Outgoing = tuple[RoomId, bytes]  # an event for the broker: its room and its packed bytes
 
 
 class GroupCommitter:
@@ -26,23 +30,32 @@ class GroupCommitter:
     def __init__(
         self,
         store: TranscriptStore,
-        publish: Callable[[list[Event]], Awaitable[None]],
+        deliver: Callable[[list[Event]], list[Outgoing]],
+        broadcast: Callable[[list[Outgoing]], Awaitable[None]],
         *,
         max_batch: int,
         metrics: Metrics,
     ) -> None:
         self.store = store
-        self.publish = publish
+        self.deliver = deliver  # to this worker's members; returns what the broker should carry
+        self.broadcast = broadcast  # to the other workers
         self.metrics = metrics
         self.max_batch = max_batch
         self._queue: deque[tuple[NewEvent, asyncio.Future[Event]]] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._outgoing: list[Outgoing] = []
+        self._send = asyncio.Event()
+        self._sent = asyncio.Event()
+        self._sent.set()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group commit")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="group commit"),
+            asyncio.create_task(self._publish(), name="publish commits"),
+        ]
 
     def submit(self, event: NewEvent) -> asyncio.Future[Event]:
         """Queue `event`; the future resolves once it is durable (or fails with a HearthError)."""
@@ -53,14 +66,15 @@ class GroupCommitter:
         return future
 
     async def flush(self) -> None:
-        """Return once everything submitted so far is committed (or failed)."""
+        """Return once everything submitted so far is committed (or failed) and published."""
         await self._idle.wait()
+        await self._sent.wait()
 
     async def close(self) -> None:
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -95,6 +109,20 @@ class GroupCommitter:
         committed = [result for result in results if isinstance(result, Event)]
         if committed:
             try:
-                await self.publish(committed)
-            except Exception:  # durable already; other workers fill the gap from the store
-                log.exception("publish of %d events failed", len(committed))
+                self._outgoing.extend(self.deliver(committed))
+            except Exception:  # durable already: members get it when they resume
+                log.exception("local delivery of %d events failed", len(committed))
+            self._sent.clear()
+            self._send.set()
+
+    async def _publish(self) -> None:
+        while True:
+            await self._send.wait()
+            self._send.clear()
+            while self._outgoing:
+                outgoing, self._outgoing = self._outgoing, []
+                try:
+                    await self.broadcast(outgoing)
+                except Exception:  # durable already; other workers fill the gap from the store
+                    log.exception("publish of %d events failed", len(outgoing))
+            self._sent.set()

@@ -22,7 +22,7 @@ from server.auth import Accounts
 from server.broker import Backend, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
-from server.committer import GroupCommitter
+from server.committer import GroupCommitter, Outgoing
 from server.connection import Connection, Wire
 from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.live import LiveDesk
@@ -62,7 +62,9 @@ class Hub:
         self.codecs = make_codecs(max_depth=settings.limits.max_depth)
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
         self.metrics = Metrics()
-        self.committer = GroupCommitter(store, self.publish, max_batch=settings.commit_batch, metrics=self.metrics)
+        self.committer = GroupCommitter(
+            store, self.deliver, self._broadcast, max_batch=settings.commit_batch, metrics=self.metrics
+        )
         self.desk = LiveDesk(self)
         self.outbox = outbox  # where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
@@ -109,17 +111,17 @@ class Hub:
 
     # Fan-out
 
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Committed events, in seq order: to this worker's members at once, then to the
-        others through the broker, all in one round trip."""
-        messages: list[tuple[RoomId, bytes]] = []
+    def deliver(self, events: Sequence[Event]) -> list[Outgoing]:
+        """Committed events, in seq order, to this worker's members; returns them packed for
+        the broker (the committer publishes them to the other workers)."""
+        messages: list[Outgoing] = []
         for event in events:
             wire = event.to_wire()
             feed = self.feeds.get(event.room)
             if feed is not None:
                 feed.accept(dict(wire), local=True)
             messages.append((event.room, pack(wire)))
-        await self._broadcast(messages)
+        return messages
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
         feed = self.feeds.get(room)
@@ -127,7 +129,7 @@ class Hub:
             feed.accept(dict(event), local=True)
         await self._broadcast([(room, pack({**event, ORIGIN: self.worker}))])
 
-    async def _broadcast(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
+    async def _broadcast(self, messages: Sequence[Outgoing]) -> None:
         try:
             await self.broker.publish(messages)
         except Unavailable:  # durable events reach the other workers by gap fill later

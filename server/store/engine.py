@@ -46,7 +46,10 @@ def _quiet_driver_logs() -> None:
 def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     _quiet_driver_logs()
     if not url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+        # No pre-ping: it would cost a round trip per checkout, every group commit included.
+        # A connection lost with the server fails its statement (`Unavailable`, nothing
+        # committed) and SQLAlchemy then discards every pooled connection older than it.
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
         return Engines(engine, engine)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
