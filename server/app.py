@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import Mount, WebSocketRoute
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from server.auth import Accounts, Tokens, load_secret
 from server.broker import open_broker, open_shared
@@ -79,9 +81,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *routes,
             *session_routes,
-            WebSocketRoute("/ws", ws_endpoint),
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
         lifespan=lifespan,
     )
     return app
+
+
+class Entry:
+    """The ASGI app uvicorn runs: `/ws` straight to the websocket endpoint, the rest (HTTP,
+    lifespan) to Starlette. A websocket lives for hours, and each layer of Starlette's
+    middleware and routing would hold a suspended coroutine for it all that time."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self.app
+            await ws_endpoint(WebSocket(scope, receive, send))
+        else:
+            await self.app(scope, receive, send)

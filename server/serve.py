@@ -8,7 +8,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from server import logs
-from server.app import create_app
+from server.app import Entry, create_app
 from server.settings import Settings
 from server.transport import HearthWebSocketProtocol
 
@@ -50,7 +50,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "log_config": logs.config(json=settings.log_json),
     }
     options.update(overrides)
-    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+    return uvicorn.Config(Entry(app), **options)  # type: ignore[arg-type]
 
 
 def serve(settings: Settings, *, fd: int | None = None) -> None:

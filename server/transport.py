@@ -14,6 +14,7 @@ bytes are the same for every connection of an encoding.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,13 +26,76 @@ WIRE = "hearth.wire"  # the scope extension that holds the connection's protocol
 HANDSHAKE_LOG = "hearth.handshake"
 
 
+class Inbox:
+    """The protocol's queue of ASGI receive events, for its one reader (the app's task).
+
+    It does what uvicorn asks of its `asyncio.Queue` (put_nowait, get, empty) without the
+    Queue's four deques and its Event: an idle connection holds hundreds of bytes, not kilobytes.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class Writable:
+    """The protocol's writable flag (set, clear, is_set, wait), without an Event's deque."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        while not self._set:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
 class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websocket protocol, plus synchronous writes of ready-made frames."""
+    """uvicorn's websocket protocol, plus synchronous writes of ready-made frames, and lighter
+    per-connection state: a server holds tens of thousands of these, mostly idle."""
 
     on_writable: Callable[[], None] | None = None  # called when a paused transport drains
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
         # uvicorn logs every accepted handshake at INFO, with the client's address; Hearth logs
         # its own line per connection (ids only), so this logger shows warnings and errors.
         self.logger = logging.getLogger(HANDSHAKE_LOG)
