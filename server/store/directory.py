@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import delete, insert, or_, select, update
@@ -17,6 +17,8 @@ from rooms.ports import Directory
 from server.store.engine import Engines
 from server.store.sql import guarded, now_us
 from server.store.tables import revoked_tokens, room_members, rooms, users
+
+T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
@@ -33,30 +35,31 @@ def _room(row: Any) -> Room:
 
 
 class Recent:
-    """What was found lately (never what was not), for `ttl` seconds: users, rooms and
-    memberships are read on every connect and join, and change rarely. A change made on
-    this worker drops its entry at once; other workers see it within `ttl`."""
+    """What was looked up lately: users, rooms and memberships are read on every connect and
+    join, and change rarely. What was found is remembered for `ttl` seconds, what was not
+    for `absent_ttl` (a user added to a room is not kept out for long). A change made on
+    this worker drops its entry at once; other workers see it within those times."""
 
-    def __init__(self, ttl: float = 30.0, size: int = 20_000) -> None:
+    def __init__(self, ttl: float = 30.0, absent_ttl: float = 2.0, size: int = 20_000) -> None:
         self.ttl = ttl
+        self.absent_ttl = absent_ttl
         self.size = size
-        self._found: dict[Any, tuple[float, Any]] = {}
+        self._known: dict[Any, tuple[float, Any]] = {}
 
-    def get(self, key: Any) -> Any:
-        hit = self._found.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
-
-    def put(self, key: Any, value: Any) -> Any:
-        if value is not None:
-            if len(self._found) >= self.size:
-                self._found.clear()
-            self._found[key] = (time.monotonic() + self.ttl, value)
+    async def get(self, key: Any, load: Callable[[], Awaitable[T | None]]) -> T | None:
+        """The remembered value of `key`, or what `load()` finds now (None: there is none)."""
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is not None and known[0] >= now:
+            return known[1]  # type: ignore[no-any-return]
+        value = await load()
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[key] = (now + (self.ttl if value is not None else self.absent_ttl), value)
         return value
 
     def drop(self, key: Any) -> None:
-        self._found.pop(key, None)
+        self._known.pop(key, None)
 
 
 class SqlDirectory:
@@ -92,10 +95,11 @@ class SqlDirectory:
     # Users
 
     async def get_user(self, user: UserId) -> User | None:
-        if (found := self.recent.get(("user", user))) is not None:
-            return found  # type: ignore[no-any-return]
-        row = await self._one(select(users).where(users.c.id == user))
-        return self.recent.put(("user", user), _user(row) if row else None)  # type: ignore[no-any-return]
+        async def load() -> User | None:
+            row = await self._one(select(users).where(users.c.id == user))
+            return _user(row) if row else None
+
+        return await self.recent.get(("user", user), load)
 
     async def find_login(self, username: str) -> tuple[User, str] | None:
         """The user and their password hash, by username (case-insensitive)."""
@@ -117,10 +121,11 @@ class SqlDirectory:
     # Rooms and membership
 
     async def get_room(self, room: RoomId) -> Room | None:
-        if (found := self.recent.get(("room", room))) is not None:
-            return found  # type: ignore[no-any-return]
-        row = await self._one(select(rooms).where(rooms.c.id == room))
-        return self.recent.put(("room", room), _room(row) if row else None)  # type: ignore[no-any-return]
+        async def load() -> Room | None:
+            row = await self._one(select(rooms).where(rooms.c.id == room))
+            return _room(row) if row else None
+
+        return await self.recent.get(("room", room), load)
 
     async def find_room(self, name: str) -> Room | None:
         row = await self._one(select(rooms).where(rooms.c.name == name).order_by(rooms.c.created_at))
@@ -132,12 +137,12 @@ class SqlDirectory:
         self.recent.drop(("room", room))
 
     async def member_role(self, room: RoomId, user: UserId) -> MemberRole | None:
-        if (found := self.recent.get(("member", room, user))) is not None:
-            return found  # type: ignore[no-any-return]
-        row = await self._one(
-            select(room_members.c.role).where(room_members.c.room_id == room, room_members.c.user_id == user)
-        )
-        return self.recent.put(("member", room, user), MemberRole(row.role) if row else None)  # type: ignore[no-any-return]
+        async def load() -> MemberRole | None:
+            query = select(room_members.c.role).where(room_members.c.room_id == room, room_members.c.user_id == user)
+            row = await self._one(query)
+            return MemberRole(row.role) if row else None
+
+        return await self.recent.get(("member", room, user), load)
 
     async def rooms_for(self, user: User) -> list[Room]:
         query = select(rooms).order_by(rooms.c.created_at, rooms.c.id)
