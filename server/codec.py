@@ -61,7 +61,6 @@ class JsonCodec:
     """UTF-8 JSON in text frames (RFC 8259: no NaN or Infinity)."""
 
     name: Final = JSON_PROTOCOL
-    binary: Final = False
 
     def __init__(self, *, max_depth: int) -> None:
         self.max_depth = max_depth
@@ -86,7 +85,6 @@ class MsgpackCodec:
     """MessagePack in binary frames; string keys, no extension types."""
 
     name: Final = MSGPACK_PROTOCOL
-    binary: Final = True
 
     def __init__(self, *, max_depth: int) -> None:
         self.max_depth = max_depth

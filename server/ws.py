@@ -50,6 +50,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         # removal, 4408), frames are read and ignored until the close frame has gone out.
         await read_loop(hub, conn)
     finally:
+        wire.on_writable = None  # the socket no longer refers back to the connection
         await hub.forget(conn)
         if conn.user is not None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)

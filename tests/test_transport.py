@@ -43,6 +43,25 @@ async def test_permessage_deflate_is_never_negotiated(server: Running, api: Api,
     assert (await client.call("ping"))["ts"]
 
 
+@pytest.mark.parametrize("count", [1, 10])
+async def test_frames_of_every_length_encoding_reach_a_strict_client_whole(
+    server: Running, api: Api, clients: list[Client], encoding: str, count: int
+) -> None:
+    """The server frames events itself. A history of `count` texts of 8,000 bytes is a reply
+    with a 16-bit (8 KB) or a 64-bit (80 KB) payload length (RFC 6455 §5.2; acks have 7-bit
+    ones), and the websockets library's client reads it whole, in both encodings."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    client = await open_client(server, await api.signup(), encoding)
+    clients.append(client)
+    await client.call("join", room=room)
+    texts = [f"{i}" + "é" * 3999 for i in range(count)]  # 8,000 bytes of UTF-8 each
+    for i, text in enumerate(texts):
+        await client.call("send", room=room, text=text, client_id=f"t{i}")
+    history = await client.call("history", room=room, limit=count)
+    assert [e["text"] for e in history["events"]] == texts
+
+
 async def test_a_lost_publish_is_filled_from_the_store_in_order(
     server: Running, api: Api, clients: list[Client]
 ) -> None:
