@@ -48,6 +48,11 @@ class Connection:
     a room back. It catches up later by resuming with `since`.
     """
 
+    __slots__ = (
+        "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "facilitating", "on_duty",
+        "bucket", "strikes", "_backlog", "_close", "_gone",
+    )  # fmt: skip
+
     def __init__(self, wire: Wire, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
         self.metrics = metrics
         self.id = ConnId(secrets.token_hex(8))
@@ -62,7 +67,7 @@ class Connection:
         self.on_duty: set[RoomId] = set()  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[bytes] | None = None  # made when the transport first pauses
         self._close: tuple[int, str] | None = None
         self._gone = False
 
@@ -85,6 +90,8 @@ class Connection:
         if self._close is not None:
             return
         if self._backlog or self.wire.paused:
+            if self._backlog is None:
+                self._backlog = deque()
             if len(self._backlog) >= self.limits.outbox:
                 log.info("outbox full, closing conn=%s user=%s", self.id, self.user_id)
                 self.metrics.overflows.inc()
