@@ -105,6 +105,20 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.response.status_code == 101:  # the app will run: give it the wire
             self.scope["extensions"][WIRE] = self  # type: ignore[assignment]
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Drop what only the handshake needed: an idle connection lives for hours, and its
+        request, response and header lists would be a fifth of what it holds. Headers are
+        cleared in place: websockets' parser and Starlette's WebSocket share those objects."""
+        self.request.headers.clear()
+        self.request = self.response = None  # type: ignore[assignment]
+        self.scope["headers"].clear()  # type: ignore[attr-defined]
+        self.scope["subprotocols"].clear()  # type: ignore[attr-defined]
+
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.on_writable is not None:
