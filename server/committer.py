@@ -107,11 +107,15 @@ class GroupCommitter:
             else:
                 future.set_exception(result)
         committed = [result for result in results if isinstance(result, Event)]
-        if committed:
-            try:
-                self._outgoing.extend(self.deliver(committed))
-            except Exception:  # durable already: members get it when they resume
-                log.exception("local delivery of %d events failed", len(committed))
+        if not committed:
+            return
+        try:
+            outgoing = self.deliver(committed)
+        except Exception:  # durable already: members get it when they resume
+            log.exception("local delivery of %d events failed", len(committed))
+            return
+        if outgoing:  # (nothing to publish with a broker inside this process)
+            self._outgoing.extend(outgoing)
             self._sent.clear()
             self._send.set()
 

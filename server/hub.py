@@ -115,12 +115,14 @@ class Hub:
         """Committed events, in seq order, to this worker's members; returns them packed for
         the broker (the committer publishes them to the other workers)."""
         messages: list[Outgoing] = []
+        shared = self.broker.reaches_other_workers
         for event in events:
             wire = event.to_wire()
             feed = self.feeds.get(event.room)
             if feed is not None:
                 feed.accept(dict(wire), local=True)
-            messages.append((event.room, pack(wire)))
+            if shared:
+                messages.append((event.room, pack(wire)))
         return messages
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
@@ -130,6 +132,8 @@ class Hub:
         await self._broadcast([(room, pack({**event, ORIGIN: self.worker}))])
 
     async def _broadcast(self, messages: Sequence[Outgoing]) -> None:
+        if not messages or not self.broker.reaches_other_workers:
+            return
         try:
             await self.broker.publish(messages)
         except Unavailable:  # durable events reach the other workers by gap fill later

@@ -19,6 +19,8 @@ class MemoryBroker:
     that their feed drains at once (a feed, not a client, reads them).
     """
 
+    reaches_other_workers = False
+
     def __init__(self) -> None:
         self._subscribers: dict[RoomId, set[asyncio.Queue[bytes]]] = {}
 

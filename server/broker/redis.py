@@ -32,6 +32,8 @@ class RedisBroker:
     """Pub/sub on Redis. Also lends its command client (`client`) and key `prefix` to the
     other Redis-backed parts of a worker (presence, limits, locks)."""
 
+    reaches_other_workers = True
+
     def __init__(
         self, url: str, *, prefix: str = "hearth:", ping_interval: float = 3.0, confirm_timeout: float = 5.0
     ) -> None:
