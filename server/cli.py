@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if settings.development:
             _with_store(settings, _nothing)  # migrate once, before the workers start
         return run_workers(settings, args.workers)
-    serve(settings, fd=args.fd)
+    serve(settings, reuse_port=args.reuse_port)
     return 0
 
 
@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--demo", action="store_true", help="seed the demo users and rooms first")
     serve.add_argument("--workers", type=int, default=1, help="worker processes on one port (needs REDIS_URL)")
-    serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker of --workers: the shared socket
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     serve.set_defaults(run=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     demo = sub.add_parser("demo", help="seed example users, rooms and messages")

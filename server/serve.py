@@ -53,6 +53,14 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     return uvicorn.Config(Entry(app), **options)  # type: ignore[arg-type]
 
 
-def serve(settings: Settings, *, fd: int | None = None) -> None:
+def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM; with `reuse_port`, on a listening socket of this worker's own
+    (see server.workers)."""
     app = create_app(settings)
-    HearthServer(uvicorn_config(app, settings, fd=fd), app).run()
+    server = HearthServer(uvicorn_config(app, settings), app)
+    if reuse_port:
+        from server.workers import port_socket
+
+        server.run(sockets=[port_socket(settings.host, settings.port, listening=True)])
+    else:
+        server.run()

@@ -1,8 +1,10 @@
-"""`hearth serve --workers N`: N worker processes accepting on one shared listening socket.
+"""`hearth serve --workers N`: N worker processes, each listening on the same port.
 
-Each worker is a whole Hearth (`hearth serve --fd`), sharing Redis and the database with
-the others; the parent only holds the socket, forwards SIGTERM and SIGINT, and restarts a
-worker that died.
+Each worker is a whole Hearth (`hearth serve --reuse-port`), sharing Redis and the database
+with the others, with a listening socket of its own bound with SO_REUSEPORT: the kernel
+spreads new connections evenly over them. (One inherited socket would let whichever worker
+wakes first accept a whole burst, such as a reconnect storm after a deploy, by itself.) The
+parent holds the port, forwards SIGTERM and SIGINT, and restarts a worker that died.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from server.settings import Settings
 log = logging.getLogger("hearth.workers")
 
 
-def listen(host: str, port: int) -> socket.socket:
+def port_socket(host: str, port: int, *, listening: bool) -> socket.socket:
+    """A socket bound to (host, port) with SO_REUSEPORT: the parent's holds the port (port 0
+    picks one), each worker's listens on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    if listening:
+        sock.listen(2048)
     return sock
 
 
@@ -35,10 +40,20 @@ def run_workers(settings: Settings, count: int) -> int:
     if settings.broker_url.startswith("memory://"):
         log.error("several workers need a shared broker: set REDIS_URL (and DATABASE_URL for PostgreSQL)")
         return 2
-    sock = listen(settings.host, settings.port)
+    sock = port_socket(settings.host, settings.port, listening=False)
     port = sock.getsockname()[1]
     print(f"Hearth running on http://{settings.host}:{port} with {count} workers", file=sys.stderr, flush=True)
-    command = [sys.executable, "-m", "server.cli", "serve", "--fd", str(sock.fileno())]
+    command = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--host",
+        settings.host,
+        "--port",
+        str(port),
+        "--reuse-port",
+    ]
     stopping: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -48,7 +63,7 @@ def run_workers(settings: Settings, count: int) -> int:
     signal.signal(signal.SIGINT, stop)
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, pass_fds=[sock.fileno()], env=os.environ.copy())
+        return subprocess.Popen(command, env=os.environ.copy())
 
     procs = [spawn() for _ in range(count)]
     while not stopping:

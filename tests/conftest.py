@@ -297,8 +297,9 @@ def encoding(request: pytest.FixtureRequest) -> str:
 class ServerProcess:
     """`hearth serve` in its own process, on a port it picks itself (port 0, read from its log)."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
         self.data_dir = data_dir
+        self.args = args  # more `hearth serve` options, such as --workers
         self.env = {
             **os.environ,
             "HEARTH_DATA_DIR": str(data_dir),
@@ -334,7 +335,7 @@ class ServerProcess:
 
     async def start(self) -> ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve", "--port", "0", env=self.env,
+            sys.executable, "-m", "server.cli", "serve", "--port", "0", *self.args, env=self.env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self.proc.stderr is not None

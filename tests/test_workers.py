@@ -210,6 +210,40 @@ async def test_a_redis_restart_mid_traffic_loses_nothing(
         await _stop(cluster)
 
 
+async def test_hearth_serve_workers_share_one_port_and_one_room(
+    tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str, processes: list[ServerProcess]
+) -> None:
+    """`hearth serve --workers 2`: each worker listens on the port itself (the kernel spreads
+    connections over them); a burst of clients in one room all get one message; SIGTERM
+    stops the parent and its workers cleanly."""
+    env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "HEARTH_REDIS_PREFIX": redis_prefix}
+    proc = ServerProcess(tmp_path, "--workers", "2", **env)
+    processes.append(proc)
+    await proc.start()
+    async with httpx.AsyncClient(base_url=proc.http_url) as http, asyncio.timeout(6 * TIMEOUT):
+        while True:  # the parent prints the port before its workers listen
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    staff = await process_account(proc, "facilitator")
+    room = await process_room(proc, staff)
+    member = await process_account(proc)
+    clients = await asyncio.gather(*(open_client(proc, member) for _ in range(16)))
+    try:
+        await asyncio.gather(*(client.call("join", room=room) for client in clients))
+        sent = await clients[0].call("send", room=room, text="to every worker", client_id="w1")
+        for client in clients:
+            [event] = await client.messages(room, 1)
+            assert (event["seq"], event["text"]) == (sent["seq"], "to every worker")
+    finally:
+        for client in clients:
+            await client.close()
+    assert await proc.signal(signal.SIGTERM) == 0
+
+
 async def test_an_unreachable_database_gets_unavailable_never_a_false_ack_and_recovers(
     tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str
 ) -> None:
