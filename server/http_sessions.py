@@ -148,9 +148,13 @@ async def _session(request: Request, user: User) -> tuple[Session, MemberRole | 
     return session, membership
 
 
-def _require_manager(user: User, session: Session, membership: MemberRole | None) -> None:
+async def _managed_session(request: Request) -> tuple[User, Session]:
+    """The signed-in user and the session of the path, which they must be able to change."""
+    user, _ = await signed_in(request)
+    session, membership = await _session(request, user)
     if not can_manage(user.id, user.role is Role.ADMIN, session, membership is not None and user.role.is_staff):
         raise Forbidden("Only this session's facilitators can change it.")
+    return user, session
 
 
 async def _co_facilitators(request: Request, room: RoomId, lead: UserId, value: object) -> list[UserId]:
@@ -207,9 +211,7 @@ async def list_sessions(request: Request) -> Response:
 
 @api
 async def update_session(request: Request) -> Response:
-    user, _ = await signed_in(request)
-    session, membership = await _session(request, user)
-    _require_manager(user, session, membership)
+    user, session = await _managed_session(request)
     data = await body(request)
     lead = session.facilitators[0]
     co = list(session.facilitators[1:])
@@ -253,9 +255,7 @@ async def list_occurrences(request: Request) -> Response:
 
 @api
 async def cancel_occurrence(request: Request) -> Response:
-    user, _ = await signed_in(request)
-    session, membership = await _session(request, user)
-    _require_manager(user, session, membership)
+    user, session = await _managed_session(request)
     key = parse_key(request.path_params["key"])
     data = await _optional_body(request)
     reason = check_reason(data.get("reason"))
@@ -265,9 +265,7 @@ async def cancel_occurrence(request: Request) -> Response:
 
 @api
 async def move_occurrence(request: Request) -> Response:
-    user, _ = await signed_in(request)
-    session, membership = await _session(request, user)
-    _require_manager(user, session, membership)
+    user, session = await _managed_session(request)
     key = parse_key(request.path_params["key"])
     data = await body(request)
     start = parse_local(data.get("start"), "start")
