@@ -959,6 +959,14 @@ async def w_durable(args: argparse.Namespace, t: Target) -> dict[str, Any]:
 WORKLOADS = {"fanout": w_fanout, "rooms": w_rooms, "idle": w_idle, "storm": w_storm, "durable": w_durable}
 
 
+def positive(text: str) -> float:
+    """An argparse type: a rate of 0 or less would never send (or divide by zero)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loadgen", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="workload", required=True)
@@ -986,12 +994,12 @@ def parser() -> argparse.ArgumentParser:
     s = common("fanout", "S members in one room, R messages/s for T s")
     s.add_argument("--members", type=int, default=1000)
     s.add_argument("--senders", type=int, default=10)
-    s.add_argument("--rate", type=float, default=100, help="messages/s into the room, all senders")
+    s.add_argument("--rate", type=positive, default=100, help="messages/s into the room, all senders")
     s.add_argument("--duration", type=float, default=10)
     s = common("rooms", "many rooms of a few members, talking")
     s.add_argument("--rooms", type=int, default=1000)
     s.add_argument("--members", type=int, default=10)
-    s.add_argument("--rate", type=float, default=200, help="messages/s in all rooms together")
+    s.add_argument("--rate", type=positive, default=200, help="messages/s in all rooms together")
     s.add_argument("--duration", type=float, default=10)
     s = common("idle", "N idle, authenticated, joined connections: memory per connection")
     s.add_argument("--connections", type=int, default=10000)
@@ -999,7 +1007,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--settle", type=float, default=3)
     s = common("storm", "N joined clients drop at once and resume with since while one sends")
     s.add_argument("--clients", type=int, default=2000)
-    s.add_argument("--rate", type=float, default=20, help="messages/s of the one sender")
+    s.add_argument("--rate", type=positive, default=20, help="messages/s of the one sender")
     s.add_argument("--before", type=float, default=2, help="seconds of sending before the drop")
     s.add_argument("--after", type=float, default=8, help="seconds of sending after the drop")
     s.set_defaults(concurrency=1000)  # reconnections at once, per process

@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loadgen import positive  # bench/ is this script's directory, so it is on sys.path
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LOADGEN = BENCH / "loadgen.py"
@@ -429,7 +431,7 @@ def main() -> int:
     a.add_argument("--only", help="comma-separated set-ups: reference,hearth-1w,hearth-2w")
     a.add_argument("--workloads", help="comma-separated: fanout,rooms,idle,storm,durable")
     a.add_argument("--quick", action="store_true", help="a fifth of the scale, 4 s runs: a smoke test")
-    a.add_argument("--fanout-rate", type=float, default=20.0, help="messages/s into the fanout room (20)")
+    a.add_argument("--fanout-rate", type=positive, default=20.0, help="messages/s into the fanout room (20)")
     a.add_argument("--quiet", type=float, default=2.0, help="seconds without a delivery that end a run's drain")
     a.add_argument("--out", type=Path, default=BENCH / "results.jsonl", help="JSON lines are appended here")
     args = p.parse_args()
