@@ -25,7 +25,8 @@ Outgoing = tuple[RoomId, bytes]  # an event for the broker: its room and its pac
 
 
 class GroupCommitter:
-    """One writer task per worker; `submit()` queues an event and returns its future."""
+    """Two tasks per worker, one committing and one publishing; `submit()` queues an event
+    and returns its future."""
 
     def __init__(
         self,

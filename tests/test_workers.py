@@ -213,9 +213,9 @@ async def test_a_redis_restart_mid_traffic_loses_nothing(
 async def test_hearth_serve_workers_share_one_port_and_one_room(
     tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str, processes: list[ServerProcess]
 ) -> None:
-    """`hearth serve --workers 2`: each worker listens on the port itself (the kernel spreads
-    connections over them); a burst of clients in one room all get one message; SIGTERM
-    stops the parent and its workers cleanly."""
+    """`hearth serve --workers 2`, whose workers each listen on the port: 16 clients in one
+    room (which the kernel spreads over the workers, not asserted here) all get one message,
+    and SIGTERM stops the parent and its workers cleanly."""
     env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "HEARTH_REDIS_PREFIX": redis_prefix}
     proc = ServerProcess(tmp_path, "--workers", "2", **env)
     processes.append(proc)
