@@ -29,6 +29,7 @@ log = logging.getLogger("hearth.fanout")
 GoLive = Callable[[int, list[dict[str, Any]], bool], None]
 SKIP = "_skip"  # ephemeral events carry the id of the user who should not get them back
 ORIGIN = "_origin"  # and the worker that sent them, which delivered them locally already
+BACKFILL_SLACK = 64  # a ring backfill reads this many events further back, for the next resumes
 
 
 def pack(event: Mapping[str, Any]) -> bytes:
@@ -74,6 +75,7 @@ class RoomFeed:
         self._want = 0  # the store holds events up to this seq: deliver up to it
         self._gap_timer: asyncio.TimerHandle | None = None
         self._filler: asyncio.Task[None] | None = None
+        self._backfill: asyncio.Task[bool] | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
         self._advanced: asyncio.Future[None] | None = None
@@ -98,7 +100,7 @@ class RoomFeed:
     async def stop(self) -> None:
         if self._gap_timer is not None:
             self._gap_timer.cancel()
-        tasks = [t for t in (self._task, self._filler) if t is not None]
+        tasks = [t for t in (self._task, self._filler, self._backfill) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -317,8 +319,10 @@ class RoomFeed:
             self.expect(latest)  # committed but not delivered here yet: fetch it now
             if not await self.reach(since):
                 raise Unavailable("This room is catching up. Please retry in a moment.")
-        first = self.ring[0]["seq"] if self.ring else self.last + 1
-        if first <= since + 1 and self.last - since <= self.resume_max:
+        resumable = self.last - since <= self.resume_max
+        if resumable and self._first() > since + 1:
+            await self._extend_ring(since)
+        if resumable and self._first() <= since + 1:
             self._go_live(conn, go_live, self.last, [e for e in self.ring if e["seq"] > since], True, place)
             return
         live: list[dict[str, Any]] = []
@@ -336,6 +340,45 @@ class RoomFeed:
         # Events past `last` are still on their way to this feed and will arrive live.
         events = [merged[s] for s in sorted(merged) if since < s <= self.last]
         self._go_live(conn, go_live, self.last, events, recovered, place)
+
+    def _first(self) -> int:
+        """The oldest seq the ring holds (`last + 1` when it holds none)."""
+        return int(self.ring[0]["seq"]) if self.ring else self.last + 1
+
+    async def _extend_ring(self, since: int) -> None:
+        """Read the events after `since` that the ring lacks into it, once for every join that
+        needs them: after a restart, or once a worker's last member of the room has left, a
+        storm of resumes costs one store read, not one each."""
+        while self._first() > since + 1:
+            if self._backfill is None:
+                self._backfill = asyncio.create_task(self._read_back(since), name=f"backfill {self.room}")
+                self._backfill.add_done_callback(self._backfilled)
+            if not await asyncio.shield(self._backfill):
+                return  # no room left, or the store did not join up with the ring: read per join
+
+    def _backfilled(self, task: asyncio.Task[bool]) -> None:
+        if self._backfill is task:
+            self._backfill = None
+
+    async def _read_back(self, since: int) -> bool:
+        room = (self.ring.maxlen or 0) - len(self.ring)
+        if room <= 0:
+            return False
+        start = max(0, since - BACKFILL_SLACK, self._first() - 1 - room)
+        last = self.last
+        stored = await self.store.read_since(self.room, Seq(start), self._first() - 1 - start)
+        first = self._first()  # events may have arrived meanwhile (and, in a full ring, left)
+        older = [e for e in stored if e.seq < first]
+        room = (self.ring.maxlen or 0) - len(self.ring)
+        if not older or older[-1].seq != first - 1 or older[-1].seq - older[0].seq != len(older) - 1 or room <= 0:
+            return False
+        for event in reversed(older[-room:]):
+            self.ring.appendleft(event.to_wire())
+        # An edit or a delete delivered during the read may have committed after it: apply
+        # again, in order, what arrived since the read began (applying one twice is harmless).
+        for change in [e for e in self.ring if e["seq"] > last and e["ev"] in ("edit", "delete")]:
+            self._amend(change)
+        return True
 
     def _go_live(
         self,

@@ -131,6 +131,45 @@ async def test_resume_while_the_room_is_busy_has_no_gap_and_no_duplicate(
         await cr.close()
 
 
+async def test_a_storm_of_resumes_into_a_fresh_feed_gets_exactly_the_missed_events(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Once the room's last member on the worker has left, the worker no longer holds its recent
+    events. Thirty clients then resume at once, from far apart, while the room keeps going:
+    each gets exactly what it missed, with edits and deletions as they now stand, then live."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    writer, readers = await api.signup(), [await api.signup() for _ in range(3)]
+    cw = await open_client(server, writer, "hearth.v1.msgpack")
+    clients.append(cw)
+    await cw.call("join", room=room)
+    seqs = await _send_many(cw, room, 150, "m")
+    await cw.call("edit", room=room, target=seqs[120], text="m 120, edited")
+    await cw.call("delete", room=room, target=seqs[121])
+    await cw.call("leave", room=room)  # nobody left in the room on this worker
+    await cw.call("join", room=room)
+    busy = asyncio.create_task(_send_many(cw, room, 100, "busy"))
+    resumers = [await open_client(server, readers[i % 3], "hearth.v1.json") for i in range(30)]
+    clients.extend(resumers)
+    since = [(0, 5, 60, 110, 119, 140)[i % 6] for i in range(30)]
+    joined = await asyncio.gather(*(c.call("join", room=room, since=s) for c, s in zip(resumers, since, strict=True)))
+    final = max(await busy)
+    for client, after, got in zip(resumers, since, joined, strict=True):
+        events = got["events"]
+        live = await client.messages(room, final - got["seq"])
+        assert got["recovered"] is True
+        assert [e["seq"] for e in events + live] == list(range(after + 1, final + 1))
+        texts = {e["seq"]: e.get("text") for e in events if e["ev"] == "message"}
+        if after < seqs[120]:
+            assert texts[seqs[120]] == "m 120, edited" and texts[seqs[121]] is None
+    # An edit of a message that came back from the store reaches the next resume too.
+    await cw.call("edit", room=room, target=seqs[100], text="m 100, edited")
+    late = await open_client(server, writer)
+    clients.append(late)
+    events = (await late.call("join", room=room, since=90))["events"]
+    assert {e["seq"]: e.get("text") for e in events}[seqs[100]] == "m 100, edited"
+
+
 async def test_resume_too_far_back_says_not_recovered_and_returns_the_latest(
     tmp_path: Path, clients: list[Client]
 ) -> None:
