@@ -63,9 +63,11 @@ class Wire(asyncio.Protocol):
         self.close_code: int | None = None
         self.buf = bytearray()
         self.upgraded = False
+        self.connected_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.connected_at = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.handshake.done():
@@ -280,6 +282,8 @@ class Stats:
     lat: Hist = field(default_factory=Hist)
     ack: Hist = field(default_factory=Hist)
     catchup: list[float] = field(default_factory=list)
+    # per resumed client, seconds from the drop: (TCP connected, upgraded, auth answered, joined)
+    phases: list[tuple[float, float, float, float]] = field(default_factory=list)
     last_arrival: float = 0.0
 
 
@@ -301,16 +305,20 @@ class Client:
     def open_now(self) -> bool:
         return self.ws is not None and self.ws.close_code is None
 
-    async def open(self, resume: bool) -> None:
+    async def open(self, resume: bool) -> tuple[float, float, float]:
+        """Connect, auth and join; when TCP connected, the upgrade and the auth were answered."""
         async with asyncio.timeout(120):
             self.ws = await open_wire(self.w.url, self.w.encoding, self.on_frame)
+        upgraded = time.monotonic()
         self.ws.on_close = self.on_close
         await self.call({"op": "auth", "token": self.token})
+        authed = time.monotonic()
         for room in self.rooms:
             args: dict[str, Any] = {"op": "join", "room": room}
             if resume:
                 args["since"] = self.last.get(room, 0)
             await self.call(args, join=room)
+        return self.ws.connected_at, upgraded, authed
 
     async def call(self, frame: dict[str, Any], join: str | None = None) -> dict[str, Any]:
         assert self.ws is not None
@@ -427,9 +435,11 @@ class Worker:
             async with gate:
                 for attempt in range(5):
                     try:
-                        await c.open(resume)
+                        connected, upgraded, authed = await c.open(resume)
                         if t0 is not None:
-                            self.stats.catchup.append(time.monotonic() - t0)
+                            done = time.monotonic() - t0
+                            self.stats.catchup.append(done)
+                            self.stats.phases.append((connected - t0, upgraded - t0, authed - t0, done))
                         return
                     except (OSError, HandshakeFailed, RuntimeError, ConnectionError, TimeoutError) as exc:
                         self.connect_errors[type(exc).__name__ + ":" + str(exc)[:60]] += 1
@@ -502,6 +512,7 @@ class Worker:
             "lat": st.lat.dump(),
             "ack": st.ack.dump(),
             "catchup": st.catchup,
+            "phases": st.phases,
             "min_last": final,
             "connect_errors": dict(self.connect_errors),
             "open": sum(1 for c in self.clients if c.open_now),
@@ -755,6 +766,8 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     max_seq: dict[str, int] = {}
     min_last: dict[str, int] = {}
     catchup: list[float] = []
+    phases: list[list[float]] = []
+    connect_errors: Counter[str] = Counter()
     out: dict[str, Any] = {k: 0 for k in ("received", "replayed", "gaps", "dups", "sent", "open")}
     for r in results:
         for k in out:
@@ -765,12 +778,14 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         errors.update(r["errors"])
         closes.update(r["closes"])
         catchup += r["catchup"]
+        phases += r["phases"]
+        connect_errors.update(r["connect_errors"])
         for room, seq in r["max_seq"].items():
             max_seq[room] = max(max_seq.get(room, 0), seq)
         for room, seq in r["min_last"].items():
             min_last[room] = min(min_last.get(room, seq), seq)
     out.update(acked=acked, errors=dict(errors), closes=dict(closes), max_seq=max_seq, min_last=min_last)
-    out.update(lat=lat, ack=ack, catchup=catchup)
+    out.update(lat=lat, ack=ack, catchup=catchup, phases=phases, connect_errors=dict(connect_errors))
     return out
 
 
@@ -909,6 +924,9 @@ async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
         "resumed": len(caught),
         "catchup_p50_s": round(caught[len(caught) // 2], 3) if caught else None,
         "catchup_max_s": round(caught[-1], 3) if caught else None,
+        # where the time went: seconds from the drop to TCP connected, upgraded, auth answered
+        **phase_fields(m["phases"]),
+        "resume_errors": m["connect_errors"],
         "replayed": m["replayed"],
         "gaps": m["gaps"],
         "dups": m["dups"],
@@ -919,6 +937,15 @@ async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
         **latency_fields(m),
         **cpu,
     }
+
+
+def phase_fields(phases: list[list[float]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for i, name in enumerate(("connected", "upgraded", "authed")):
+        col = sorted(p[i] for p in phases)
+        out[f"{name}_p50_s"] = round(col[len(col) // 2], 3) if col else None
+        out[f"{name}_max_s"] = round(col[-1], 3) if col else None
+    return out
 
 
 async def w_durable(args: argparse.Namespace, t: Target) -> dict[str, Any]:
