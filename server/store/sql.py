@@ -10,7 +10,8 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Row, Select, String, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -71,6 +72,22 @@ _LOCK_ROOMS = (
 )
 _INSERT = events.insert()
 _SET_LAST = update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s"))
+
+# PostgreSQL takes a batch as one array per column, so one statement does for any batch:
+# with 100 events, the insert took 3.5 ms as executemany (one INSERT per row), and the
+# idempotency probe 22 ms as an OR of 128 ANDs (planning included) against 1.8 ms as a join.
+_ROWS = (
+    func.unnest(*(bindparam(c.name, type_=ARRAY(c.type)) for c in events.c))
+    .table_valued(*(c.name for c in events.c))
+    .render_derived()
+)
+_INSERT_ARRAYS = events.insert().from_select([c.name for c in events.c], select(*_ROWS.c))
+_KEYS = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in "ruc")).table_valued("r", "u", "c").render_derived()
+_PROBE_ARRAYS = select(events).join(
+    _KEYS, and_(events.c.room_id == _KEYS.c.r, events.c.sender_id == _KEYS.c.u, events.c.client_id == _KEYS.c.c)
+)
+
+# SQLite has no arrays: its probe is one statement per power-of-two number of keys.
 _PROBES_MAX = 256  # keys per probe statement: 768 bound parameters (SQLite allows 999 at least)
 
 
@@ -174,17 +191,25 @@ class SqlTranscriptStore:
                 target["redacted"] = True
                 kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
                 deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
-        if rows:
+        if rows and self.engines.is_sqlite:
             await conn.execute(_INSERT, rows)
+        elif rows:
+            await conn.execute(_INSERT_ARRAYS, {c.name: [row[c.name] for row in rows] for c in events.c})
+        if rows:
             await conn.execute(_SET_LAST, [{"r": r, "s": s} for r, s in last.items()])
         await self._materialise(conn, edits, deletes)
         return results
 
     async def _repeats(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Any, Event]:
-        """Events already stored under the batch's (room, sender, client_id) keys: one query
-        on the unique index, whose three columns it names (a room's size does not matter)."""
+        """Events already stored under the batch's (room, sender, client_id) keys: queries on
+        the unique index, whose three columns they name (a room's size does not matter)."""
         keys = sorted({(new.room, new.sender.id, new.client_id) for new in batch if new.client_id is not None})
         found: dict[Any, Event] = {}
+        if keys and not self.engines.is_sqlite:
+            r, u, c = (list(column) for column in zip(*keys, strict=True))
+            for row in await conn.execute(_PROBE_ARRAYS, {"r": r, "u": u, "c": c}):
+                found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
+            return found
         for start in range(0, len(keys), _PROBES_MAX):  # 3 bound parameters a key
             chunk = keys[start : start + _PROBES_MAX]
             size = _probe_size(len(chunk))
