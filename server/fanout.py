@@ -32,9 +32,10 @@ ORIGIN = "_origin"  # and the worker that sent them, which delivered them locall
 BACKFILL_SLACK = 64  # a ring backfill reads this many events further back, for the next resumes
 
 
-def pack(event: Mapping[str, Any]) -> bytes:
-    """The broker's payload between workers: msgpack of the event as clients see it."""
-    data: bytes = msgpack.packb(event, use_bin_type=True)
+def pack(payload: Mapping[str, Any] | list[dict[str, Any]]) -> bytes:
+    """The broker's payload between workers: msgpack of an event as clients see it, or of
+    the list of a room's events that one commit made durable (one publish, one wake-up)."""
+    data: bytes = msgpack.packb(payload, use_bin_type=True)
     return data
 
 
@@ -118,7 +119,9 @@ class RoomFeed:
                     await self._sync()
                     delay = 0.1
                     async for raw in messages:
-                        self.accept(msgpack.unpackb(raw, raw=False))
+                        payload = msgpack.unpackb(raw, raw=False)
+                        for event in payload if isinstance(payload, list) else (payload,):
+                            self.accept(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -113,8 +113,8 @@ class Hub:
 
     def deliver(self, events: Sequence[Event]) -> list[Outgoing]:
         """Committed events, in seq order, to this worker's members; returns them packed for
-        the broker (the committer publishes them to the other workers)."""
-        messages: list[Outgoing] = []
+        the broker, one message per room (the committer publishes them to the other workers)."""
+        by_room: dict[RoomId, list[dict[str, Any]]] = {}
         shared = self.broker.reaches_other_workers
         for event in events:
             wire = event.to_wire()
@@ -122,8 +122,8 @@ class Hub:
             if feed is not None:
                 feed.accept(dict(wire), local=True)
             if shared:
-                messages.append((event.room, pack(wire)))
-        return messages
+                by_room.setdefault(event.room, []).append(wire)
+        return [(room, pack(batch)) for room, batch in by_room.items()]
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
         feed = self.feeds.get(room)
