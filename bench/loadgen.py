@@ -455,7 +455,8 @@ class Worker:
             client.window = asyncio.Semaphore(send["window"])
             while time.monotonic() < t_end and client.open_now:
                 try:
-                    await asyncio.wait_for(client.window.acquire(), 5)
+                    async with asyncio.timeout(5):  # no task per send, as wait_for would make
+                        await client.window.acquire()
                 except TimeoutError:
                     break
                 client.send_one(room)
