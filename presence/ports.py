@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 Card = Mapping[str, str]  # what others see of a user: {"id", "name", "role"}
+Lease = tuple[str, str, str, Card]  # (room, user, connection, card)
 
 
 class PresenceStore(Protocol):
@@ -19,6 +20,10 @@ class PresenceStore(Protocol):
     async def add(self, room: str, user_id: str, conn_id: str, card: Card) -> bool:
         """Lease `conn_id` in `room`, or renew its lease (a heartbeat); True when the user was
         not present before (a new arrival, or a lease that had lapsed)."""
+
+    async def renew(self, leases: Sequence[Lease]) -> list[bool]:
+        """`add` for many (room, user, connection, card) leases at once, in one round trip:
+        for each, True when its user was not present (the lease had lapsed)."""
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         """Drop `conn_id`'s lease; True when it was the user's last one in the room."""

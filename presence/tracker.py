@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from presence.ports import PresenceStore
+from presence.ports import Lease, PresenceStore
 
 
 @dataclass(slots=True)
@@ -84,6 +84,9 @@ class MemoryPresence:
 
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
         return self.tracker.add(room, user_id, conn_id, card)
+
+    async def renew(self, leases: Sequence[Lease]) -> list[bool]:
+        return [self.tracker.add(room, user, conn, card) for room, user, conn, card in leases]
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         return self.tracker.remove(room, user_id, conn_id)

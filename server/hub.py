@@ -35,6 +35,7 @@ from server.store.sql import SqlTranscriptStore
 log = logging.getLogger("hearth.hub")
 
 CONTROL = RoomId("_control")  # the broker channel for notices to people, not rooms
+RENEW_BATCH = 1000  # presence leases renewed per Redis pipeline in a heartbeat
 
 
 class Hub:
@@ -387,9 +388,13 @@ class Hub:
                 log.exception("presence heartbeat failed")
 
     async def _renew(self) -> None:
-        for room, user, conn, card in self.local.leases():
-            if self.local.holds(room, user, conn):  # it may have left while we renewed others
-                if await self.shared.presence.add(room, user, conn, card):  # its lease had lapsed
+        leases = self.local.leases()
+        for start in range(0, len(leases), RENEW_BATCH):  # a round trip per batch, not per lease
+            batch = leases[start : start + RENEW_BATCH]
+            for (room, user, conn, card), lapsed in zip(batch, await self.shared.presence.renew(batch), strict=True):
+                if not self.local.holds(room, user, conn):  # it left while the renewal was on its way
+                    await self.shared.presence.remove(room, user, conn)  # (its leave was announced)
+                elif lapsed:
                     await self._announce(RoomId(room), card, "joined")
         await self.shared.limiter.refresh_conns([(c.user.id, c.id) for c in self.registry.all() if c.user])
         for room in list(self.feeds):

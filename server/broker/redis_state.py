@@ -15,6 +15,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from presence.ports import Lease as PresenceLease
 from presence.ports import PresenceStore
 from rooms.errors import Unavailable
 from rooms.model import UserId
@@ -65,6 +66,19 @@ class RedisPresence:
         now = now_ms()
         args = [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
         return bool(await run(self.scripts["presence_add"], [users, cards, conns + user_id], args))
+
+    async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
+        now = now_ms()
+        script = self.scripts["presence_add"]
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for room, user_id, conn_id, card in leases:
+                    users, cards, conns = self._keys(room)
+                    args: list[str | bytes | int] = [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
+                    await script(keys=[users, cards, conns + user_id], args=args, client=pipe)
+                return [bool(lapsed) for lapsed in await pipe.execute()]
+        except Exception as exc:
+            raise Unavailable("Redis is unavailable.") from exc
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         users, cards, conns = self._keys(room)
