@@ -364,18 +364,18 @@ class RoomFeed:
             self._backfill = None
 
     async def _read_back(self, since: int) -> bool:
-        room = (self.ring.maxlen or 0) - len(self.ring)
-        if room <= 0:
+        space = (self.ring.maxlen or 0) - len(self.ring)
+        if space <= 0:
             return False
-        start = max(0, since - BACKFILL_SLACK, self._first() - 1 - room)
+        start = max(0, since - BACKFILL_SLACK, self._first() - 1 - space)
         last = self.last
         stored = await self.store.read_since(self.room, Seq(start), self._first() - 1 - start)
         first = self._first()  # events may have arrived meanwhile (and, in a full ring, left)
         older = [e for e in stored if e.seq < first]
-        room = (self.ring.maxlen or 0) - len(self.ring)
-        if not older or older[-1].seq != first - 1 or older[-1].seq - older[0].seq != len(older) - 1 or room <= 0:
+        space = (self.ring.maxlen or 0) - len(self.ring)
+        if not older or older[-1].seq != first - 1 or older[-1].seq - older[0].seq != len(older) - 1 or space <= 0:
             return False
-        for event in reversed(older[-room:]):
+        for event in reversed(older[-space:]):
             self.ring.appendleft(event.to_wire())
         # An edit or a delete delivered during the read may have committed after it: apply
         # again, in order, what arrived since the read began (applying one twice is harmless).
