@@ -281,7 +281,6 @@ class Stats:
     closes: Counter[str] = field(default_factory=Counter)
     lat: Hist = field(default_factory=Hist)
     ack: Hist = field(default_factory=Hist)
-    catchup: list[float] = field(default_factory=list)
     # per resumed client, seconds from the drop: (TCP connected, upgraded, auth answered, joined)
     phases: list[tuple[float, float, float, float]] = field(default_factory=list)
     last_arrival: float = 0.0
@@ -438,7 +437,6 @@ class Worker:
                         connected, upgraded, authed = await c.open(resume)
                         if t0 is not None:
                             done = time.monotonic() - t0
-                            self.stats.catchup.append(done)
                             self.stats.phases.append((connected - t0, upgraded - t0, authed - t0, done))
                         return
                     except (OSError, HandshakeFailed, RuntimeError, ConnectionError, TimeoutError) as exc:
@@ -512,7 +510,6 @@ class Worker:
             "closes": dict(st.closes),
             "lat": st.lat.dump(),
             "ack": st.ack.dump(),
-            "catchup": st.catchup,
             "phases": st.phases,
             "min_last": final,
             "connect_errors": dict(self.connect_errors),
@@ -766,7 +763,6 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     closes: Counter[str] = Counter()
     max_seq: dict[str, int] = {}
     min_last: dict[str, int] = {}
-    catchup: list[float] = []
     phases: list[list[float]] = []
     connect_errors: Counter[str] = Counter()
     out: dict[str, Any] = {k: 0 for k in ("received", "replayed", "gaps", "dups", "sent", "open")}
@@ -778,7 +774,6 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         acked.update(r["acked"])
         errors.update(r["errors"])
         closes.update(r["closes"])
-        catchup += r["catchup"]
         phases += r["phases"]
         connect_errors.update(r["connect_errors"])
         for room, seq in r["max_seq"].items():
@@ -786,7 +781,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         for room, seq in r["min_last"].items():
             min_last[room] = min(min_last.get(room, seq), seq)
     out.update(acked=acked, errors=dict(errors), closes=dict(closes), max_seq=max_seq, min_last=min_last)
-    out.update(lat=lat, ack=ack, catchup=catchup, phases=phases, connect_errors=dict(connect_errors))
+    out.update(lat=lat, ack=ack, phases=phases, connect_errors=dict(connect_errors))
     return out
 
 
@@ -916,18 +911,16 @@ async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
         cpu = meter.stop(m["received"])
     finally:
         await run.stop()
-    caught = sorted(m["catchup"])
     final = m["max_seq"].get(room, 0)
     behind = final - m["min_last"].get(room, 0)
     return {
         "params": {"clients": args.clients, "rate": args.rate},
         "connected": conn["connected"],
-        "resumed": len(caught),
-        "catchup_p50_s": round(caught[len(caught) // 2], 3) if caught else None,
-        "catchup_max_s": round(caught[-1], 3) if caught else None,
-        # where the time went: seconds from the drop to TCP connected, upgraded, auth answered
+        "resumed": len(m["phases"]),
+        # seconds from the drop until caught up (the join answered), and where the time went:
+        # until TCP connected, the upgrade answered, the auth answered
         **phase_fields(m["phases"]),
-        "resume_errors": m["connect_errors"],
+        "resume_errors": dict(Counter(m["connect_errors"]) - Counter(conn["connect_errors"])),  # not the first connects
         "replayed": m["replayed"],
         "gaps": m["gaps"],
         "dups": m["dups"],
@@ -942,7 +935,7 @@ async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
 
 def phase_fields(phases: list[list[float]]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for i, name in enumerate(("connected", "upgraded", "authed")):
+    for i, name in ((3, "catchup"), (0, "connected"), (1, "upgraded"), (2, "authed")):
         col = sorted(p[i] for p in phases)
         out[f"{name}_p50_s"] = round(col[len(col) // 2], 3) if col else None
         out[f"{name}_max_s"] = round(col[-1], 3) if col else None
