@@ -5,6 +5,7 @@ once across workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -93,8 +94,14 @@ class LiveDesk:
         """Someone joins a room: True when they must wait in the session's lobby."""
         user = conn.user
         assert user is not None
-        if facilitator or feed.live.active is None:
+        session = feed.live.active
+        if facilitator or session is None:
             return False
+        with contextlib.suppress(HearthError):  # a refusal is decided below, on the latest state
+            if live.plan_arrival(feed.live, user.id, user.public()) is None:
+                # Nothing to commit (already inside, or already waiting): no turn to queue for,
+                # so a storm of resumes into a live session does not line up behind one lease.
+                return user.id in session.waiting
         async with self.turn(feed.room, feed):
             session = feed.live.active
             if session is None:
@@ -110,14 +117,14 @@ class LiveDesk:
         session = feed.live.active
         if session is None:
             return
-        try:
-            if waiting and user.id in session.waiting:
-                if not any(c.user_id == user.id for c in feed.waiting.values()):
+        if waiting and user.id in session.waiting:
+            if not any(c.user_id == user.id for c in feed.waiting.values()):
+                try:
                     await self.commit(feed, user, {"action": "left_lobby", "user": user.id})
-            elif gone:
-                await self.gone(feed, user.id)
-        except HearthError as exc:
-            log.warning("session bookkeeping on leave failed room=%s: %s", feed.room, exc.code)
+                except HearthError as exc:
+                    log.warning("leaving the lobby failed room=%s: %s", feed.room, exc.code)
+        elif gone:
+            await self.gone(feed, user.id)  # (never raises a HearthError)
 
     async def gone(self, feed: RoomFeed, user: str) -> None:
         """A user's last connection left the room (or their worker died): note the end of
@@ -127,10 +134,10 @@ class LiveDesk:
             return
         try:
             await self.attendance(feed, user, present=False)
-        except HearthError as exc:
-            log.warning("attendance on leave failed room=%s: %s", feed.room, exc.code)
-        if session.state == live.LIVE and session.lead == user:
-            await self._promote(feed, session)
+            if session.state == live.LIVE and session.lead == user:
+                await self._promote(feed, session)
+        except HearthError as exc:  # the heartbeat's sweep goes on to the next user
+            log.warning("session bookkeeping on leave failed room=%s: %s", feed.room, exc.code)
 
     async def attendance(self, feed: RoomFeed, user: str, *, present: bool) -> None:
         session = feed.live.active
