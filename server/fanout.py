@@ -26,7 +26,7 @@ from server.metrics import Metrics
 
 log = logging.getLogger("hearth.fanout")
 
-GoLive = Callable[[int, list[dict[str, Any]], bool], None]
+GoLive = Callable[[int, list[dict[str, Any]], bool, bool], None]  # latest, events, recovered, waiting
 SKIP = "_skip"  # ephemeral events carry the id of the user who should not get them back
 ORIGIN = "_origin"  # and the worker that sent them, which delivered them locally already
 BACKFILL_SLACK = 64  # a ring backfill reads this many events further back, for the next resumes
@@ -297,8 +297,9 @@ class RoomFeed:
 
         Live events start being collected before the store is read and are merged by seq,
         so nothing committed meanwhile is missed or repeated. `go_live(latest, events,
-        recovered)` is called at the moment `conn` becomes a member, before any live event
-        is pushed to it. Nothing happens if the connection closed meanwhile.
+        recovered, waiting)` is called at the moment `conn` becomes a member (`waiting`: in the
+        lobby, as placed by then), before any live event is pushed to it. Nothing happens if
+        the connection closed meanwhile.
         """
         was = self.members.pop(conn.id, None) or self.waiting.pop(conn.id, None)  # joining again
         place = self.waiting if waiting else self.members
@@ -406,7 +407,7 @@ class RoomFeed:
                 shown = [dict(seen) for e in events if (seen := for_lobby(e, conn.user_id)) is not None]
             else:
                 shown = [e for e in events if conn.sees(self.room, e)]
-            go_live(latest, shown, recovered)
+            go_live(latest, shown, recovered, place is self.waiting)
             place[conn.id] = conn
 
     async def reach(self, seq: int) -> bool:

@@ -167,7 +167,8 @@ class Hub:
             now = datetime.now(UTC)
             present = [] if waiting else await self._present(room.id, self.card(conn, room.id))
 
-            def go_live(latest: int, events: list[dict[str, Any]], recovered: bool) -> None:
+            def go_live(latest: int, events: list[dict[str, Any]], recovered: bool, waiting: bool) -> None:
+                # `waiting` as placed now: the session may have let them in meanwhile
                 conn.rooms.add(room.id)
                 session = feed.live.active
                 view = None
@@ -195,7 +196,7 @@ class Hub:
                 conn.on_duty.discard(room.id)
                 await self._release(feed)
         self.metrics.joins.inc()
-        if not waiting:
+        if not waiting and room.id in conn.rooms:  # (not if it was closed meanwhile: a removal)
             await self.arrived(conn, room.id)
 
     async def members(self, room: RoomId) -> list[dict[str, str]]:
