@@ -106,7 +106,8 @@ class Connection:
         self.push(self.codec.frame(message))
 
     def close_soon(self, code: int, reason: str = "") -> None:
-        """Close after the frames already held back are written."""
+        """Close after the frames already held back are written. A client that never reads
+        them does not answer pings either: the keepalive then lets the socket go."""
         if self._close is None:
             self.metrics.closes.labels(str(code)).inc()
             self._close = (code, reason)

@@ -61,3 +61,35 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
         assert stalled.close_code == 4408
         assert received < sent
         await sender.close()
+
+
+async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the_room(tmp_path: Path) -> None:
+    """No pong and no reading, with fewer frames held back than the 4408 limit: the keepalive
+    lets it go even though its socket buffers are full, and the room sees it leave."""
+    settings = test_settings(tmp_path, outbox=100_000, rate=5000.0, burst=5000.0, ping_interval=1.0)
+    async with serving(settings) as (running, api):
+        staff = await api.staff()
+        room = await api.room(staff)
+        fast, slow = await api.signup(), await api.signup()
+        sender = await open_client(running, fast)
+        await sender.call("join", room=room)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", running.port))
+        stalled = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
+        await stalled.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
+        assert "result" in orjson.loads(await stalled.recv())
+        await stalled.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
+        assert "result" in orjson.loads(await stalled.recv())
+        await sender.event("presence", room=room)
+        text = "💛" * 4000  # 16 KB a frame: the phone's buffers fill within a few dozen
+        for i in range(4):
+            await asyncio.gather(*(sender.call("send", room=room, text=text, client_id=f"f{i}.{j}") for j in range(16)))
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                event = await sender.event("presence", room=room)
+                if event["left"]:
+                    break
+        assert event["left"][0]["id"] == slow.id
+        stalled.transport.abort()
+        await sender.close()
