@@ -38,7 +38,7 @@ class GroupCommitter:
         metrics: Metrics,
     ) -> None:
         self.store = store
-        self.deliver = deliver  # to this worker's members; returns what the broker should carry
+        self.deliver = deliver  # to this worker's members (never raises); returns what the broker carries
         self.broadcast = broadcast  # to the other workers
         self.metrics = metrics
         self.max_batch = max_batch
@@ -87,8 +87,9 @@ class GroupCommitter:
             self._idle.set()
 
     async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Event]]]) -> None:
-        """Commit, acknowledge, then publish in seq order. Never raises: a failure is told
-        to each sender, so one bad batch cannot stop the committer."""
+        """Commit, acknowledge, deliver to this worker's members, and queue the events for
+        the publisher, in seq order. Never raises: a failure is told to each sender, so one
+        bad batch cannot stop the committer."""
         self.metrics.batch.observe(len(batch))
         started = time.perf_counter()
         try:
@@ -110,11 +111,7 @@ class GroupCommitter:
         committed = [result for result in results if isinstance(result, Event)]
         if not committed:
             return
-        try:
-            outgoing = self.deliver(committed)
-        except Exception:  # durable already: members get it when they resume
-            log.exception("local delivery of %d events failed", len(committed))
-            return
+        outgoing = self.deliver(committed)
         if outgoing:  # (nothing to publish with a broker inside this process)
             self._outgoing.extend(outgoing)
             self._sent.clear()

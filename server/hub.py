@@ -116,24 +116,31 @@ class Hub:
         """Committed events, in seq order, to this worker's members; returns them packed for
         the broker, one message per room (the committer publishes them to the other workers)."""
         by_room: dict[RoomId, list[dict[str, Any]]] = {}
-        shared = self.broker.reaches_other_workers
         for event in events:
-            wire = event.to_wire()
-            feed = self.feeds.get(event.room)
-            if feed is not None:
-                feed.accept(dict(wire), local=True)
-            if shared:
-                by_room.setdefault(event.room, []).append(wire)
-        return [(room, pack(batch)) for room, batch in by_room.items()]
+            by_room.setdefault(event.room, []).append(event.to_wire())
+        outgoing = [(room, pack(batch)) for room, batch in by_room.items()] if self.broker.reaches_other_workers else []
+        for room, batch in by_room.items():
+            if (feed := self.feeds.get(room)) is not None:
+                try:
+                    for wire in batch:
+                        feed.accept(dict(wire), local=True)
+                except Exception:  # durable already: the other workers still get it, and so
+                    log.exception("local delivery failed room=%s", room)  # do resumes here
+        return outgoing
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
         feed = self.feeds.get(room)
         if feed is not None:
             feed.accept(dict(event), local=True)
-        await self._broadcast([(room, pack({**event, ORIGIN: self.worker}))])
+        await self._publish_one(room, {**event, ORIGIN: self.worker})
+
+    async def _publish_one(self, room: RoomId, payload: Mapping[str, Any]) -> None:
+        """One message to the other workers (there are none behind a broker inside one process)."""
+        if self.broker.reaches_other_workers:
+            await self._broadcast([(room, pack(payload))])
 
     async def _broadcast(self, messages: Sequence[Outgoing]) -> None:
-        if not messages or not self.broker.reaches_other_workers:
+        if not messages:
             return
         try:
             await self.broker.publish(messages)
@@ -214,7 +221,7 @@ class Hub:
         """Push `event` to every connection of `users`: on this worker at once, on the others
         through the broker's control channel."""
         self._notify_local(set(users), event)
-        await self._broadcast([(CONTROL, pack({"users": list(users), "event": dict(event), ORIGIN: self.worker}))])
+        await self._publish_one(CONTROL, {"users": list(users), "event": dict(event), ORIGIN: self.worker})
 
     def _notify_local(self, users: set[str], event: Mapping[str, Any]) -> None:
         frames: dict[str, bytes] = {}
