@@ -233,9 +233,15 @@ class RoomFeed:
             self._push(event, [c for c in self.members.values() if c.sees(self.room, event)])
         else:
             self._push(event, self.members.values())
-        for conn in list(self.waiting.values()):  # the lobby gets its own, trimmed copies
-            if (seen := for_lobby(event, conn.user_id)) is not None:
-                conn.send(seen)
+        if self.waiting:  # the lobby sees some session events, a few trimmed for each member
+            unchanged: list[Connection] = []
+            for conn in list(self.waiting.values()):
+                seen = for_lobby(event, conn.user_id)
+                if seen is event:
+                    unchanged.append(conn)
+                elif seen is not None:
+                    conn.send(seen)
+            self._push(event, unchanged)  # encoded once per encoding, as for members
         if event["ev"] == "session":
             self._session_changed(event)
 
