@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -87,6 +88,15 @@ async def test_logout_revokes_the_token_and_closes_its_sockets(
     clients.append(fresh)
     assert (await fresh.error("auth", token=account.token))["code"] == "unauthenticated"
     assert await fresh.close_code() == 4401
+
+
+async def test_a_double_tapped_logout_signs_out_once_and_never_fails(server: Running, api: Api) -> None:
+    """Five logouts of one token at once: each is signed out (200) or finds it signed out
+    already (401); none is a server error, and the token stays refused."""
+    account = await api.signup()
+    replies = await asyncio.gather(*(api.http.post("/api/logout", headers=auth(account)) for _ in range(5)))
+    assert {r.status_code for r in replies} <= {200, 401} and 200 in {r.status_code for r in replies}
+    assert (await api.http.get("/api/me", headers=auth(account))).status_code == 401
 
 
 async def test_only_facilitators_and_admins_open_rooms(server: Running, api: Api) -> None:

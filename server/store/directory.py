@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,6 +70,7 @@ class SqlDirectory:
         self.engines = engines
         self.recent = Recent()
         self._revoked: set[str] | None = None  # loaded by `load_revoked`, then kept in memory
+        self._revoked_meanwhile: set[str] | None = None  # revocations made here during a reload
 
     async def _one(self, query: Any) -> Any:
         async def run() -> Any:
@@ -181,10 +183,11 @@ class SqlDirectory:
     # Tokens
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
-        if await self._one(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)) is None:
+        with contextlib.suppress(IntegrityError):  # revoked already (two logouts at once)
             await self._write(insert(revoked_tokens).values(jti=jti, expires_at=expires_at))
-        if self._revoked is not None:
-            self._revoked.add(jti)
+        for known in (self._revoked, self._revoked_meanwhile):
+            if known is not None:
+                known.add(jti)
 
     async def is_revoked(self, jti: str) -> bool:
         """From memory once `load_revoked` ran (every worker reloads it each heartbeat, so a
@@ -196,8 +199,13 @@ class SqlDirectory:
     async def load_revoked(self) -> set[str]:
         """Every revoked token that has not expired anyway: a small set (logouts of the last
         token lifetime), kept in memory so that `auth` reads no database."""
-        rows = await self._all(select(revoked_tokens.c.jti).where(revoked_tokens.c.expires_at >= now_us()))
-        self._revoked = {row.jti for row in rows}
+        meanwhile: set[str] = set()  # a logout here while the read runs counts too
+        self._revoked_meanwhile = meanwhile
+        try:
+            rows = await self._all(select(revoked_tokens.c.jti).where(revoked_tokens.c.expires_at >= now_us()))
+        finally:
+            self._revoked_meanwhile = None
+        self._revoked = {row.jti for row in rows} | meanwhile
         return self._revoked
 
     async def purge_revoked(self) -> None:
