@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -38,29 +41,53 @@ def _room(row: Any) -> Room:
 class Recent:
     """What was looked up lately: users, rooms and memberships are read on every connect and
     join, and change rarely. What was found is remembered for `ttl` seconds, what was not
-    for `absent_ttl` (a user added to a room is not kept out for long). A change made on
-    this worker drops its entry at once; other workers see it within those times."""
+    for `absent_ttl` (a user added to a room is not kept out for long). Lookups of one key
+    at the same moment share one read (a reconnect storm reads a room once, not once per
+    client). A change made on this worker drops its entry at once, and the result of a read
+    that was under way then is not kept; other workers see a change within those times."""
 
-    def __init__(self, ttl: float = 30.0, absent_ttl: float = 2.0, size: int = 20_000) -> None:
+    def __init__(self, ttl: float = 30.0, absent_ttl: float = 2.0, size: int = 50_000) -> None:
         self.ttl = ttl
         self.absent_ttl = absent_ttl
         self.size = size
-        self._known: dict[Any, tuple[float, Any]] = {}
+        self._known: dict[Any, tuple[float, Any]] = {}  # oldest first
+        self._loading: dict[Any, asyncio.Task[Any]] = {}
 
     async def get(self, key: Any, load: Callable[[], Awaitable[T | None]]) -> T | None:
         """The remembered value of `key`, or what `load()` finds now (None: there is none)."""
-        now = time.monotonic()
         known = self._known.get(key)
-        if known is not None and known[0] >= now:
+        if known is not None and known[0] >= time.monotonic():
             return known[1]  # type: ignore[no-any-return]
-        value = await load()
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(load())
+            loading.add_done_callback(partial(self._loaded, key))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key: Any, loading: asyncio.Task[Any]) -> None:
+        if self._loading.get(key) is not loading:
+            return  # dropped while it was read: what it found may be out of date
+        del self._loading[key]
+        if loading.cancelled() or loading.exception() is not None:
+            return
+        value = loading.result()
+        self._known.pop(key, None)
         if len(self._known) >= self.size:
-            self._known.clear()
-        self._known[key] = (now + (self.ttl if value is not None else self.absent_ttl), value)
-        return value
+            self._evict()
+        self._known[key] = (time.monotonic() + (self.ttl if value is not None else self.absent_ttl), value)
+
+    def _evict(self) -> None:
+        """Make room: forget what has expired, or else the oldest quarter."""
+        now = time.monotonic()
+        expired = [key for key, (until, _) in self._known.items() if until < now]
+        if len(expired) < self.size // 4:
+            expired = list(itertools.islice(self._known, self.size // 4))
+        for key in expired:
+            del self._known[key]
 
     def drop(self, key: Any) -> None:
         self._known.pop(key, None)
+        self._loading.pop(key, None)
 
 
 class SqlDirectory:
