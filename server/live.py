@@ -39,6 +39,7 @@ class LiveDesk:
         self.hub = hub
         self._admitted: asyncio.Queue[tuple[Connection, RoomId]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._turns: dict[RoomId, asyncio.Lock] = {}  # this worker's side of each room's turn
 
     def start(self) -> None:
         self._tasks = [
@@ -58,26 +59,34 @@ class LiveDesk:
 
     @asynccontextmanager
     async def turn(self, room: RoomId, feed: RoomFeed | None = None) -> AsyncIterator[None]:
-        """One session change at a time in a room, across workers: hold the room's lease and
-        let this worker's feed catch up with the store, so the plan sees every earlier change.
-        (While Redis is away, changes are serialised per worker only.)"""
-        lease = None
+        """One session change at a time in a room: on this worker by a lock, across workers by
+        the room's lease in Redis (while Redis is away, per worker only). The feed then
+        catches up with the store, so the plan sees every earlier change."""
+        lock = self._turns.setdefault(room, asyncio.Lock())
+        lease, held = None, False
         try:
             async with asyncio.timeout(5):
+                await lock.acquire()
+                held = True
                 while True:  # a lease in Redis: there is nothing to wait on but time
                     lease = await self.hub.shared.locks.acquire(f"session:{room}", 10)
                     if lease is not None:
                         break
                     await asyncio.sleep(0.02)
-        except TimeoutError as exc:
-            raise Unavailable("The session is busy. Please retry.") from exc
         except Unavailable:
-            lease = None
+            lease = None  # Redis is away: this worker's lock alone
+        except BaseException as exc:
+            if held:
+                lock.release()
+            if isinstance(exc, TimeoutError):
+                raise Unavailable("The session is busy. Please retry.") from exc
+            raise
         try:
-            if feed is not None:
-                await feed.reach(await self.hub.store.last_seq(room))
+            if feed is not None and not await feed.reach(await self.hub.store.last_seq(room)):
+                raise Unavailable("The session is catching up. Please retry.")
             yield
         finally:
+            lock.release()
             if lease is not None:
                 await self.hub.shared.locks.release(lease)
 
