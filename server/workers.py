@@ -36,9 +36,24 @@ def port_socket(host: str, port: int, *, listening: bool) -> socket.socket:
     return sock
 
 
+def port_taken(host: str, port: int) -> OSError | None:
+    """Whether something listens on the port already. Binding with SO_REUSEPORT would not
+    say: a second `hearth serve --workers` would share the port with the first, silently."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def run_workers(settings: Settings, count: int) -> int:
     if settings.broker_url.startswith("memory://"):
         log.error("several workers need a shared broker: set REDIS_URL (and DATABASE_URL for PostgreSQL)")
+        return 2
+    if settings.port and (taken := port_taken(settings.host, settings.port)) is not None:
+        log.error("cannot listen on %s:%s: %s (is Hearth running there already?)", settings.host, settings.port, taken)
         return 2
     sock = port_socket(settings.host, settings.port, listening=False)
     port = sock.getsockname()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -215,7 +216,7 @@ async def test_hearth_serve_workers_share_one_port_and_one_room(
 ) -> None:
     """`hearth serve --workers 2`, whose workers each listen on the port: 16 clients in one
     room (which the kernel spreads over the workers, not asserted here) all get one message,
-    and SIGTERM stops the parent and its workers cleanly."""
+    a second server on the port is refused, and SIGTERM stops the parent and its workers cleanly."""
     env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "HEARTH_REDIS_PREFIX": redis_prefix}
     proc = ServerProcess(tmp_path, "--workers", "2", **env)
     processes.append(proc)
@@ -228,6 +229,13 @@ async def test_hearth_serve_workers_share_one_port_and_one_room(
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
+    # A second server on the same port is refused, not let in to share it.
+    second = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--port", str(proc.port), "--workers", "2", env=proc.env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(second.communicate(), 6 * TIMEOUT)
+    assert second.returncode == 2 and "is Hearth running there already?" in err.decode()
     staff = await process_account(proc, "facilitator")
     room = await process_room(proc, staff)
     member = await process_account(proc)
