@@ -981,9 +981,10 @@ WORKLOADS = {"fanout": w_fanout, "rooms": w_rooms, "idle": w_idle, "storm": w_st
 
 
 def positive(text: str) -> float:
-    """An argparse type: a rate of 0 or less would never send (or divide by zero)."""
+    """An argparse type: a rate of 0 or less would never send (or divide by zero), nor would
+    an infinite one pace anything."""
     value = float(text)
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
 

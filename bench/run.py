@@ -206,7 +206,7 @@ def clear_redis(prefix: str) -> None:
 
 
 # Workloads and their scale: (name, loadgen arguments). `quick` divides the counts.
-def plan(quick: bool, fanout_rate: float = 20.0) -> list[tuple[str, str, list[str]]]:
+def plan(quick: bool, fanout_rate: float) -> list[tuple[str, str, list[str]]]:
     q = 5 if quick else 1
 
     def n(x: int) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 Card = Mapping[str, str]  # what others see of a user: {"id", "name", "role"}
-Lease = tuple[str, str, str, Card]  # (room, user, connection, card)
+PresenceLease = tuple[str, str, str, Card]  # (room, user, connection, card)
 
 
 class PresenceStore(Protocol):
@@ -21,7 +21,7 @@ class PresenceStore(Protocol):
         """Lease `conn_id` in `room`, or renew its lease (a heartbeat); True when the user was
         not present before (a new arrival, or a lease that had lapsed)."""
 
-    async def renew(self, leases: Sequence[Lease]) -> list[bool]:
+    async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
         """`add` for many (room, user, connection, card) leases at once, in one round trip:
         for each, True when its user was not present (the lease had lapsed)."""
 

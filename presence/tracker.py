@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from presence.ports import Lease, PresenceStore
+from presence.ports import PresenceLease, PresenceStore
 
 
 @dataclass(slots=True)
@@ -85,7 +85,7 @@ class MemoryPresence:
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
         return self.tracker.add(room, user_id, conn_id, card)
 
-    async def renew(self, leases: Sequence[Lease]) -> list[bool]:
+    async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
         return [self.tracker.add(room, user, conn, card) for room, user, conn, card in leases]
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:

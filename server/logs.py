@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from server.transport import HANDSHAKE_LOG
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -37,7 +39,7 @@ def config(*, json: bool, level: str = "INFO") -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             **{name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
-            "hearth.handshake": {"level": "WARNING"},  # uvicorn's line per websocket handshake
+            HANDSHAKE_LOG: {"level": "WARNING"},  # uvicorn's line per websocket handshake
         },
     }
 

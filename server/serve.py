@@ -11,6 +11,7 @@ from server import logs
 from server.app import Entry, create_app
 from server.settings import Settings
 from server.transport import HearthWebSocketProtocol
+from server.workers import port_socket
 
 
 class HearthServer(uvicorn.Server):
@@ -59,8 +60,6 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     app = create_app(settings)
     server = HearthServer(uvicorn_config(app, settings), app)
     if reuse_port:
-        from server.workers import port_socket
-
         server.run(sockets=[port_socket(settings.host, settings.port, listening=True)])
     else:
         server.run()

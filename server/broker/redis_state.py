@@ -15,8 +15,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from presence.ports import Lease as PresenceLease
-from presence.ports import PresenceStore
+from presence.ports import PresenceLease, PresenceStore
 from rooms.errors import Unavailable
 from rooms.model import UserId
 from rooms.ports import Lease, Limiter, Locks
@@ -62,12 +61,11 @@ class RedisPresence:
         return f"{base}:users", f"{base}:cards", f"{base}:conns:"
 
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
-        users, cards, conns = self._keys(room)
-        now = now_ms()
-        args = [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
-        return bool(await run(self.scripts["presence_add"], [users, cards, conns + user_id], args))
+        [arrived] = await self.renew([(room, user_id, conn_id, card)])
+        return arrived
 
     async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
+        """Each lease is the `presence_add` script; all of them go in one pipeline."""
         now = now_ms()
         script = self.scripts["presence_add"]
         try:
