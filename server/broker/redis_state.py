@@ -110,8 +110,9 @@ class RedisLimiter:
 
     async def take(self, key: str, rate: float, burst: float) -> float:
         """One token from the bucket in Redis. A worker takes up to a quarter of a second's
-        worth at once and spends the rest locally, so a busy sender costs one round trip per
-        few events. Taken tokens never go back: all workers together stay within the rate."""
+        worth at once (a quarter of the burst, if that is smaller) and spends the rest
+        locally, so a busy sender costs one round trip per few events. Taken tokens never go
+        back: all workers together stay within the rate."""
         left = self._leased.pop(key, 0)
         if left >= 1:
             if left >= 2:
