@@ -3,12 +3,13 @@ ever makes them: what the committer can hand it under load."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from rooms.model import Event, EventKind, NewEvent, Role, RoomKind, User
+from rooms.model import Event, EventKind, NewEvent, Role, RoomKind, Seq, User
 from server.settings import normalise_db_url
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
@@ -44,3 +45,27 @@ async def test_one_batch_of_600_with_300_retries_stores_each_key_once(store: tup
     assert [e.seq for e in both[300:]] == list(range(301, 601))  # type: ignore[union-attr]
     again = await transcripts.append(sends(range(599, 600)))
     assert [e.seq for e in again] == [600]  # type: ignore[union-attr]
+
+
+async def test_two_workers_committing_the_same_retries_at_once_store_each_key_once(
+    store: tuple[SqlTranscriptStore, User],
+) -> None:
+    """A phone that resends through a second worker while the first still commits: both
+    workers' batches name the same keys at the same moment. Each key is stored once, both
+    senders get that one event back, and the room's seqs have no hole."""
+    transcripts, user = store
+    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    url = transcripts.engines.writer.url.render_as_string(hide_password=False)
+    other = SqlTranscriptStore(open_engines(url))  # a second worker's engines
+    try:
+        for round_ in range(20):
+            keys = [f"k{round_}.{i}" for i in range(10)]
+            sends = [NewEvent(room, EventKind.MESSAGE, user, {"text": k}, client_id=k) for k in keys]
+            here, there = await asyncio.gather(transcripts.append(sends), other.append(sends[5:] + sends[:5]))
+            assert all(isinstance(e, Event) for e in here + there)
+            assert {e.client_id: e for e in here} == {e.client_id: e for e in there}  # type: ignore[union-attr]
+        stored = await transcripts.read_since(room, Seq(0), 1000)
+        assert [e.seq for e in stored] == list(range(1, 201))
+        assert len({e.client_id for e in stored}) == 200
+    finally:
+        await other.engines.dispose()
