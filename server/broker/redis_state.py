@@ -60,9 +60,15 @@ class RedisPresence:
         base = f"{self.prefix}presence:{{{room}}}"
         return f"{base}:users", f"{base}:cards", f"{base}:conns:"
 
+    def _lease(self, lease: PresenceLease, now: int) -> tuple[list[str], list[str | bytes | int]]:
+        room, user_id, conn_id, card = lease
+        users, cards, conns = self._keys(room)
+        return [users, cards, conns + user_id], [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
+
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
-        [arrived] = await self.renew([(room, user_id, conn_id, card)])
-        return arrived
+        """One lease, one round trip (a pipeline of scripts costs a SCRIPT EXISTS first)."""
+        keys, args = self._lease((room, user_id, conn_id, card), now_ms())
+        return bool(await run(self.scripts["presence_add"], keys, args))
 
     async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
         """Each lease is the `presence_add` script; all of them go in one pipeline."""
@@ -70,10 +76,9 @@ class RedisPresence:
         script = self.scripts["presence_add"]
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for room, user_id, conn_id, card in leases:
-                    users, cards, conns = self._keys(room)
-                    args: list[str | bytes | int] = [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
-                    await script(keys=[users, cards, conns + user_id], args=args, client=pipe)
+                for lease in leases:
+                    keys, args = self._lease(lease, now)
+                    await script(keys=keys, args=args, client=pipe)
                 return [bool(lapsed) for lapsed in await pipe.execute()]
         except Exception as exc:
             raise Unavailable("Redis is unavailable.") from exc
@@ -85,12 +90,8 @@ class RedisPresence:
 
     async def members(self, room: str) -> list[dict[str, str]]:
         users, cards, _ = self._keys(room)
-        try:
-            live = await self.client.zrangebyscore(users, now_ms(), "+inf")
-            found = await self.client.hmget(cards, list(live)) if live else []  # type: ignore[arg-type]
-        except Exception as exc:
-            raise Unavailable("Redis is unavailable.") from exc
-        return [orjson.loads(card) for card in found if card is not None]
+        found = await run(self.scripts["presence_members"], [users, cards], [now_ms()])
+        return [orjson.loads(card) for card in found]
 
     async def sweep(self, room: str) -> list[Mapping[str, str]]:
         users, cards, conns = self._keys(room)

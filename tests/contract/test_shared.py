@@ -71,6 +71,15 @@ async def test_a_heartbeat_renews_thousands_of_leases_at_once_and_names_the_laps
     assert sorted(m["id"] for m in await shared.presence.members(f"{ROOM}7")) == sorted(u for _, u, _, _ in back)
 
 
+async def test_a_room_with_thousands_present_lists_every_one(shared: Shared) -> None:
+    """A whole community in one room: members() names each of 9,000 present users once."""
+    cards = [{"id": f"u_{i}", "name": f"User {i}", "role": "patient"} for i in range(9000)]
+    await shared.presence.renew([(ROOM, card["id"], f"c{i}", card) for i, card in enumerate(cards)])
+    listed = await shared.presence.members(ROOM)
+    assert sorted(m["id"] for m in listed) == sorted(card["id"] for card in cards)
+    assert {m["name"] for m in listed} == {card["name"] for card in cards}
+
+
 async def test_a_shared_token_bucket_refuses_past_the_burst_then_refills(shared: Shared) -> None:
     """burst takes pass, the next is refused with a wait; after the wait one passes again."""
     results = [await shared.limiter.take("u_sam:send", 20.0, 5.0) for _ in range(6)]
