@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rooms.model import Event, EventKind, NewEvent, Role, RoomKind, Seq, User
+from rooms.errors import Conflict, NotFound
+from rooms.model import Event, EventKind, NewEvent, Role, RoomId, RoomKind, Seq, User
 from server.settings import normalise_db_url
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
@@ -69,3 +70,25 @@ async def test_two_workers_committing_the_same_retries_at_once_store_each_key_on
         assert len({e.client_id for e in stored}) == 200
     finally:
         await other.engines.dispose()
+
+
+async def test_a_batch_settles_each_event_on_its_own(store: tuple[SqlTranscriptStore, User]) -> None:
+    """One batch: a send to a room that is gone is refused alone; a key sent twice is one
+    event; a key reused for another kind of event is a conflict; the rest is stored in order."""
+    transcripts, user = store
+    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    gone = RoomId("r_gone")
+    batch = [
+        NewEvent(room, EventKind.MESSAGE, user, {"text": "one"}, client_id="k1"),
+        NewEvent(gone, EventKind.MESSAGE, user, {"text": "lost"}, client_id="k2"),
+        NewEvent(room, EventKind.MESSAGE, user, {"text": "one"}, client_id="k1"),
+        NewEvent(room, EventKind.SESSION, user, {"action": "opened"}, client_id="k1"),
+        NewEvent(room, EventKind.MESSAGE, user, {"text": "two"}),
+    ]
+    one, lost, again, other, two = await transcripts.append(batch)
+    assert isinstance(one, Event) and isinstance(two, Event)
+    assert (one.seq, two.seq) == (1, 2)
+    assert isinstance(lost, NotFound)
+    assert again == one
+    assert isinstance(other, Conflict)
+    assert [e.body["text"] for e in await transcripts.read_since(room, Seq(0), 10)] == ["one", "two"]

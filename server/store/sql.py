@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import BigInteger, Row, Select, String, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import BigInteger, Row, Select, String, and_, any_, bindparam, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,6 +61,26 @@ def _row_event(row: Row[Any]) -> Event:
     )
 
 
+def _row(new: NewEvent, seq: int, ts: int) -> dict[str, Any]:
+    return {
+        "room_id": new.room,
+        "seq": seq,
+        "kind": new.kind.value,
+        "sender_id": new.sender.id,
+        "sender_name": new.sender.name,
+        "sender_role": new.sender.role.value,
+        "client_id": new.client_id,
+        "target": new.target,
+        "ts": ts,
+        "body": orjson.dumps(new.body).decode(),
+        "redacted": False,
+    }
+
+
+def _event(new: NewEvent, seq: int, ts: int) -> Event:
+    return Event(new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target)
+
+
 # The commit path's statements are built once. SQLAlchemy caches a statement's compiled SQL,
 # but it walks a statement object for its cache key on every execution unless the same
 # object is used again (its key is then memoised).
@@ -92,6 +112,39 @@ _COMMIT_ARRAYS = (
     .where(rooms.c.id == _LAST.c.r)
     .values(last_seq=_LAST.c.s)
     .add_cte(events.insert().from_select([c.name for c in events.c], select(*_ROWS.c)).cte("added"))
+)
+# A batch without edits, deletions or reactions as one statement, run in autocommit: it
+# locks the rooms in id order, inserts each row at its room's counter plus the row's place
+# in the room (the `seq` array holds that place), moves the counters on and returns them.
+# The rooms stay locked for that statement and its commit alone, with no round trip in
+# between. A room that does not exist locks nothing, stores nothing and returns no row.
+_ROOM_IDS = bindparam("lr", type_=ARRAY(String))
+_LOCKED = (
+    select(rooms.c.id, rooms.c.last_seq)
+    .where(rooms.c.id == any_(_ROOM_IDS))
+    .order_by(rooms.c.id)
+    .with_for_update()
+    .cte("locked")
+)
+_COUNTS = func.unnest(_ROOM_IDS, bindparam("ln", type_=ARRAY(BigInteger))).table_valued("id", "n").render_derived()
+_AT_ONCE = (
+    update(rooms)
+    .where(rooms.c.id == _LOCKED.c.id, _COUNTS.c.id == _LOCKED.c.id)
+    .values(last_seq=_LOCKED.c.last_seq + _COUNTS.c.n)
+    .add_cte(
+        events.insert()
+        .from_select(
+            [c.name for c in events.c],
+            select(
+                *(
+                    (_LOCKED.c.last_seq + _ROWS.c.seq).label("seq") if c.name == "seq" else _ROWS.c[c.name]
+                    for c in events.c
+                )
+            ).join_from(_ROWS, _LOCKED, _LOCKED.c.id == _ROWS.c.room_id),
+        )
+        .cte("added")
+    )
+    .returning(rooms.c.id, rooms.c.last_seq)
 )
 _KEYS = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in "ruc")).table_valued("r", "u", "c").render_derived()
 # Each key is looked up on its own (a lateral subquery with LIMIT is never flattened into a
@@ -144,32 +197,58 @@ class SqlTranscriptStore:
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
+        self._autocommit = engines.writer.execution_options(isolation_level="AUTOCOMMIT")
 
     async def append(self, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
         async def run() -> list[Event | HearthError]:
-            if self.engines.is_sqlite:  # BEGIN IMMEDIATE: the whole transaction holds the lock
-                async with self.engines.writer.begin() as conn:
-                    return await self._append(conn, batch, None)
-            try:
-                async with self.engines.writer.begin() as conn:
-                    return await self._append(conn, batch, await self._repeats(conn, batch))
-            except IntegrityError:
-                # Another worker stored one of these keys between the probe and the lock:
-                # once more, with the probe under the lock, which then finds it.
-                async with self.engines.writer.begin() as conn:
-                    return await self._append(conn, batch, None)
+            if not self.engines.is_sqlite and all(new.target is None for new in batch):
+                try:
+                    async with self._autocommit.connect() as conn:
+                        return await self._append_at_once(conn, batch)
+                except IntegrityError:
+                    pass  # a key stored already (a resend): the batch again, looking keys up first
+            async with self.engines.writer.begin() as conn:
+                return await self._append(conn, batch)
 
         return await guarded(run)
 
-    async def _append(
-        self, conn: AsyncConnection, batch: Sequence[NewEvent], known: dict[Any, Event] | None
-    ) -> list[Event | HearthError]:
-        """`known`: the batch's repeats, probed before the lock (PostgreSQL: the room rows stay
-        locked for fewer round trips); None probes them under it."""
+    async def _append_at_once(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
+        """PostgreSQL, a batch with no targets: one statement (`_AT_ONCE`). A key that is
+        already stored fails it on the unique index (IntegrityError) and stores nothing."""
+        ts = now_us()
+        counts: dict[str, int] = {}
+        places: list[int | None] = []  # each event's place in its room; None: a repeat in the batch
+        firsts: dict[Any, int] = {}  # each key's first event in the batch
+        rows: list[dict[str, Any]] = []
+        for i, new in enumerate(batch):
+            if new.client_id is not None:
+                key = (new.room, new.sender.id, new.client_id)
+                if key in firsts:
+                    places.append(None)
+                    continue
+                firsts[key] = i
+            place = counts[new.room] = counts.get(new.room, 0) + 1
+            places.append(place)
+            rows.append(_row(new, place, ts))
+        arrays = {f"e_{c.name}": [row[c.name] for row in rows] for c in events.c}
+        result = await conn.execute(_AT_ONCE, {**arrays, "lr": list(counts), "ln": list(counts.values())})
+        last = {r.id: r.last_seq for r in result}
+        results: list[Event | HearthError] = []
+        for new, at in zip(batch, places, strict=True):
+            if at is None:
+                first = results[firsts[(new.room, new.sender.id, new.client_id)]]
+                same = not isinstance(first, Event) or first.kind is new.kind
+                results.append(first if same else Conflict("This client_id was already used for another event."))
+            elif new.room not in last:
+                results.append(NotFound("There is no such room."))
+            else:
+                results.append(_event(new, last[new.room] - counts[new.room] + at, ts))
+        return results
+
+    async def _append(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
         locked = await conn.execute(_LOCK_ROOMS, {"ids": sorted({e.room for e in batch})})
         last: dict[str, int] = {r.id: r.last_seq for r in locked}
-        if known is None:
-            known = await self._repeats(conn, batch)
+        known = await self._repeats(conn, batch)
         targets = await self._targets(conn, batch)
         ts = now_us()
         results: list[Event | HearthError] = []
@@ -192,27 +271,11 @@ class SqlTranscriptStore:
                     results.append(NotFound("There is no such message."))
                     continue
             seq = last[new.room] = last[new.room] + 1
-            event = Event(
-                new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target
-            )
+            event = _event(new, seq, ts)
             results.append(event)
             if new.client_id is not None:
                 known[key] = event
-            rows.append(
-                {
-                    "room_id": new.room,
-                    "seq": seq,
-                    "kind": new.kind.value,
-                    "sender_id": new.sender.id,
-                    "sender_name": new.sender.name,
-                    "sender_role": new.sender.role.value,
-                    "client_id": new.client_id,
-                    "target": new.target,
-                    "ts": ts,
-                    "body": orjson.dumps(new.body).decode(),
-                    "redacted": False,
-                }
-            )
+            rows.append(_row(new, seq, ts))
             if new.kind is EventKind.MESSAGE:
                 targets[(new.room, seq)] = {"kind": EventKind.MESSAGE, "redacted": False, "body": dict(new.body)}
             elif new.kind is EventKind.EDIT:
