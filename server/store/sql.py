@@ -197,11 +197,12 @@ class SqlTranscriptStore:
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
-        self._autocommit = engines.writer.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: the writer's connections, each statement committing by itself
+        self._autocommit = None if engines.is_sqlite else engines.writer.execution_options(isolation_level="AUTOCOMMIT")
 
     async def append(self, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
         async def run() -> list[Event | HearthError]:
-            if not self.engines.is_sqlite and all(new.target is None for new in batch):
+            if self._autocommit is not None and all(new.target is None for new in batch):
                 try:
                     async with self._autocommit.connect() as conn:
                         return await self._append_at_once(conn, batch)
