@@ -85,11 +85,16 @@ class Connection:
 
     # Writing
 
-    def push(self, frame: bytes) -> None:
-        """Write a framed event (`codec.frame`); closes with 4408 rather than hold too many."""
+    def push(self, frame: bytes, *, momentary: bool = False) -> None:
+        """Write a framed event (`codec.frame`); closes with 4408 rather than hold too many.
+        A `momentary` frame (typing) is dropped instead of held back: by the time a phone
+        that is behind gets to it, it would only delay what matters."""
         if self._close is not None:
             return
         if self._backlog or self.wire.paused:
+            if momentary:
+                self.metrics.shed.inc()
+                return
             if self._backlog is None:
                 self._backlog = deque()
             if len(self._backlog) >= self.limits.outbox:

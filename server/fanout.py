@@ -270,16 +270,17 @@ class RoomFeed:
     def _deliver_ephemeral(self, event: dict[str, Any]) -> None:
         """Ephemeral events (presence, typing) go to members; the lobby does not see the room."""
         skip = event.pop(SKIP, None)
-        self._push(event, [c for c in self.members.values() if c.user_id != skip])
+        conns = [c for c in self.members.values() if c.user_id != skip]
+        self._push(event, conns, momentary=event["ev"] == "typing")
 
-    def _push(self, event: Mapping[str, Any], conns: Any) -> None:
+    def _push(self, event: Mapping[str, Any], conns: Any, *, momentary: bool = False) -> None:
         frames: dict[str, bytes] = {}
         count = 0
         for conn in conns:
             frame = frames.get(conn.codec.name)
             if frame is None:
                 frame = frames[conn.codec.name] = conn.codec.frame(event)
-            conn.push(frame)
+            conn.push(frame, momentary=momentary)
             count += 1
         self.metrics.frames_out.inc(count)
 

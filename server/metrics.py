@@ -30,6 +30,7 @@ class Metrics:
         self.commit = Histogram("hearth_commit_seconds", "Time of one group commit", buckets=LATENCY, registry=r)
         self.closes = Counter("hearth_closes", "Connections closed by the server, by close code", ["code"], registry=r)
         self.overflows = Counter("hearth_outbox_overflows", "Outboxes that overflowed (closed 4408)", registry=r)
+        self.shed = Counter("hearth_typing_shed", "Typing events dropped for connections that were behind", registry=r)
         self.gap_fills = Counter("hearth_gap_fills", "Events filled from the store after a gap", registry=r)
         self.broker_reconnects = Gauge("hearth_broker_reconnects", "Times the broker connection came back", registry=r)
         self.broker_up = Gauge("hearth_broker_up", "1 while the broker connection is up", registry=r)

@@ -93,3 +93,50 @@ async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the
         assert event["left"][0]["id"] == slow.id
         stalled.transport.abort()
         await sender.close()
+
+
+async def test_a_phone_that_is_behind_gets_no_typing_until_it_has_caught_up(tmp_path: Path) -> None:
+    """Typing is momentary: while a phone's frames are held back, typing events are dropped
+    for it rather than queued ahead of what matters. It still gets every message, in order,
+    and typing again once it has read its way back."""
+    settings = test_settings(tmp_path, outbox=100_000, rate=5000.0, burst=5000.0, ping_interval=300.0)
+    async with serving(settings) as (running, api):
+        staff = await api.staff()
+        room = await api.room(staff)
+        fast, slow, typist, later = [await api.signup() for _ in range(4)]
+        sender, writer = await open_client(running, fast), await open_client(running, typist)
+        for client in (sender, writer):
+            await client.call("join", room=room)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", running.port))
+        phone = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
+        await phone.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
+        assert "result" in orjson.loads(await phone.recv())
+        await phone.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
+        assert "result" in orjson.loads(await phone.recv())
+
+        text = "💛" * 4000  # 16 KB a frame; 6.4 MB in all, far past what the sockets buffer
+        for i in range(25):
+            await asyncio.gather(*(sender.call("send", room=room, text=text, client_id=f"f{i}.{j}") for j in range(16)))
+        await writer.call("typing", room=room)  # while the phone is behind
+        assert (await sender.event("typing", room=room))["user"]["id"] == typist.id  # the others see it
+        await sender.call("send", room=room, text="after", client_id="after")
+
+        seen: list[dict[str, object]] = []
+        async with asyncio.timeout(6 * TIMEOUT):
+            while not seen or seen[-1].get("text") != "after":
+                seen.append(orjson.loads(await phone.recv()))
+        assert [e["seq"] for e in seen if e["ev"] == "message"] == list(range(1, 402))
+        assert not [e for e in seen if e["ev"] == "typing"]
+
+        newcomer = await open_client(running, later)
+        await newcomer.call("join", room=room)
+        await newcomer.call("typing", room=room)
+        async with asyncio.timeout(TIMEOUT):
+            while (event := orjson.loads(await phone.recv()))["ev"] != "typing":
+                assert event["ev"] == "presence"
+        assert event["user"]["id"] == later.id  # type: ignore[index]
+        for client in (sender, writer, newcomer):
+            await client.close()
+        await phone.close()
