@@ -202,14 +202,16 @@ class SqlTranscriptStore:
 
     async def append(self, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
         async def run() -> list[Event | HearthError]:
-            if self._autocommit is not None and all(new.target is None for new in batch):
-                try:
+            try:
+                if self._autocommit is not None and all(new.target is None for new in batch):
                     async with self._autocommit.connect() as conn:
                         return await self._append_at_once(conn, batch)
-                except IntegrityError:
-                    pass  # a key stored already (a resend): the batch again, looking keys up first
-            async with self.engines.writer.begin() as conn:
-                return await self._append(conn, batch)
+                async with self.engines.writer.begin() as conn:
+                    return await self._append(conn, batch, probe=False)
+            except IntegrityError:
+                # A key of the batch is stored already (a resend): again, looking keys up first.
+                async with self.engines.writer.begin() as conn:
+                    return await self._append(conn, batch, probe=True)
 
         return await guarded(run)
 
@@ -246,10 +248,14 @@ class SqlTranscriptStore:
                 results.append(_event(new, last[new.room] - counts[new.room] + at, ts))
         return results
 
-    async def _append(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
+    async def _append(
+        self, conn: AsyncConnection, batch: Sequence[NewEvent], *, probe: bool
+    ) -> list[Event | HearthError]:
+        """The batch in one transaction, under its rooms' locks. Without `probe`, keys are not
+        looked up first: one that is already stored fails the insert (IntegrityError)."""
         locked = await conn.execute(_LOCK_ROOMS, {"ids": sorted({e.room for e in batch})})
         last: dict[str, int] = {r.id: r.last_seq for r in locked}
-        known = await self._repeats(conn, batch)
+        known = await self._repeats(conn, batch) if probe else {}
         targets = await self._targets(conn, batch)
         ts = now_us()
         results: list[Event | HearthError] = []
