@@ -6,7 +6,9 @@ one process. Labels carry ops and close codes, never users, rooms or text.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH = (1, 2, 5, 10, 25, 50, 100, 250, 500)
@@ -16,6 +18,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Which worker answered the scrape, and its CPU, memory and open files (process_*).
+        Info("hearth_worker", "The worker process that serves this scrape", registry=r).info({"pid": str(os.getpid())})
+        ProcessCollector(registry=r)
         self.connections = Gauge("hearth_connections", "Authenticated websocket connections", registry=r)
         self.rooms = Gauge("hearth_rooms_active", "Rooms with members on this worker", registry=r)
         self.joins = Counter("hearth_joins", "Room joins", registry=r)

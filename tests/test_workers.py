@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -215,8 +216,8 @@ async def test_hearth_serve_workers_share_one_port_and_one_room(
     tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str, processes: list[ServerProcess]
 ) -> None:
     """`hearth serve --workers 2`, whose workers each listen on the port: 16 clients in one
-    room (which the kernel spreads over the workers, not asserted here) all get one message,
-    a second server on the port is refused, and SIGTERM stops the parent and its workers cleanly."""
+    room, spread by the kernel over both workers, all get one message; a second server on
+    the port is refused, and SIGTERM stops the parent and its workers cleanly."""
     env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "HEARTH_REDIS_PREFIX": redis_prefix}
     proc = ServerProcess(tmp_path, "--workers", "2", **env)
     processes.append(proc)
@@ -246,6 +247,18 @@ async def test_hearth_serve_workers_share_one_port_and_one_room(
         for client in clients:
             [event] = await client.messages(room, 1)
             assert (event["seq"], event["text"]) == (sent["seq"], "to every worker")
+        # Each scrape on a new connection lands on either worker: both hold some of the 16.
+        held: dict[str, int] = {}
+        for _ in range(50):
+            async with httpx.AsyncClient(base_url=proc.http_url) as http:
+                text = (await http.get("/metrics")).text
+            pid = re.search(r'^hearth_worker_info\{pid="(\d+)"\}', text, re.M)
+            count = re.search(r"^hearth_connections (\S+)", text, re.M)
+            assert pid and count
+            held[pid[1]] = int(float(count[1]))
+            if len(held) == 2:
+                break
+        assert len(held) == 2 and sum(held.values()) == 16 and min(held.values()) >= 1, held
     finally:
         for client in clients:
             await client.close()
