@@ -85,16 +85,17 @@ class Connection:
 
     # Writing
 
-    def push(self, frame: bytes, *, momentary: bool = False) -> None:
-        """Write a framed event (`codec.frame`); closes with 4408 rather than hold too many.
-        A `momentary` frame (typing) is dropped instead of held back: by the time a phone
-        that is behind gets to it, it would only delay what matters."""
+    def push(self, frame: bytes, *, momentary: bool = False) -> bool:
+        """Write a framed event (`codec.frame`), or hold it back while the socket is behind;
+        False if it was dropped. Closes with 4408 rather than hold too many. A `momentary`
+        frame (typing) is dropped instead of held back: by the time a phone that is behind
+        gets to it, it would only delay what matters."""
         if self._close is not None:
-            return
+            return False
         if self._backlog or self.wire.paused:
             if momentary:
                 self.metrics.shed.inc()
-                return
+                return False
             if self._backlog is None:
                 self._backlog = deque()
             if len(self._backlog) >= self.limits.outbox:
@@ -102,10 +103,11 @@ class Connection:
                 self.metrics.overflows.inc()
                 self._backlog.clear()
                 self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
-                return
+                return False
             self._backlog.append(frame)
-            return
+            return True
         self.wire.write_frame(frame)
+        return True
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.push(self.codec.frame(message))

@@ -280,8 +280,7 @@ class RoomFeed:
             frame = frames.get(conn.codec.name)
             if frame is None:
                 frame = frames[conn.codec.name] = conn.codec.frame(event)
-            conn.push(frame, momentary=momentary)
-            count += 1
+            count += conn.push(frame, momentary=momentary)
         self.metrics.frames_out.inc(count)
 
     def _amend(self, change: dict[str, Any]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from rooms.errors import Conflict, NotFound
 from rooms.model import Event, EventKind, NewEvent, Role, RoomId, RoomKind, Seq, User
@@ -16,6 +18,7 @@ from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
 from server.store.sql import SqlTranscriptStore
+from server.store.tables import rooms
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -68,6 +71,7 @@ async def test_two_workers_committing_the_same_retries_at_once_store_each_key_on
         stored = await transcripts.read_since(room, Seq(0), 1000)
         assert [e.seq for e in stored] == list(range(1, 201))
         assert len({e.client_id for e in stored}) == 200
+        assert [e.ts for e in stored] == sorted(e.ts for e in stored)  # times follow seqs
     finally:
         await other.engines.dispose()
 
@@ -92,3 +96,51 @@ async def test_a_batch_settles_each_event_on_its_own(store: tuple[SqlTranscriptS
     assert again == one
     assert isinstance(other, Conflict)
     assert [e.body["text"] for e in await transcripts.read_since(room, Seq(0), 10)] == ["one", "two"]
+
+
+async def test_batches_over_two_rooms_keep_each_rooms_order_beside_edits_on_another_worker(
+    store: tuple[SqlTranscriptStore, User],
+) -> None:
+    """Messages to two rooms in one batch land at each room's next seqs, in batch order,
+    while another worker's batches edit in both rooms at once (taking the rooms' locks the
+    other way round): no deadlock, no hole, no repeat."""
+    transcripts, user = store
+    directory = SqlDirectory(transcripts.engines)
+    a, b = [await directory.create_room(name, RoomKind.GROUP, user) for name in ("a", "b")]
+    rooms_ = (a.id, b.id)
+    first = await transcripts.append([NewEvent(r, EventKind.MESSAGE, user, {"text": "0"}) for r in rooms_])
+    targets = {e.room: e.seq for e in first if isinstance(e, Event)}
+    url = transcripts.engines.writer.url.render_as_string(hide_password=False)
+    other = SqlTranscriptStore(open_engines(url))
+    try:
+        for i in range(20):
+            sends = [NewEvent(r, EventKind.MESSAGE, user, {"text": f"{i}.{r}.{j}"}) for j in range(3) for r in rooms_]
+            edits = [NewEvent(r, EventKind.EDIT, user, {"text": f"edit {i}"}, target=targets[r]) for r in rooms_[::-1]]
+            sent, edited = await asyncio.gather(transcripts.append(sends), other.append(edits))
+            assert all(isinstance(e, Event) for e in sent + edited)
+            for r in rooms_:
+                mine = [e.seq for e in sent if isinstance(e, Event) and e.room == r]
+                assert mine == list(range(mine[0], mine[0] + 3))
+        for r in rooms_:
+            stored = await transcripts.read_since(r, Seq(0), 1000)
+            assert [e.seq for e in stored] == list(range(1, 1 + 1 + 20 * 3 + 20))
+            texts = [e.body["text"] for e in stored if e.kind is EventKind.MESSAGE]
+            assert texts[:4] == ["edit 19", f"0.{r}.0", f"0.{r}.1", f"0.{r}.2"]
+    finally:
+        await other.engines.dispose()
+
+
+async def test_a_commit_that_waited_for_its_room_is_stamped_when_it_got_it(
+    store: tuple[SqlTranscriptStore, User],
+) -> None:
+    """Times follow seqs: a message that waited while another worker held its room gets the
+    time it got the room, not the time it started waiting."""
+    transcripts, user = store
+    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    async with transcripts.engines.writer.begin() as other_worker:  # mid-commit, holding the room
+        await other_worker.execute(select(rooms.c.id).where(rooms.c.id == room).with_for_update())
+        waiting = asyncio.create_task(transcripts.append([NewEvent(room, EventKind.MESSAGE, user, {"text": "hi"})]))
+        await asyncio.sleep(0.3)
+        let_go = datetime.now(UTC)
+    [event] = await waiting
+    assert isinstance(event, Event) and event.ts >= let_go

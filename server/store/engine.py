@@ -50,8 +50,10 @@ def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         # No pre-ping: it would cost a round trip per checkout, every group commit included.
         # A connection lost with the server fails its statement (`Unavailable`, nothing
         # committed) and SQLAlchemy then discards every pooled connection older than it.
-        # Reads run in autocommit: under READ COMMITTED a transaction gives a read nothing
-        # (each statement takes its own snapshot either way), and BEGIN and ROLLBACK were two
+        # Reads run in autocommit: under READ COMMITTED, PostgreSQL's default and what Hearth
+        # expects, a transaction gives a read nothing (each statement takes its own snapshot
+        # either way; no read relies on a snapshot shared by two statements), and BEGIN and
+        # ROLLBACK were two
         # of a one-statement read's three round trips (per read 485-514 -> 233-265 us of
         # wall time, 311-356 -> 175-199 us of CPU).
         reader = create_async_engine(

@@ -10,7 +10,22 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import BigInteger, Row, Select, String, and_, any_, bindparam, func, or_, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,6 +76,17 @@ def _row_event(row: Row[Any]) -> Event:
     )
 
 
+Key = tuple[str, str, str | None]  # an event's (room, sender, client_id): unique when client_id is set
+_KEY_CONSTRAINT = "uq_events_room_id_sender_id_client_id"
+
+
+def _repeated_key(exc: IntegrityError) -> bool:
+    """Whether an insert failed on the (room, sender, client_id) key: a resend, which the
+    probe then finds. PostgreSQL names the constraint; SQLite names its columns."""
+    message = str(exc.orig)
+    return _KEY_CONSTRAINT in message or "events.room_id, events.sender_id, events.client_id" in message
+
+
 def _row(new: NewEvent, seq: int, ts: int) -> dict[str, Any]:
     return {
         "room_id": new.room,
@@ -91,6 +117,10 @@ _LOCK_ROOMS = (
     .with_for_update()
 )
 _INSERT = events.insert()
+# On PostgreSQL events are stamped by the database's clock, taken once the rooms are locked:
+# a room's times then follow its seqs whichever worker (and whichever host's clock) commits.
+_CLOCK = cast(func.extract("epoch", func.clock_timestamp()) * literal_column("1000000"), BigInteger)
+_NOW = select(_CLOCK)
 _SET_LAST = update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s"))
 
 # PostgreSQL takes a batch as one array per column, so one statement does for any batch:
@@ -101,11 +131,8 @@ _ROWS = (
     .table_valued(*(c.name for c in events.c))
     .render_derived()
 )
-_LAST = (
-    func.unnest(bindparam("lr", type_=ARRAY(String)), bindparam("ls", type_=ARRAY(BigInteger)))
-    .table_valued("r", "s")
-    .render_derived()
-)
+_ROOM_IDS = bindparam("lr", type_=ARRAY(String))
+_LAST = func.unnest(_ROOM_IDS, bindparam("ls", type_=ARRAY(BigInteger))).table_valued("r", "s").render_derived()
 # The rows and the rooms' new counters in one statement: one round trip fewer under the lock.
 _COMMIT_ARRAYS = (
     update(rooms)
@@ -114,37 +141,43 @@ _COMMIT_ARRAYS = (
     .add_cte(events.insert().from_select([c.name for c in events.c], select(*_ROWS.c)).cte("added"))
 )
 # A batch without edits, deletions or reactions as one statement, run in autocommit: it
-# locks the rooms in id order, inserts each row at its room's counter plus the row's place
-# in the room (the `seq` array holds that place), moves the counters on and returns them.
-# The rooms stay locked for that statement and its commit alone, with no round trip in
-# between. A room that does not exist locks nothing, stores nothing and returns no row.
-_ROOM_IDS = bindparam("lr", type_=ARRAY(String))
+# locks the rooms in id order, takes the time once they are all locked (so a room's times
+# follow its seqs whichever worker commits), inserts each row at its room's counter plus the
+# row's place in the room (the `seq` array holds that place), moves the counters on and
+# returns them with the time. The rooms stay locked for that statement and its commit
+# alone, with no round trip in between. A room that does not exist locks nothing, stores
+# nothing and returns no row. `locked` must be computed once: it is MATERIALIZED.
 _LOCKED = (
     select(rooms.c.id, rooms.c.last_seq)
     .where(rooms.c.id == any_(_ROOM_IDS))
     .order_by(rooms.c.id)
     .with_for_update()
     .cte("locked")
+    .prefix_with("MATERIALIZED")
 )
+_ALL_LOCKED = select(func.count()).select_from(_LOCKED).subquery()  # read to its end before the clock
+_STAMP = select(_CLOCK.label("ts")).select_from(_ALL_LOCKED).cte("stamp")
+_STAMPED = {"seq": (_LOCKED.c.last_seq + _ROWS.c.seq).label("seq"), "ts": _STAMP.c.ts.label("ts")}
+_PLACED = [_STAMPED.get(c.name, _ROWS.c[c.name]) for c in events.c]
 _COUNTS = func.unnest(_ROOM_IDS, bindparam("ln", type_=ARRAY(BigInteger))).table_valued("id", "n").render_derived()
-_AT_ONCE = (
+_MOVED = (
     update(rooms)
     .where(rooms.c.id == _LOCKED.c.id, _COUNTS.c.id == _LOCKED.c.id)
     .values(last_seq=_LOCKED.c.last_seq + _COUNTS.c.n)
+    .returning(rooms.c.id, rooms.c.last_seq)
+    .cte("moved")
+)
+_AT_ONCE = (
+    select(_MOVED.c.id, _MOVED.c.last_seq, _STAMP.c.ts)
+    .join_from(_MOVED, _STAMP, true())
     .add_cte(
         events.insert()
         .from_select(
             [c.name for c in events.c],
-            select(
-                *(
-                    (_LOCKED.c.last_seq + _ROWS.c.seq).label("seq") if c.name == "seq" else _ROWS.c[c.name]
-                    for c in events.c
-                )
-            ).join_from(_ROWS, _LOCKED, _LOCKED.c.id == _ROWS.c.room_id),
+            select(*_PLACED).join_from(_ROWS, _LOCKED, _LOCKED.c.id == _ROWS.c.room_id).join(_STAMP, true()),
         )
         .cte("added")
     )
-    .returning(rooms.c.id, rooms.c.last_seq)
 )
 _KEYS = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in "ruc")).table_valued("r", "u", "c").render_derived()
 # Each key is looked up on its own (a lateral subquery with LIMIT is never flattened into a
@@ -208,7 +241,9 @@ class SqlTranscriptStore:
                         return await self._append_at_once(conn, batch)
                 async with self.engines.writer.begin() as conn:
                     return await self._append(conn, batch, probe=False)
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not _repeated_key(exc):
+                    raise
                 # A key of the batch is stored already (a resend): again, looking keys up first.
                 async with self.engines.writer.begin() as conn:
                     return await self._append(conn, batch, probe=True)
@@ -218,10 +253,9 @@ class SqlTranscriptStore:
     async def _append_at_once(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
         """PostgreSQL, a batch with no targets: one statement (`_AT_ONCE`). A key that is
         already stored fails it on the unique index (IntegrityError) and stores nothing."""
-        ts = now_us()
         counts: dict[str, int] = {}
         places: list[int | None] = []  # each event's place in its room; None: a repeat in the batch
-        firsts: dict[Any, int] = {}  # each key's first event in the batch
+        firsts: dict[Key, int] = {}  # each key's first event in the batch
         rows: list[dict[str, Any]] = []
         for i, new in enumerate(batch):
             if new.client_id is not None:
@@ -232,10 +266,13 @@ class SqlTranscriptStore:
                 firsts[key] = i
             place = counts[new.room] = counts.get(new.room, 0) + 1
             places.append(place)
-            rows.append(_row(new, place, ts))
+            rows.append(_row(new, place, 0))  # (the statement stamps the time)
         arrays = {f"e_{c.name}": [row[c.name] for row in rows] for c in events.c}
         result = await conn.execute(_AT_ONCE, {**arrays, "lr": list(counts), "ln": list(counts.values())})
-        last = {r.id: r.last_seq for r in result}
+        last: dict[str, int] = {}
+        ts = 0
+        for r in result:
+            last[r.id], ts = r.last_seq, r.ts
         results: list[Event | HearthError] = []
         for new, at in zip(batch, places, strict=True):
             if at is None:
@@ -255,9 +292,9 @@ class SqlTranscriptStore:
         looked up first: one that is already stored fails the insert (IntegrityError)."""
         locked = await conn.execute(_LOCK_ROOMS, {"ids": sorted({e.room for e in batch})})
         last: dict[str, int] = {r.id: r.last_seq for r in locked}
-        known = await self._repeats(conn, batch) if probe else {}
+        known: dict[Key, Event] = await self._repeats(conn, batch) if probe else {}
         targets = await self._targets(conn, batch)
-        ts = now_us()
+        ts: int = now_us() if self.engines.is_sqlite else (await conn.execute(_NOW)).scalar_one()
         results: list[Event | HearthError] = []
         rows: list[dict[str, Any]] = []
         edits: list[dict[str, Any]] = []
@@ -303,11 +340,11 @@ class SqlTranscriptStore:
         await self._materialise(conn, edits, deletes)
         return results
 
-    async def _repeats(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Any, Event]:
+    async def _repeats(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> dict[Key, Event]:
         """Events already stored under the batch's (room, sender, client_id) keys: queries on
         the unique index, whose three columns they name (a room's size does not matter)."""
         keys = sorted({(new.room, new.sender.id, new.client_id) for new in batch if new.client_id is not None})
-        found: dict[Any, Event] = {}
+        found: dict[Key, Event] = {}
         if keys and not self.engines.is_sqlite:
             r, u, c = (list(column) for column in zip(*keys, strict=True))
             for row in await conn.execute(_PROBE_ARRAYS, {"r": r, "u": u, "c": c}):

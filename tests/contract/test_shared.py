@@ -72,8 +72,8 @@ async def test_a_heartbeat_renews_thousands_of_leases_at_once_and_names_the_laps
 
 
 async def test_a_room_with_thousands_present_lists_every_one(shared: Shared) -> None:
-    """A whole community in one room: members() names each of 9,000 present users once."""
-    cards = [{"id": f"u_{i}", "name": f"User {i}", "role": "patient"} for i in range(9000)]
+    """A whole community in one room: members() names each of 9,500 present users once."""
+    cards = [{"id": f"u_{i}", "name": f"User {i}", "role": "patient"} for i in range(9500)]
     await shared.presence.renew([(ROOM, card["id"], f"c{i}", card) for i, card in enumerate(cards)])
     listed = await shared.presence.members(ROOM)
     assert sorted(m["id"] for m in listed) == sorted(card["id"] for card in cards)
