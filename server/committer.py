@@ -1,9 +1,10 @@
 """Group commit: sends waiting at the same moment share one transaction.
 
 The commit rate, not the message rate, bounds the store. Each event is acknowledged only
-after its transaction committed and goes to this worker's members at once; a second task
-publishes committed events to the other workers, in commit order, without holding the next
-commit back for the broker's round trip (events committed meanwhile go out together).
+after its transaction committed. A second task publishes committed events to the other
+workers, in commit order, without holding the next commit back for the broker's round trip
+(events committed meanwhile go out together); this worker's members get them right after
+that publish is written.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ class GroupCommitter:
     def __init__(
         self,
         store: TranscriptStore,
-        deliver: Callable[[list[Event]], list[Outgoing]],
+        prepare: Callable[[list[Event]], tuple[list[Outgoing], Callable[[], None]]],
         broadcast: Callable[[list[Outgoing]], Awaitable[None]],
         *,
         max_batch: int,
         metrics: Metrics,
     ) -> None:
         self.store = store
-        self.deliver = deliver  # to this worker's members (never raises); returns what the broker carries
+        self.prepare = prepare  # what the broker carries, and the delivery here (never raises)
         self.broadcast = broadcast  # to the other workers
         self.metrics = metrics
         self.max_batch = max_batch
@@ -87,9 +88,9 @@ class GroupCommitter:
             self._idle.set()
 
     async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Event]]]) -> None:
-        """Commit, acknowledge, deliver to this worker's members, and queue the events for
-        the publisher, in seq order. Never raises: a failure is told to each sender, so one
-        bad batch cannot stop the committer."""
+        """Commit, acknowledge, hand the events to the publisher, then deliver them to this
+        worker's members, in seq order. Never raises: a failure is told to each sender, so
+        one bad batch cannot stop the committer."""
         self.metrics.batch.observe(len(batch))
         started = time.perf_counter()
         try:
@@ -111,11 +112,15 @@ class GroupCommitter:
         committed = [result for result in results if isinstance(result, Event)]
         if not committed:
             return
-        outgoing = self.deliver(committed)
+        outgoing, deliver = self.prepare(committed)
         if outgoing:  # (nothing to publish with a broker inside this process)
             self._outgoing.extend(outgoing)
             self._sent.clear()
             self._send.set()
+            # One turn of the loop: the publisher writes them to the broker before this
+            # worker's members are written to, so the other workers start sooner.
+            await asyncio.sleep(0)
+        deliver()
 
     async def _publish(self) -> None:
         while True:

@@ -64,7 +64,7 @@ class Hub:
         self.service = RoomService(directory, store, max_text=settings.limits.max_text)
         self.metrics = Metrics()
         self.committer = GroupCommitter(
-            store, self.deliver, self._broadcast, max_batch=settings.commit_batch, metrics=self.metrics
+            store, self.prepare, self._broadcast, max_batch=settings.commit_batch, metrics=self.metrics
         )
         self.desk = LiveDesk(self)
         self.outbox = outbox  # where reminders for e-mail and SMS go
@@ -112,21 +112,25 @@ class Hub:
 
     # Fan-out
 
-    def deliver(self, events: Sequence[Event]) -> list[Outgoing]:
-        """Committed events, in seq order, to this worker's members; returns them packed for
-        the broker, one message per room (the committer publishes them to the other workers)."""
+    def prepare(self, events: Sequence[Event]) -> tuple[list[Outgoing], Callable[[], None]]:
+        """Committed events, in seq order: packed for the broker, one message per room (the
+        committer publishes them to the other workers), and their delivery to this worker's
+        members, to run once that publish is on its way."""
         by_room: dict[RoomId, list[dict[str, Any]]] = {}
         for event in events:
             by_room.setdefault(event.room, []).append(event.to_wire())
         outgoing = [(room, pack(batch)) for room, batch in by_room.items()] if self.broker.reaches_other_workers else []
-        for room, batch in by_room.items():
-            if (feed := self.feeds.get(room)) is not None:
-                try:
-                    for wire in batch:
-                        feed.accept(dict(wire), local=True)
-                except Exception:  # durable already: the other workers still get it, and so
-                    log.exception("local delivery failed room=%s", room)  # do resumes here
-        return outgoing
+
+        def deliver() -> None:
+            for room, batch in by_room.items():
+                if (feed := self.feeds.get(room)) is not None:
+                    try:
+                        for wire in batch:
+                            feed.accept(dict(wire), local=True)
+                    except Exception:  # durable already: the other workers still get it, and so
+                        log.exception("local delivery failed room=%s", room)  # do resumes here
+
+        return outgoing, deliver
 
     async def publish_ephemeral(self, room: RoomId, event: dict[str, Any]) -> None:
         feed = self.feeds.get(room)
