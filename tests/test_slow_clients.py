@@ -7,10 +7,24 @@ import socket
 from pathlib import Path
 
 import orjson
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import TIMEOUT, open_client, serving, test_settings
+from tests.conftest import TIMEOUT, Account, Running, open_client, serving, test_settings
+
+
+async def stalled_phone(running: Running, account: Account, room: str) -> ClientConnection:
+    """A phone on a bad network: a tiny receive window, and it reads nothing after joining
+    unless the test reads for it (at most 4 frames are taken off the socket meanwhile)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.connect(("127.0.0.1", running.port))
+    phone = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
+    await phone.send(orjson.dumps({"id": 1, "op": "auth", "token": account.token}).decode())
+    assert "result" in orjson.loads(await phone.recv())
+    await phone.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
+    assert "result" in orjson.loads(await phone.recv())
+    return phone
 
 
 async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes_on(tmp_path: Path) -> None:
@@ -24,15 +38,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
         fast, slow = await api.signup(), await api.signup()
         sender = await open_client(running, fast)
         await sender.call("join", room=room)
-        # The stalled phone: a tiny receive buffer, and it never reads after joining.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-        sock.connect(("127.0.0.1", running.port))
-        stalled = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
-        await stalled.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
-        assert "result" in orjson.loads(await stalled.recv())
-        await stalled.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
-        assert "result" in orjson.loads(await stalled.recv())
+        stalled = await stalled_phone(running, slow, room)
         await sender.event("presence", room=room)  # the stalled phone arrived
 
         text = "💛" * 4000  # 16 KB a frame
@@ -73,14 +79,7 @@ async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the
         fast, slow = await api.signup(), await api.signup()
         sender = await open_client(running, fast)
         await sender.call("join", room=room)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", running.port))
-        stalled = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
-        await stalled.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
-        assert "result" in orjson.loads(await stalled.recv())
-        await stalled.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
-        assert "result" in orjson.loads(await stalled.recv())
+        stalled = await stalled_phone(running, slow, room)
         await sender.event("presence", room=room)
         text = "💛" * 4000  # 16 KB a frame: the phone's buffers fill within a few dozen
         for i in range(4):
@@ -107,14 +106,7 @@ async def test_a_phone_that_is_behind_gets_no_typing_until_it_has_caught_up(tmp_
         sender, writer = await open_client(running, fast), await open_client(running, typist)
         for client in (sender, writer):
             await client.call("join", room=room)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", running.port))
-        phone = await connect(running.ws_url, sock=sock, compression=None, max_queue=4, ping_interval=None)
-        await phone.send(orjson.dumps({"id": 1, "op": "auth", "token": slow.token}).decode())
-        assert "result" in orjson.loads(await phone.recv())
-        await phone.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
-        assert "result" in orjson.loads(await phone.recv())
+        phone = await stalled_phone(running, slow, room)
 
         text = "💛" * 4000  # 16 KB a frame; 6.4 MB in all, far past what the sockets buffer
         for i in range(25):
