@@ -103,6 +103,11 @@ def _row(new: NewEvent, seq: int, ts: int) -> dict[str, Any]:
     }
 
 
+def _arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one array per column: the parameters of `_ROWS` (PostgreSQL)."""
+    return {f"e_{c.name}": [row[c.name] for row in rows] for c in events.c}
+
+
 def _event(new: NewEvent, seq: int, ts: int) -> Event:
     return Event(new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target)
 
@@ -267,8 +272,7 @@ class SqlTranscriptStore:
             place = counts[new.room] = counts.get(new.room, 0) + 1
             places.append(place)
             rows.append(_row(new, place, 0))  # (the statement stamps the time)
-        arrays = {f"e_{c.name}": [row[c.name] for row in rows] for c in events.c}
-        result = await conn.execute(_AT_ONCE, {**arrays, "lr": list(counts), "ln": list(counts.values())})
+        result = await conn.execute(_AT_ONCE, {**_arrays(rows), "lr": list(counts), "ln": list(counts.values())})
         last: dict[str, int] = {}
         ts = 0
         for r in result:
@@ -335,8 +339,7 @@ class SqlTranscriptStore:
             await conn.execute(_INSERT, rows)
             await conn.execute(_SET_LAST, [{"r": r, "s": s} for r, s in last.items()])
         elif rows:
-            arrays = {f"e_{c.name}": [row[c.name] for row in rows] for c in events.c}
-            await conn.execute(_COMMIT_ARRAYS, {**arrays, "lr": list(last), "ls": list(last.values())})
+            await conn.execute(_COMMIT_ARRAYS, {**_arrays(rows), "lr": list(last), "ls": list(last.values())})
         await self._materialise(conn, edits, deletes)
         return results
 
