@@ -50,7 +50,7 @@ class Connection:
 
     __slots__ = (
         "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "facilitating", "on_duty",
-        "bucket", "strikes", "_backlog", "_close", "_gone",
+        "bucket", "strikes", "_backlog", "_corked", "_close", "_gone",
     )  # fmt: skip
 
     def __init__(self, wire: Wire, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
@@ -68,6 +68,7 @@ class Connection:
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
         self._backlog: deque[bytes] | None = None  # made when the transport first pauses
+        self._corked: list[bytes] | None = None  # frames collected for one write (`cork`)
         self._close: tuple[int, str] | None = None
         self._gone = False
 
@@ -106,8 +107,21 @@ class Connection:
                 return False
             self._backlog.append(frame)
             return True
+        if self._corked is not None:
+            self._corked.append(frame)
+            return True
         self.wire.write_frame(frame)
         return True
+
+    def cork(self) -> None:
+        """Collect pushed frames until `uncork()`: several events, one write to the socket."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        frames, self._corked = self._corked, None
+        if frames:
+            self.wire.write_frame(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.push(self.codec.frame(message))
@@ -117,6 +131,7 @@ class Connection:
         them does not answer pings either: the keepalive then lets the socket go."""
         if self._close is None:
             self.metrics.closes.labels(str(code)).inc()
+            self.uncork()  # what was pushed before the close goes out before it
             self._close = (code, reason)
             self._flush()
 

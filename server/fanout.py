@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgpack
@@ -73,6 +73,7 @@ class RoomFeed:
         self._joining: dict[ConnId, list[dict[str, Any]]] = {}
         self.reserved = 0  # joins under way that have not attached yet: keep the feed alive
         self._held: dict[int, dict[str, Any]] = {}
+        self._corking = False  # members' frames are being collected for one write each
         self._want = 0  # the store holds events up to this seq: deliver up to it
         self._gap_timer: asyncio.TimerHandle | None = None
         self._filler: asyncio.Task[None] | None = None
@@ -120,8 +121,7 @@ class RoomFeed:
                     delay = 0.1
                     async for raw in messages:
                         payload = msgpack.unpackb(raw, raw=False)
-                        for event in payload if isinstance(payload, list) else (payload,):
-                            self.accept(event)
+                        self.accept_all(payload if isinstance(payload, list) else [payload])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -160,6 +160,31 @@ class RoomFeed:
 
     # Delivery
 
+    def accept_all(self, events: list[dict[str, Any]], *, local: bool = False) -> None:
+        """Several events at once (a commit's, or one broker message's): each member gets
+        them in one write."""
+        with self._corked(len(events) > 1):
+            for event in events:
+                self.accept(event, local=local)
+
+    @contextlib.contextmanager
+    def _corked(self, several: bool) -> Iterator[None]:
+        """With `several` events to deliver, collect each connection's frames and write them
+        once at the end: a write to a socket costs far more than the bytes it carries."""
+        if not several or self._corking:
+            yield
+            return
+        conns = [*self.members.values(), *self.waiting.values()]
+        self._corking = True
+        for conn in conns:
+            conn.cork()
+        try:
+            yield
+        finally:
+            self._corking = False
+            for conn in conns:
+                conn.uncork()
+
     def accept(self, event: dict[str, Any], *, local: bool = False) -> None:
         """An event from the broker, or (`local`) straight from this worker: deliver it in seq
         order, once. Ours come back through the broker too: seq, or their origin, drops them."""
@@ -179,8 +204,9 @@ class RoomFeed:
         Events held past a gap wait `gap_wait` for the missing ones to arrive; events known
         only from the store are read at once.
         """
-        while (event := self._held.pop(self.last + 1, None)) is not None:
-            self._deliver(event)
+        with self._corked(self.last + 2 in self._held):
+            while (event := self._held.pop(self.last + 1, None)) is not None:
+                self._deliver(event)
         behind = bool(self._held) or self._want > self.last
         if not behind:
             if self._gap_timer is not None:
@@ -204,8 +230,9 @@ class RoomFeed:
                     self.metrics.gap_fills.inc(len(found))
                 for stored in found:
                     self._held.setdefault(stored.seq, stored.to_wire())
-                while (event := self._held.pop(self.last + 1, None)) is not None:
-                    self._deliver(event)
+                with self._corked(self.last + 2 in self._held):
+                    while (event := self._held.pop(self.last + 1, None)) is not None:
+                        self._deliver(event)
                 if len(found) < 500:
                     break
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +99,7 @@ async def test_a_whole_session_from_lobby_to_attendance(server: Running, api: Ap
     await cf.call("mute", room=room, user=p3.id, muted=False)
     await c3.call("send", room=room, text="thanks", client_id="y")
     await cf.call("remove", room=room, user=carer.id)
+    assert (await _session_event(cc, room, "removed"))["user"] == carer.id  # told, then closed
     assert await cc.close_code() == 4403
     again = await open_client(server, carer)
     clients.append(again)
@@ -262,3 +264,26 @@ async def test_registered_members_are_admitted_automatically_when_the_session_sa
     clients += [cr, cw]
     assert (await cr.call("join", room=room))["waiting"] is False
     assert (await cw.call("join", room=room))["waiting"] is True
+
+
+async def test_a_member_removed_amid_a_burst_is_told_before_the_socket_closes(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """A removal committed together with a burst of messages (one group commit, written to
+    each socket in one go) still reaches the removed member, after the messages before it,
+    and only then is the socket closed with 4403."""
+    room, fac, (p1, p2) = await _group(server, api, clients, 2)
+    cf, c1, c2 = [await open_client(server, account) for account in (fac, p1, p2)]
+    clients += [cf, c1, c2]
+    for c in (cf, c1, c2):
+        await c.call("join", room=room)
+    await cf.call("session", room=room, action="open", title="A busy evening")
+    sends = (c1.call("send", room=room, text=f"m{i}", client_id=f"m{i}") for i in range(30))
+    _, *acks = await asyncio.gather(cf.call("remove", room=room, user=p2.id), *sends)
+    seen: list[int] = []
+    while (event := await c2.event(room=room))["ev"] != "session" or event["action"] != "removed":
+        if event["ev"] == "message":
+            seen.append(event["seq"])
+    assert event["user"] == p2.id
+    assert seen == sorted(a["seq"] for a in acks if a["seq"] < event["seq"])  # all before it, in order
+    assert await c2.close_code() == 4403
