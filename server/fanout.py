@@ -204,9 +204,7 @@ class RoomFeed:
         Events held past a gap wait `gap_wait` for the missing ones to arrive; events known
         only from the store are read at once.
         """
-        with self._corked(self.last + 2 in self._held):
-            while (event := self._held.pop(self.last + 1, None)) is not None:
-                self._deliver(event)
+        self._release_held()
         behind = bool(self._held) or self._want > self.last
         if not behind:
             if self._gap_timer is not None:
@@ -215,6 +213,12 @@ class RoomFeed:
         elif self._gap_timer is None and (self._filler is None or self._filler.done()):
             delay = self.gap_wait if self._held else 0.0
             self._gap_timer = asyncio.get_running_loop().call_later(delay, self._gap_expired)
+
+    def _release_held(self) -> None:
+        """Deliver the held events that are next in line, several in one write per socket."""
+        with self._corked(self.last + 2 in self._held):
+            while (event := self._held.pop(self.last + 1, None)) is not None:
+                self._deliver(event)
 
     def _gap_expired(self) -> None:
         self._gap_timer = None
@@ -230,9 +234,7 @@ class RoomFeed:
                     self.metrics.gap_fills.inc(len(found))
                 for stored in found:
                     self._held.setdefault(stored.seq, stored.to_wire())
-                with self._corked(self.last + 2 in self._held):
-                    while (event := self._held.pop(self.last + 1, None)) is not None:
-                        self._deliver(event)
+                self._release_held()
                 if len(found) < 500:
                     break
         except Exception as exc:

@@ -125,7 +125,7 @@ class Hub:
             for room, batch in by_room.items():
                 if (feed := self.feeds.get(room)) is not None:
                     try:
-                        feed.accept_all([dict(wire) for wire in batch], local=True)
+                        feed.accept_all(batch, local=True)  # (packed already: theirs now)
                     except Exception:  # durable already: the other workers still get it, and so
                         log.exception("local delivery failed room=%s", room)  # do resumes here
 
