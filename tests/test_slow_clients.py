@@ -10,7 +10,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import TIMEOUT, Account, Running, open_client, serving, test_settings
+from tests.conftest import TIMEOUT, Account, Api, Client, Running, open_client, serving, test_settings
 
 
 async def stalled_phone(running: Running, account: Account, room: str) -> ClientConnection:
@@ -27,18 +27,22 @@ async def stalled_phone(running: Running, account: Account, room: str) -> Client
     return phone
 
 
+async def sender_and_stalled_phone(running: Running, api: Api) -> tuple[str, Client, Account, ClientConnection]:
+    """A room with a member who sends and a stalled phone (its account too) in it."""
+    room = await api.room(await api.staff())
+    fast, slow = await api.signup(), await api.signup()
+    sender = await open_client(running, fast)
+    await sender.call("join", room=room)
+    return room, sender, slow, await stalled_phone(running, slow, room)
+
+
 async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes_on(tmp_path: Path) -> None:
     """The outbox of a stalled phone overflows: the others keep getting acks and events, it gets 4408."""
     # 16 sends in flight put 32 frames in the sender's own outbox: under the limit of 64.
     # A long ping interval keeps the keepalive from closing the stalled socket first.
     settings = test_settings(tmp_path, outbox=64, rate=5000.0, burst=5000.0, ping_interval=300.0)
     async with serving(settings) as (running, api):
-        staff = await api.staff()
-        room = await api.room(staff)
-        fast, slow = await api.signup(), await api.signup()
-        sender = await open_client(running, fast)
-        await sender.call("join", room=room)
-        stalled = await stalled_phone(running, slow, room)
+        room, sender, slow, stalled = await sender_and_stalled_phone(running, api)
         await sender.event("presence", room=room)  # the stalled phone arrived
 
         text = "💛" * 4000  # 16 KB a frame
@@ -74,12 +78,7 @@ async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the
     lets it go even though its socket buffers are full, and the room sees it leave."""
     settings = test_settings(tmp_path, outbox=100_000, rate=5000.0, burst=5000.0, ping_interval=1.0)
     async with serving(settings) as (running, api):
-        staff = await api.staff()
-        room = await api.room(staff)
-        fast, slow = await api.signup(), await api.signup()
-        sender = await open_client(running, fast)
-        await sender.call("join", room=room)
-        stalled = await stalled_phone(running, slow, room)
+        room, sender, slow, stalled = await sender_and_stalled_phone(running, api)
         await sender.event("presence", room=room)
         text = "💛" * 4000  # 16 KB a frame: the phone's buffers fill within a few dozen
         for i in range(4):
