@@ -60,28 +60,42 @@ class RedisPresence:
         base = f"{self.prefix}presence:{{{room}}}"
         return f"{base}:users", f"{base}:cards", f"{base}:conns:"
 
-    def _lease(self, lease: PresenceLease, now: int) -> tuple[list[str], list[str | bytes | int]]:
-        room, user_id, conn_id, card = lease
+    def _leases(
+        self, room: str, leases: Sequence[PresenceLease], now: int
+    ) -> tuple[list[str], list[str | bytes | int]]:
+        """`presence_add`'s keys and arguments for leases in one room."""
         users, cards, conns = self._keys(room)
-        return [users, cards, conns + user_id], [user_id, conn_id, orjson.dumps(dict(card)), now, now + self.ttl_ms]
+        args: list[str | bytes | int] = [now, now + self.ttl_ms, conns]
+        for _, user_id, conn_id, card in leases:
+            args += (user_id, conn_id, orjson.dumps(dict(card)))
+        return [users, cards], args
 
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
         """One lease, one round trip (a pipeline of scripts costs a SCRIPT EXISTS first)."""
-        keys, args = self._lease((room, user_id, conn_id, card), now_ms())
-        return bool(await run(self.scripts["presence_add"], keys, args))
+        keys, args = self._leases(room, [(room, user_id, conn_id, card)], now_ms())
+        [lapsed] = await run(self.scripts["presence_add"], keys, args)
+        return bool(lapsed)
 
     async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
-        """Each lease is the `presence_add` script; all of them go in one pipeline."""
+        """One `presence_add` per room for all of its leases, every room in one pipeline: a
+        script call per lease cost the worker about 20 µs of CPU each."""
         now = now_ms()
+        by_room: dict[str, list[int]] = {}
+        for i, lease in enumerate(leases):
+            by_room.setdefault(lease[0], []).append(i)
         script = self.scripts["presence_add"]
+        lapsed = [False] * len(leases)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for lease in leases:
-                    keys, args = self._lease(lease, now)
+                for room, places in by_room.items():
+                    keys, args = self._leases(room, [leases[i] for i in places], now)
                     await script(keys=keys, args=args, client=pipe)
-                return [bool(lapsed) for lapsed in await pipe.execute()]
+                for places, flags in zip(by_room.values(), await pipe.execute(), strict=True):
+                    for i, flag in zip(places, flags, strict=True):
+                        lapsed[i] = bool(flag)
         except Exception as exc:
             raise Unavailable("Redis is unavailable.") from exc
+        return lapsed
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         users, cards, conns = self._keys(room)
@@ -144,10 +158,13 @@ class RedisLimiter:
 
     async def refresh_conns(self, conns: Sequence[tuple[UserId, str]]) -> None:
         expiry = now_ms() + self.ttl_ms
+        by_user: dict[UserId, dict[str, int]] = {}
+        for user, conn in conns:
+            by_user.setdefault(user, {})[conn] = expiry
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for user, conn in conns:
-                    pipe.zadd(f"{self.prefix}conns:{user}", {conn: expiry})
+                for user, leases in by_user.items():  # one command per user, not per connection
+                    pipe.zadd(f"{self.prefix}conns:{user}", leases)
                 await pipe.execute()
         except Exception as exc:
             raise Unavailable("Redis is unavailable.") from exc

@@ -67,7 +67,9 @@ async def test_a_heartbeat_renews_thousands_of_leases_at_once_and_names_the_laps
     await asyncio.sleep(TTL * 1.2)  # every lease lapses
     assert await shared.presence.members(f"{ROOM}7") == []
     back = leases[7::25]  # the users of room 7
-    assert await shared.presence.renew(back) == [True] * 100
+    room, user, _, card = back[0]
+    second = (room, user, "c-second", card)  # their other connection: they are back already
+    assert await shared.presence.renew([*back, second]) == [True] * 100 + [False]
     assert sorted(m["id"] for m in await shared.presence.members(f"{ROOM}7")) == sorted(u for _, u, _, _ in back)
 
 

@@ -1,15 +1,24 @@
--- Add one connection's lease to a room's presence.
+-- Add (or renew) leases in one room's presence: one connection's join, or all of this
+-- worker's leases in the room at a heartbeat.
 -- KEYS[1] room users   ZSET user -> latest lease expiry (ms)
 -- KEYS[2] room cards   HASH user -> card (JSON)
--- KEYS[3] user conns   ZSET conn -> lease expiry (ms), for this room
--- ARGV[1] user id, ARGV[2] conn id, ARGV[3] card, ARGV[4] now (ms), ARGV[5] expiry (ms)
--- Returns 1 when the user was not present before (the others are told), else 0.
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-local before = redis.call('ZCARD', KEYS[3])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
-redis.call('ZADD', KEYS[1], 'GT', ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-local keep = tonumber(ARGV[5]) - tonumber(ARGV[4]) + 60000
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], keep, 'GT') redis.call('PEXPIRE', KEYS[i], keep, 'NX') end
-if before == 0 then return 1 end
-return 0
+-- ARGV[1] now (ms), ARGV[2] expiry (ms), ARGV[3] prefix of the per-user conns keys (ZSET
+-- conn -> lease expiry, for this room; the user id is appended), then for each lease:
+-- user id, conn id, card
+-- Returns per lease 1 when its user was not present before it (the others are told), else 0.
+local now, expiry = ARGV[1], ARGV[2]
+local keep = tonumber(expiry) - tonumber(now) + 60000
+local lapsed = {}
+for i = 4, #ARGV, 3 do
+  local user, conns = ARGV[i], ARGV[3] .. ARGV[i]
+  redis.call('ZREMRANGEBYSCORE', conns, '-inf', now)
+  local before = redis.call('ZCARD', conns)
+  redis.call('ZADD', conns, expiry, ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], 'GT', expiry, user)
+  redis.call('HSET', KEYS[2], user, ARGV[i + 2])
+  redis.call('PEXPIRE', conns, keep, 'GT')
+  redis.call('PEXPIRE', conns, keep, 'NX')
+  lapsed[#lapsed + 1] = before == 0 and 1 or 0
+end
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], keep, 'GT') redis.call('PEXPIRE', KEYS[i], keep, 'NX') end
+return lapsed
