@@ -83,6 +83,7 @@ class Hub:
         return time.monotonic()
 
     def start(self) -> None:
+        self.metrics.watch_gc()
         self.committer.start()
         self.desk.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="presence heartbeat")
@@ -442,6 +443,7 @@ class Hub:
             log.warning("drain timed out with %d connections open", len(self.registry))
 
     async def close(self) -> None:
+        self.metrics.unwatch_gc()
         await self.desk.close()
         for task in (self._heartbeat, self._listener):
             if task is not None:

@@ -6,7 +6,10 @@ one process. Labels carry ops and close codes, never users, rooms or text.
 
 from __future__ import annotations
 
+import gc
 import os
+import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
@@ -39,6 +42,29 @@ class Metrics:
         self.gap_fills = Counter("hearth_gap_fills", "Events filled from the store after a gap", registry=r)
         self.broker_reconnects = Gauge("hearth_broker_reconnects", "Times the broker connection came back", registry=r)
         self.broker_up = Gauge("hearth_broker_up", "1 while the broker connection is up", registry=r)
+        gc_pause = Histogram(
+            "hearth_gc_pause_seconds",
+            "Pauses of Python's cycle collector, by generation: nothing else runs meanwhile",
+            ["generation"],
+            buckets=LATENCY,
+            registry=r,
+        )
+        self._gc_pauses = [gc_pause.labels(str(generation)) for generation in range(3)]
+        self._gc_started = 0.0
+
+    def watch_gc(self) -> None:
+        """Time every collection of this process's cycle collector until `unwatch_gc()`."""
+        gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_pauses[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

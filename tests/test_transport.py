@@ -133,7 +133,8 @@ async def test_an_event_whose_publish_was_lost_arrives_even_in_a_quiet_room(tmp_
 
 
 async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) -> None:
-    """/metrics reports connections, commits, fan-out, commit batches and close codes of this worker."""
+    """/metrics reports connections, commits, fan-out, commit batches, close codes and
+    garbage collector pauses of this worker."""
     async with serving(test_settings(tmp_path)) as (running, api):
         staff = await api.staff()
         room = await api.room(staff)
@@ -156,5 +157,6 @@ async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) ->
         assert samples["hearth_commit_batch_size_count"] >= 1 and samples["hearth_fanout_latency_seconds_count"] == 3
         assert samples['hearth_command_errors_total{code="bad_request"}'] == 1
         assert samples['hearth_commands_total{op="send"}'] == 4
+        assert samples['hearth_gc_pause_seconds_count{generation="0"}'] >= 1  # the worker allocated since it started
         await b.close()
         await a.close()
