@@ -32,6 +32,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Turn:
+    """A room's session lock on this worker, and how many hold it or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class LiveDesk:
     """Session work of one worker, on the hub's feeds, committer and shared locks."""
 
@@ -39,7 +49,7 @@ class LiveDesk:
         self.hub = hub
         self._admitted: asyncio.Queue[tuple[Connection, RoomId]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._turns: dict[RoomId, asyncio.Lock] = {}  # this worker's side of each room's turn
+        self._turns: dict[RoomId, Turn] = {}  # this worker's side of each room's turn, while in use
 
     def start(self) -> None:
         self._tasks = [
@@ -61,8 +71,22 @@ class LiveDesk:
     async def turn(self, room: RoomId, feed: RoomFeed | None = None) -> AsyncIterator[None]:
         """One session change at a time in a room: on this worker by a lock, across workers by
         the room's lease in Redis (while Redis is away, per worker only). The feed then
-        catches up with the store, so the plan sees every earlier change."""
-        lock = self._turns.setdefault(room, asyncio.Lock())
+        catches up with the store, so the plan sees every earlier change. A room's lock is
+        dropped once no one holds it or waits for it."""
+        turn = self._turns.get(room)
+        if turn is None:
+            turn = self._turns[room] = Turn()
+        turn.users += 1
+        try:
+            async with self._held(room, turn.lock, feed):
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[room]
+
+    @asynccontextmanager
+    async def _held(self, room: RoomId, lock: asyncio.Lock, feed: RoomFeed | None) -> AsyncIterator[None]:
         lease, held = None, False
         try:
             async with asyncio.timeout(5):

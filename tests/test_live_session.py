@@ -287,3 +287,28 @@ async def test_a_member_removed_amid_a_burst_is_told_before_the_socket_closes(
     assert event["user"] == p2.id
     assert seen == sorted(a["seq"] for a in acks if a["seq"] < event["seq"])  # all before it, in order
     assert await c2.close_code() == 4403
+
+
+async def test_concurrent_session_changes_leave_no_lock_behind(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Changes sent at once to the sessions of three rooms queue for each room's lock and all
+    apply, one seq each; once the sessions end, the worker keeps nothing per room for them
+    (a lock per room ever changed used to stay for the life of the process)."""
+    facilitator = await api.staff()
+    rooms = [await api.room(facilitator, kind="group", name=f"Circle {i}") for i in range(3)]
+    cf = await open_client(server, facilitator)
+    clients.append(cf)
+    for room in rooms:
+        await cf.call("join", room=room)
+    await asyncio.gather(*(cf.call("session", room=room, action="open", title="Circle") for room in rooms))
+    pins = [
+        (room, cf.call("session", room=room, action="pin", kind="agenda", text=str(i)))
+        for room in rooms
+        for i in range(5)
+    ]
+    acks = await asyncio.gather(*(call for _, call in pins))
+    for room in rooms:
+        assert len({ack["seq"] for (r, _), ack in zip(pins, acks, strict=True) if r == room}) == 5
+    await asyncio.gather(*(cf.call("session", room=room, action="end") for room in rooms))
+    assert server.hub.desk._turns == {}
