@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -96,9 +96,10 @@ class Entry:
     def __init__(self, app: Starlette) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Hands back the endpoint's coroutine rather than awaiting it in one of its own (so
+        uvicorn is told this is an ASGI 3 app: `interface` in `server.serve`)."""
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             scope["app"] = self.app
-            await ws_endpoint(WebSocket(scope, receive, send))
-        else:
-            await self.app(scope, receive, send)
+            return ws_endpoint(WebSocket(scope, receive, send))
+        return self.app(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from rooms.limits import TokenBucket
@@ -145,11 +145,16 @@ class Connection:
 
     # Reading
 
-    async def receive(self) -> str | bytes:
-        """The next frame's payload; raises Disconnected once the socket has closed."""
+    def receive(self) -> Awaitable[Any]:
+        """The next message from the socket, for `payload()`; raises Disconnected once the
+        socket has closed. The wire's own coroutine is handed back: an idle connection waits
+        in it with no coroutine of this one's around it."""
         if self._gone:
             raise Disconnected
-        message = await self.wire.receive()
+        return self.wire.receive()
+
+    def payload(self, message: Any) -> str | bytes:
+        """A frame's payload from a `receive()` message; raises Disconnected for the close."""
         if message["type"] == "websocket.disconnect":
             self._gone = True
             raise Disconnected

@@ -40,6 +40,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "host": settings.host,
         "port": settings.port,
         "ws": HearthWebSocketProtocol,  # uvicorn's sans-I/O protocol with direct frame writes
+        "interface": "asgi3",  # `Entry.__call__` returns its awaitable: no coroutine of its own
         "ws_max_size": limits.hard_frame,
         "ws_per_message_deflate": False,
         "ws_ping_interval": limits.ping_interval,

@@ -56,10 +56,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
 
 
-async def next_frame(hub: Hub, conn: Connection) -> dict[str, Any] | None:
-    """Read and decode one frame. A frame over `max_frame` is answered `too_large` (None is
-    returned); one that is not a decodable map closes the connection with 4400."""
-    payload = await conn.receive()
+def decode_frame(hub: Hub, conn: Connection, payload: str | bytes) -> dict[str, Any] | None:
+    """Decode one frame's payload (`conn.payload()`). A frame over `max_frame` is answered
+    `too_large` (None is returned); one that is not a decodable map closes the connection with
+    4400. Not a coroutine: an idle connection holds one suspended coroutine fewer."""
     size = len(payload) if isinstance(payload, bytes) or len(payload) * 4 <= hub.limits.max_frame else None
     if size is None:
         size = len(payload.encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
@@ -87,7 +87,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
     frame: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(hub.limits.auth_timeout):
-            frame = await next_frame(hub, conn)
+            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
             if conn.closing:
                 return False
             if frame is None or frame.get("op") != "auth" or command_id(frame) is None:
@@ -117,7 +117,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
 async def read_loop(hub: Hub, conn: Connection) -> None:
     try:
         while True:
-            frame = await next_frame(hub, conn)
+            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
             if frame is not None and not conn.closing:
                 await dispatch(hub, conn, frame)
     except Disconnected:
