@@ -48,7 +48,16 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             log.info("connected conn=%s user=%s encoding=%s", conn.id, conn.user_id, codec.name)
         # Commands until the socket closes. After a close is asked for (a failed auth, a
         # removal, 4408), frames are read and ignored until the close frame has gone out.
-        await read_loop(hub, conn)
+        # (Here rather than in a coroutine of its own: each one is held for the socket's life.)
+        while True:
+            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
+            if frame is not None and not conn.closing:
+                await dispatch(hub, conn, frame)
+    except Disconnected:
+        pass
+    except Exception as exc:
+        log.error("reader failed conn=%s: %s", conn.id, type(exc).__name__, exc_info=exc)
+        conn.close_soon(CLOSE_INTERNAL, "internal error")
     finally:
         wire.on_writable = None  # the socket no longer refers back to the connection
         await hub.forget(conn)
@@ -112,16 +121,3 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
         return False
     conn.send({"id": frame["id"], "result": {"user": user.public(), "heartbeat": hub.limits.ping_interval}})
     return True
-
-
-async def read_loop(hub: Hub, conn: Connection) -> None:
-    try:
-        while True:
-            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
-            if frame is not None and not conn.closing:
-                await dispatch(hub, conn, frame)
-    except Disconnected:
-        return
-    except Exception as exc:
-        log.error("reader failed conn=%s: %s", conn.id, type(exc).__name__, exc_info=exc)
-        conn.close_soon(CLOSE_INTERNAL, "internal error")
