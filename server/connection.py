@@ -38,6 +38,9 @@ class Disconnected(Exception):
     """The client went away (or the server is closing the socket)."""
 
 
+NO_ROOMS: frozenset[RoomId] = frozenset()
+
+
 class Connection:
     """A client's socket as the hub sees it.
 
@@ -63,14 +66,22 @@ class Connection:
         self.user: User | None = None
         self.token_id = ""
         self.rooms: set[RoomId] = set()
-        self.facilitating: set[RoomId] = set()  # rooms where this user runs sessions: sees private events
-        self.on_duty: set[RoomId] = set()  # rooms where this staff member is shown as on duty
+        self.facilitating = NO_ROOMS  # rooms where this user runs sessions: sees private events
+        self.on_duty = NO_ROOMS  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
         self._backlog: deque[bytes] | None = None  # made when the transport first pauses
         self._corked: list[bytes] | None = None  # frames collected for one write (`cork`)
         self._close: tuple[int, str] | None = None
         self._gone = False
+
+    def mark(self, room: RoomId, *, facilitating: bool | None = None, on_duty: bool | None = None) -> None:
+        """Start or stop facilitating, or being shown on duty, in `room`. Most connections do
+        neither: they share one empty set for both instead of holding two of their own."""
+        if facilitating is not None and (room in self.facilitating) != facilitating:
+            self.facilitating = self.facilitating | {room} if facilitating else self.facilitating - {room}
+        if on_duty is not None and (room in self.on_duty) != on_duty:
+            self.on_duty = self.on_duty | {room} if on_duty else self.on_duty - {room}
 
     @property
     def user_id(self) -> str:

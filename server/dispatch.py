@@ -88,7 +88,7 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     if on_duty and not conn.user.role.is_staff:
         raise Forbidden("Only staff can be on duty.")
     room, facilitator = await hub.service.open_room(conn.user, room_id)
-    (conn.on_duty.add if on_duty else conn.on_duty.discard)(room.id)
+    conn.mark(room.id, on_duty=on_duty)
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
     await hub.join(conn, room, since, reply, facilitator=facilitator)

@@ -173,7 +173,7 @@ class Hub:
         feed = await self._feed(room.id)  # reserved for this join until the `finally`
         try:
             if facilitator:
-                conn.facilitating.add(room.id)
+                conn.mark(room.id, facilitating=True)
             waiting = await self.desk.arrive(feed, conn, facilitator)
             now = datetime.now(UTC)
             present = [] if waiting else await self._present(room.id, self.card(conn, room.id))
@@ -203,8 +203,7 @@ class Hub:
         finally:
             feed.reserved -= 1
             if room.id not in conn.rooms:
-                conn.facilitating.discard(room.id)
-                conn.on_duty.discard(room.id)
+                conn.mark(room.id, facilitating=False, on_duty=False)
                 await self._release(feed)
         self.metrics.joins.inc()
         if not waiting and room.id in conn.rooms:  # (not if it was closed meanwhile: a removal)
@@ -276,8 +275,7 @@ class Hub:
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
-        conn.facilitating.discard(room)
-        conn.on_duty.discard(room)
+        conn.mark(room, facilitating=False, on_duty=False)
         feed = self.feeds.get(room)
         waiting = feed is not None and conn.id in feed.waiting
         if feed is not None:
