@@ -42,6 +42,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_PROTOCOL, "unknown encoding")
         return
     await websocket.accept(subprotocol=codec.name if offered else None)
+    del websocket  # Starlette's view of the handshake (with its headers) is not kept for hours
     conn = hub.connection(wire, codec)
     try:
         if await authenticate(hub, conn):
