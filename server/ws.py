@@ -51,7 +51,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         # removal, 4408), frames are read and ignored until the close frame has gone out.
         # (Here rather than in a coroutine of its own: each one is held for the socket's life.)
         while True:
-            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
+            frame = decode_frame(hub, conn, await conn.receive())
             if frame is not None and not conn.closing:
                 await dispatch(hub, conn, frame)
     except Disconnected:
@@ -66,10 +66,12 @@ async def ws_endpoint(websocket: WebSocket) -> None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
 
 
-def decode_frame(hub: Hub, conn: Connection, payload: str | bytes) -> dict[str, Any] | None:
-    """Decode one frame's payload (`conn.payload()`). A frame over `max_frame` is answered
-    `too_large` (None is returned); one that is not a decodable map closes the connection with
-    4400. Not a coroutine: an idle connection holds one suspended coroutine fewer."""
+def decode_frame(hub: Hub, conn: Connection, message: Any) -> dict[str, Any] | None:
+    """Decode the frame in a `conn.receive()` message (Disconnected for the close). A frame
+    over `max_frame` is answered `too_large` (None is returned); one that is not a decodable
+    map closes the connection with 4400. Not a coroutine: an idle connection holds one
+    suspended coroutine fewer."""
+    payload = conn.payload(message)
     size = len(payload) if isinstance(payload, bytes) or len(payload) * 4 <= hub.limits.max_frame else None
     if size is None:
         size = len(payload.encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
@@ -97,7 +99,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
     frame: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(hub.limits.auth_timeout):
-            frame = decode_frame(hub, conn, conn.payload(await conn.receive()))
+            frame = decode_frame(hub, conn, await conn.receive())
             if conn.closing:
                 return False
             if frame is None or frame.get("op") != "auth" or command_id(frame) is None:
