@@ -241,8 +241,8 @@ def children(pid: int) -> list[int]:
 
 
 class Hist:
-    """Samples are kept raw while a run goes (an append per delivery is all the receive path
-    pays) and bucketed when dumped."""
+    """A worker `add`s samples raw while a run goes (an append per delivery is all the receive
+    path pays) and buckets them in `dump`; the coordinator `merge`s the workers' buckets."""
 
     SCALE = 200.0
 

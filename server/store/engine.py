@@ -53,9 +53,8 @@ def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         # Reads run in autocommit: under READ COMMITTED, PostgreSQL's default and what Hearth
         # expects, a transaction gives a read nothing (each statement takes its own snapshot
         # either way; no read relies on a snapshot shared by two statements), and BEGIN and
-        # ROLLBACK were two
-        # of a one-statement read's three round trips (per read 485-514 -> 233-265 us of
-        # wall time, 311-356 -> 175-199 us of CPU).
+        # ROLLBACK were two of a one-statement read's three round trips (per read 485-514 ->
+        # 233-265 us of wall time, 311-356 -> 175-199 us of CPU).
         reader = create_async_engine(
             url, pool_size=10, max_overflow=10, hide_parameters=True, isolation_level="AUTOCOMMIT"
         )
