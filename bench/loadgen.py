@@ -1,10 +1,11 @@
 """Hearth load generator: fanout, rooms, idle, storm, durable (and ceiling, the generator's own).
 
 The coordinator (this process) provisions users and rooms over HTTP, then starts `--procs`
-worker processes (`python bench/loadgen.py worker`, fed a JSON spec on stdin) that hold the
-websockets, and drives them in phases over their stdin/stdout: ready -> go [-> drop] -> result.
-Latency is end to end: each `send` carries its CLOCK_MONOTONIC send time (shared by every
-process on the machine) as its text, and each receiver times the `message` event's arrival.
+client processes (`bench/build/wsload`, compiled from `bench/wsload.c`, fed a spec on stdin)
+that hold the websockets, and drives them in phases over their stdin/stdout: ready -> go
+[-> drop] -> result. Latency is end to end: each `send` carries its CLOCK_MONOTONIC send time
+(shared by every process on the machine) as its text, and each receiver times the `message`
+event's arrival.
 
     uv run python bench/loadgen.py fanout --url http://127.0.0.1:8000 --facilitator NAME:PASS
     uv run python bench/loadgen.py fanout --url http://127.0.0.1:8765 --kind reference
@@ -16,27 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import os
-import random
 import secrets
+import subprocess
 import sys
 import time
-from array import array
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import msgpack
-import orjson
-import uvloop
-from websockets.speedups import apply_mask
 
 MSGPACK, JSON = "hearth.v1.msgpack", "hearth.v1.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -44,130 +37,20 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------------------------
-# A lean websocket client: the generator must cost less per delivery than the server
+# The client: bench/wsload.c, one process per `--procs`
+
+WSLOAD_SOURCE = Path(__file__).with_name("wsload.c")
+WSLOAD = Path(__file__).with_name("build") / "wsload"
 
 
-class HandshakeFailed(Exception):
-    pass
-
-
-class Wire(asyncio.Protocol):
-    """One client websocket as a bare asyncio protocol (RFC 6455): frames are parsed in
-    `data_received` and handed to `on_frame` at once, with no task, queue or await per frame.
-    A general-purpose client (the websockets library's) costs about twice the server's CPU
-    per received frame, which would make the generator the bottleneck."""
-
-    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
-        self.on_frame = on_frame
-        self.on_close: Callable[[int], None] | None = None
-        self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.close_code: int | None = None
-        self.buf = bytearray()
-        self.upgraded = False
-        self.connected_at = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.connected_at = time.monotonic()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.handshake.done():
-            self.handshake.set_exception(ConnectionError("closed during the handshake"))
-        self.closed(1006)
-
-    def closed(self, code: int) -> None:
-        if self.close_code is None:
-            self.close_code = code
-            if self.on_close is not None:
-                self.on_close(code)
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        """One masked frame (clients must mask)."""
-        if self.close_code is not None or self.transport is None:
-            return
-        size = len(payload)
-        if size < 126:
-            head = bytes((0x80 | opcode, 0x80 | size))
-        elif size < 1 << 16:
-            head = bytes((0x80 | opcode, 0xFE)) + size.to_bytes(2, "big")
-        else:
-            head = bytes((0x80 | opcode, 0xFF)) + size.to_bytes(8, "big")
-        mask = random.randbytes(4)
-        self.transport.write(head + mask + apply_mask(payload, mask))
-
-    def data_received(self, data: bytes) -> None:
-        if self.upgraded and not self.buf:  # the usual case: whole frames, nothing held over
-            pos = self.frames(data)
-            if pos < len(data):
-                self.buf += data[pos:]
-            return
-        buf = self.buf
-        buf += data
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buf[: buf.find(b"\r\n")])
-            del buf[: end + 4]
-            if not status.startswith(b"HTTP/1.1 101"):
-                self.handshake.set_exception(HandshakeFailed(status.decode("latin-1")))
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            self.upgraded = True
-            self.handshake.set_result(None)
-        del buf[: self.frames(bytes(buf))]
-
-    def frames(self, data: bytes) -> int:
-        """Hand on every whole frame in `data`; return where the first partial one starts."""
-        pos, end = 0, len(data)
-        while end - pos >= 2:
-            opcode, size, at = data[pos] & 0x0F, data[pos + 1] & 0x7F, pos + 2
-            if size == 126:
-                size, at = int.from_bytes(data[at : at + 2], "big"), at + 2
-            elif size == 127:
-                size, at = int.from_bytes(data[at : at + 8], "big"), at + 8
-            if at + size > end:
-                break
-            pos = at + size
-            if opcode == 0x2 or opcode == 0x1:  # the server neither masks nor fragments
-                self.on_frame(data[at:pos])
-            elif opcode == 0x9:  # ping
-                self.send(0xA, data[at:pos])
-            elif opcode == 0x8:  # close: answer it, then let the server close the TCP connection
-                payload = data[at:pos]
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                self.send(0x8, payload[:2])
-                self.closed(code)
-        return pos
-
-    def abort(self) -> None:
-        """The network goes away: no close handshake, and no close is counted."""
-        self.on_close = None
-        if self.transport is not None:
-            self.transport.abort()
-
-
-async def open_wire(url: str, subprotocol: str, on_frame: Callable[[bytes], None]) -> Wire:
-    """Connect and upgrade; the caller bounds the time it takes."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    _, wire = await asyncio.get_running_loop().create_connection(lambda: Wire(on_frame), host, port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
-    )
-    assert wire.transport is not None
-    wire.transport.write(request.encode())
-    try:
-        await wire.handshake
-    except BaseException:
-        wire.abort()
-        raise
-    return wire
+def client_binary() -> Path:
+    """bench/build/wsload, compiled from bench/wsload.c when it is missing or older than its
+    source (`CC`, default `cc`)."""
+    if not WSLOAD.exists() or WSLOAD.stat().st_mtime < WSLOAD_SOURCE.stat().st_mtime:
+        WSLOAD.parent.mkdir(exist_ok=True)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(WSLOAD), str(WSLOAD_SOURCE), "-lm"], check=True)
+    return WSLOAD
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,23 +124,15 @@ def children(pid: int) -> list[int]:
 
 
 class Hist:
-    """A worker `add`s samples raw while a run goes (an append per delivery is all the receive
-    path pays) and buckets them in `dump`; the coordinator `merge`s the workers' buckets."""
+    """Each client process buckets its samples as they arrive (`hist_add` in wsload.c: bucket
+    int(log(microseconds) * SCALE)); the coordinator `merge`s their buckets."""
 
     SCALE = 200.0
 
     def __init__(self) -> None:
-        self.samples = array("d")
         self.buckets: Counter[int] = Counter()
         self.max = 0.0
         self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-
-    def dump(self) -> dict[str, Any]:
-        buckets = Counter(int(math.log(max(s * 1e6, 1.0)) * self.SCALE) for s in self.samples)
-        return {"b": {str(k): v for k, v in buckets.items()}, "max": max(self.samples, default=0.0)}
 
     def merge(self, data: dict[str, Any]) -> None:
         for k, v in data["b"].items():
@@ -275,287 +150,6 @@ class Hist:
             if seen >= rank:
                 return math.exp((k + 0.5) / self.SCALE) / 1000
         return self.max * 1000
-
-
-# --------------------------------------------------------------------------------------------
-# Worker process: holds the websockets
-
-
-@dataclass
-class Stats:
-    received: int = 0  # live message events of this run
-    replayed: int = 0  # message events returned by a join with since
-    gaps: int = 0
-    dups: int = 0
-    sent: int = 0
-    acked: Counter[str] = field(default_factory=Counter)
-    max_seq: dict[str, int] = field(default_factory=dict)
-    errors: Counter[str] = field(default_factory=Counter)
-    closes: Counter[str] = field(default_factory=Counter)
-    lat: Hist = field(default_factory=Hist)
-    ack: Hist = field(default_factory=Hist)
-    # per resumed client, seconds from the drop: (TCP connected, upgraded, auth answered, joined)
-    phases: list[tuple[float, float, float, float]] = field(default_factory=list)
-    last_arrival: float = 0.0
-
-
-class Client:
-    def __init__(self, w: Worker, idx: int, token: str, rooms: list[str]) -> None:
-        self.w, self.idx, self.token, self.rooms = w, idx, token, rooms
-        self.ws: Wire | None = None
-        self.last: dict[str, int] = {}
-        self.next_id = 0
-        self.calls: dict[int, tuple[asyncio.Future[dict[str, Any]], str | None]] = {}
-        self.sends: dict[int, tuple[float, str]] = {}
-        self.window: asyncio.Semaphore | None = None
-
-    def _id(self) -> int:
-        self.next_id += 1
-        return self.next_id
-
-    @property
-    def open_now(self) -> bool:
-        return self.ws is not None and self.ws.close_code is None
-
-    async def open(self, resume: bool) -> tuple[float, float, float]:
-        """Connect, auth and join; when TCP connected, the upgrade and the auth were answered."""
-        async with asyncio.timeout(120):
-            self.ws = await open_wire(self.w.url, self.w.encoding, self.on_frame)
-        upgraded = time.monotonic()
-        self.ws.on_close = self.on_close
-        await self.call({"op": "auth", "token": self.token})
-        authed = time.monotonic()
-        for room in self.rooms:
-            args: dict[str, Any] = {"op": "join", "room": room}
-            if resume:
-                args["since"] = self.last.get(room, 0)
-            await self.call(args, join=room)
-        return self.ws.connected_at, upgraded, authed
-
-    async def call(self, frame: dict[str, Any], join: str | None = None) -> dict[str, Any]:
-        assert self.ws is not None
-        fid = self._id()
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.calls[fid] = (fut, join)
-        self.ws.send(self.w.opcode, self.w.encode({"id": fid, **frame}))
-        reply = await asyncio.wait_for(fut, 120)
-        if "error" in reply:
-            raise RuntimeError(f"{frame['op']}: {reply['error']}")
-        result: dict[str, Any] = reply["result"]
-        return result
-
-    def apply_join(self, room: str, result: dict[str, Any]) -> None:
-        """Runs as the reply arrives, before any live event that follows it."""
-        st = self.w.stats
-        for ev in result.get("events", []):
-            if "seq" in ev:
-                self.track(room, ev["seq"])
-                st.replayed += ev.get("ev") == "message"
-        seq = result["seq"]
-        if room not in self.last:
-            self.last[room] = seq
-        elif seq > self.last[room]:  # not returned: a hole the server did not fill
-            st.gaps += seq - self.last[room]
-            self.last[room] = seq
-
-    def track(self, room: str, seq: int) -> None:
-        last = self.last.get(room, 0)
-        if seq <= last:
-            self.w.stats.dups += 1
-            return
-        self.w.stats.gaps += seq - last - 1
-        self.last[room] = seq
-
-    def on_frame(self, raw: bytes) -> None:
-        now = time.monotonic()
-        st = self.w.stats
-        frame = self.w.decode(raw)
-        ev = frame.get("ev")  # an event, or None for a reply
-        if ev == "message":
-            self.track(frame["room"], frame["seq"])
-            if (frame.get("client_id") or "").startswith(self.w.run):
-                st.received += 1
-                st.last_arrival = now
-                st.lat.add(now - float(frame["text"]))
-        elif ev is None:
-            fid: int = frame.get("id", -1)
-            sent = self.sends.pop(fid, None)
-            if sent is not None:
-                if self.window is not None:
-                    self.window.release()
-                if "result" in frame:
-                    st.acked[sent[1]] += 1
-                    st.ack.add(now - sent[0])
-                    seq = frame["result"]["seq"]
-                    if seq > st.max_seq.get(sent[1], 0):
-                        st.max_seq[sent[1]] = seq
-                else:
-                    st.errors[str(frame.get("error", {}).get("code"))] += 1
-                return
-            call = self.calls.pop(fid, None)
-            if call is not None:
-                if call[1] is not None and "result" in frame:
-                    self.apply_join(call[1], frame["result"])
-                if not call[0].done():
-                    call[0].set_result(frame)
-
-    def on_close(self, code: int) -> None:
-        self.w.stats.closes[str(code)] += 1
-        for fut, _ in self.calls.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("closed"))
-        self.calls.clear()
-
-    def send_one(self, room: str) -> None:
-        assert self.ws is not None
-        fid, now = self._id(), time.monotonic()
-        cid = f"{self.w.run}{self.w.wid}.{self.idx}.{fid}"
-        self.sends[fid] = (now, room)
-        self.w.stats.sent += 1
-        frame = {"id": fid, "op": "send", "room": room, "text": repr(now), "client_id": cid}
-        self.ws.send(self.w.opcode, self.w.encode(frame))
-
-    def drop(self) -> None:
-        """The network goes away: no close handshake."""
-        if self.ws is not None:
-            self.ws.abort()
-
-
-class Worker:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.url: str = spec["ws"]
-        self.encoding: str = spec["encoding"]
-        self.run: str = spec["run"]
-        self.wid: int = spec["wid"]
-        self.stats = Stats()
-        self.encode: Callable[[dict[str, Any]], bytes]
-        self.decode: Callable[[bytes], dict[str, Any]]
-        if self.encoding == MSGPACK:
-            self.encode, self.decode, self.opcode = msgpack.packb, msgpack.unpackb, 0x2
-        else:
-            self.encode, self.decode, self.opcode = orjson.dumps, orjson.loads, 0x1
-        self.clients = [Client(self, i, c["token"], c["rooms"]) for i, c in enumerate(spec["clients"])]
-        self.senders = [(self.clients[i], c["send"]) for i, c in enumerate(spec["clients"]) if c.get("send")]
-        self.connect_errors: Counter[str] = Counter()
-
-    async def open_all(self, clients: list[Client], resume: bool, t0: float | None = None) -> None:
-        gate = asyncio.Semaphore(self.spec.get("concurrency", 200))
-
-        async def one(c: Client) -> None:
-            async with gate:
-                for attempt in range(5):
-                    try:
-                        connected, upgraded, authed = await c.open(resume)
-                        if t0 is not None:
-                            done = time.monotonic() - t0
-                            self.stats.phases.append((connected - t0, upgraded - t0, authed - t0, done))
-                        return
-                    except (OSError, HandshakeFailed, RuntimeError, ConnectionError, TimeoutError) as exc:
-                        self.connect_errors[type(exc).__name__ + ":" + str(exc)[:60]] += 1
-                        if c.ws is not None:
-                            c.drop()
-                        await asyncio.sleep(0.2 * (attempt + 1))
-
-        await asyncio.gather(*(one(c) for c in clients))
-
-    async def send_loop(self, client: Client, send: dict[str, Any], t0: float, t_end: float) -> None:
-        room = send["room"]
-        if send.get("window"):  # closed loop: as fast as acks allow, `window` in flight
-            client.window = asyncio.Semaphore(send["window"])
-            while time.monotonic() < t_end and client.open_now:
-                try:
-                    async with asyncio.timeout(5):  # no task per send, as wait_for would make
-                        await client.window.acquire()
-                except TimeoutError:
-                    break
-                client.send_one(room)
-            return
-        interval = 1.0 / send["rate"]
-        nxt = t0 + send.get("phase", 0.0) * interval  # senders of a room take turns, evenly spaced
-        while nxt < t_end:
-            now = time.monotonic()
-            if not client.open_now:
-                return
-            if nxt > now:
-                await asyncio.sleep(nxt - now)
-            elif now - nxt > 1.0:  # more than a second behind: do not burst to catch up
-                nxt = now
-            client.send_one(room)
-            nxt += interval
-
-    async def go(self, t0: float, duration: float, drain: float) -> None:
-        t_end = t0 + duration
-        await asyncio.sleep(max(0.0, t0 - time.monotonic()))
-        await asyncio.gather(*(self.send_loop(c, s, t0, t_end) for c, s in self.senders))
-        # wait for acks and for the stream of events to go quiet
-        deadline = time.monotonic() + drain
-        quiet = min(self.spec.get("quiet", 1.0), drain)
-        while time.monotonic() < deadline:
-            pending = sum(len(c.sends) for c, _ in self.senders)
-            idle = time.monotonic() - max(self.stats.last_arrival, t_end)
-            if pending == 0 and idle >= quiet:
-                break
-            await asyncio.sleep(0.05)
-
-    async def drop_and_resume(self, t0: float) -> None:
-        victims = [c for c in self.clients if not any(c is s for s, _ in self.senders)]
-        for c in victims:
-            c.drop()
-        await self.open_all(victims, resume=True, t0=t0)
-
-    def result(self) -> dict[str, Any]:
-        st = self.stats
-        final: dict[str, int] = {}
-        for c in self.clients:
-            for room, seq in c.last.items():
-                final[room] = min(final.get(room, seq), seq)
-        return {
-            "received": st.received,
-            "replayed": st.replayed,
-            "gaps": st.gaps,
-            "dups": st.dups,
-            "sent": st.sent,
-            "acked": dict(st.acked),
-            "max_seq": st.max_seq,
-            "errors": dict(st.errors),
-            "closes": dict(st.closes),
-            "lat": st.lat.dump(),
-            "ack": st.ack.dump(),
-            "phases": st.phases,
-            "min_last": final,
-            "connect_errors": dict(self.connect_errors),
-            "open": sum(1 for c in self.clients if c.open_now),
-        }
-
-
-async def worker_main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 30)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    spec = json.loads(await reader.readline())
-    w = Worker(spec)
-
-    def say(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    await w.open_all(w.clients, resume=False)
-    say({"ready": sum(1 for c in w.clients if c.ws is not None), "connect_errors": dict(w.connect_errors)})
-    tasks: list[asyncio.Task[None]] = []
-    while line := await reader.readline():
-        cmd = json.loads(line)
-        if cmd["cmd"] == "go":
-            tasks.append(asyncio.create_task(w.go(cmd["t0"], cmd["duration"], cmd["drain"])))
-        elif cmd["cmd"] == "drop":
-            tasks.append(asyncio.create_task(w.drop_and_resume(cmd["t"])))
-        elif cmd["cmd"] == "result":
-            await asyncio.gather(*tasks)
-            say(w.result())
-        elif cmd["cmd"] == "quit":
-            break
-    for c in w.clients:
-        c.drop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,33 +223,20 @@ async def provision(t: Target, n_rooms: int, n_users: int, run: str) -> tuple[li
 class Run:
     target: Target
     procs: int
-    clients: list[dict[str, Any]]  # {"token", "rooms", "send"?}
+    clients: list[dict[str, Any]]  # {"token", "room", "send"?: {"rate", "phase"} or {"window"}}
     concurrency: int = 200
     quiet: float = 1.0
     run: str = field(default_factory=lambda: "b" + secrets.token_hex(3))
     workers: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     async def start(self, limit: float) -> dict[str, Any]:
+        binary = client_binary()
         for wid in range(self.procs):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                __file__,
-                "worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=1 << 30,
+                str(binary), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 30
             )
-            spec = {
-                "ws": self.target.ws,
-                "encoding": self.target.encoding,
-                "run": self.run + ".",
-                "wid": wid,
-                "clients": self.clients[wid :: self.procs],
-                "concurrency": self.concurrency,
-                "quiet": self.quiet,
-            }
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.write(self.spec(wid).encode())
             await proc.stdin.drain()
             self.workers.append(proc)
         ready = await asyncio.wait_for(asyncio.gather(*(self.read(p) for p in self.workers)), limit)
@@ -663,6 +244,27 @@ class Run:
         for r in ready:
             errors.update(r["connect_errors"])
         return {"connected": sum(r["ready"] for r in ready), "connect_errors": dict(errors)}
+
+    def spec(self, wid: int) -> str:
+        """wsload's spec (its header comment): the target, then one line per client."""
+        url = urlsplit(self.target.ws)
+        lines = [
+            f"target {url.hostname} {url.port or 80} {url.path or '/'}",
+            f"encoding {'json' if self.target.encoding == JSON else 'msgpack'}",
+            f"run {self.run}.",
+            f"wid {wid}",
+            f"concurrency {self.concurrency}",
+            f"quiet {self.quiet!r}",
+        ]
+        for c in self.clients[wid :: self.procs]:
+            send = c.get("send")
+            how = ""
+            if send and "window" in send:
+                how = f" window {send['window']}"
+            elif send:
+                how = f" rate {send['rate']!r} {send.get('phase', 0.0)!r}"
+            lines.append(f"client {c['token']} {c['room']}{how}")
+        return "\n".join([*lines, "end", ""])
 
     async def read(self, proc: asyncio.subprocess.Process) -> dict[str, Any]:
         assert proc.stdout is not None
@@ -672,18 +274,18 @@ class Run:
         data: dict[str, Any] = json.loads(line)
         return data
 
-    async def tell(self, cmd: dict[str, Any]) -> None:
+    async def tell(self, cmd: str) -> None:
         for p in self.workers:
             assert p.stdin is not None
-            p.stdin.write(json.dumps(cmd).encode() + b"\n")
+            p.stdin.write(cmd.encode() + b"\n")
         await asyncio.gather(*(p.stdin.drain() for p in self.workers if p.stdin))
 
     async def go(self, duration: float, drain: float) -> None:
         """Every worker starts its senders at the same instant (CLOCK_MONOTONIC is machine-wide)."""
-        await self.tell({"cmd": "go", "t0": time.monotonic() + 0.1, "duration": duration, "drain": drain})
+        await self.tell(f"go {time.monotonic() + 0.1!r} {duration!r} {drain!r}")
 
     async def results(self, limit: float) -> list[dict[str, Any]]:
-        await self.tell({"cmd": "result"})
+        await self.tell("result")
         return list(await asyncio.wait_for(asyncio.gather(*(self.read(p) for p in self.workers)), limit))
 
     def gen_cpu(self) -> float:
@@ -693,7 +295,7 @@ class Run:
         for p in self.workers:
             if p.returncode is None and p.stdin is not None:
                 try:
-                    p.stdin.write(b'{"cmd": "quit"}\n')
+                    p.stdin.write(b"quit\n")
                     p.stdin.close()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
@@ -827,11 +429,11 @@ async def talk(
     per_sender = rate / (n_rooms * senders_per_room)
     for r, room in enumerate(rooms):
         for k in range(per_room):
-            c: dict[str, Any] = {"token": tokens[(r * per_room + k) % len(tokens)], "rooms": [room]}
+            c: dict[str, Any] = {"token": tokens[(r * per_room + k) % len(tokens)], "room": room}
             if k < senders_per_room:
                 # phase: senders spread over the interval, and rooms spread over it too
                 phase = (k + r / n_rooms) / senders_per_room
-                c["send"] = {"room": room, "rate": per_sender, "phase": phase}
+                c["send"] = {"rate": per_sender, "phase": phase}
             clients.append(c)
     run = Run(t, args.procs, clients, args.concurrency, args.quiet)
     try:
@@ -877,7 +479,7 @@ async def w_rooms(args: argparse.Namespace, t: Target) -> dict[str, Any]:
 async def w_idle(args: argparse.Namespace, t: Target) -> dict[str, Any]:
     n_rooms = max(1, math.ceil(args.connections / args.room_size))
     tokens, rooms = await provision(t, n_rooms, args.users, "i" + secrets.token_hex(2))
-    clients = [{"token": tokens[i % len(tokens)], "rooms": [rooms[i % n_rooms]]} for i in range(args.connections)]
+    clients = [{"token": tokens[i % len(tokens)], "room": rooms[i % n_rooms]} for i in range(args.connections)]
     run = Run(t, args.procs, clients, args.concurrency, args.quiet)
     await asyncio.sleep(1)
     before = server_rss(t)
@@ -908,8 +510,8 @@ async def w_idle(args: argparse.Namespace, t: Target) -> dict[str, Any]:
 async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
     tokens, rooms = await provision(t, 1, args.users, "s" + secrets.token_hex(2))
     room = rooms[0]
-    clients: list[dict[str, Any]] = [{"token": tokens[0], "rooms": [room], "send": {"room": room, "rate": args.rate}}]
-    clients += [{"token": tokens[i % len(tokens)], "rooms": [room]} for i in range(args.clients)]
+    clients: list[dict[str, Any]] = [{"token": tokens[0], "room": room, "send": {"rate": args.rate}}]
+    clients += [{"token": tokens[i % len(tokens)], "room": room} for i in range(args.clients)]
     run = Run(t, args.procs, clients, args.concurrency, args.quiet)
     try:
         conn = await run.start(args.setup_timeout)
@@ -917,7 +519,7 @@ async def w_storm(args: argparse.Namespace, t: Target) -> dict[str, Any]:
         await run.go(args.before + args.after, args.drain)
         await asyncio.sleep(args.before)
         t_drop = time.monotonic()
-        await run.tell({"cmd": "drop", "t": t_drop})
+        await run.tell(f"drop {t_drop!r}")
         results = await run.results(args.before + args.after + args.drain + args.setup_timeout)
         m = merge(results)
         cpu = meter.stop(m["received"])
@@ -957,11 +559,7 @@ def phase_fields(phases: list[list[float]]) -> dict[str, float | None]:
 async def w_durable(args: argparse.Namespace, t: Target) -> dict[str, Any]:
     tokens, rooms = await provision(t, args.rooms, args.users, "d" + secrets.token_hex(2))
     clients = [
-        {
-            "token": tokens[i % len(tokens)],
-            "rooms": [rooms[i % len(rooms)]],
-            "send": {"room": rooms[i % len(rooms)], "window": args.window},
-        }
+        {"token": tokens[i % len(tokens)], "room": rooms[i % len(rooms)], "send": {"window": args.window}}
         for i in range(args.clients)
     ]
     run = Run(t, args.procs, clients, args.concurrency, args.quiet)
@@ -1004,7 +602,6 @@ def positive(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loadgen", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="workload", required=True)
-    sub.add_parser("worker", help="internal: one generator process, spec on stdin")
 
     def common(name: str, text: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
@@ -1081,6 +678,7 @@ async def coordinator(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.url,
         "encoding": encoding,
         "server_pids": all_pids(t),
+        "client": "wsload",  # the generator's client (bench/wsload.c); before 2026-12-04, Python
         "procs": args.procs,
         "params": params,
         "results": results,
@@ -1091,14 +689,6 @@ async def coordinator(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.workload == "worker":
-        # The generator stands in for phones on other machines: here it shares the cores with
-        # the server, and as a batch task it does not preempt a server in the middle of its
-        # writes on every frame they wake it for (Linux only).
-        if hasattr(os, "SCHED_BATCH"):
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        uvloop.run(worker_main())  # its event loop costs less per received frame than asyncio's
-        return 0
     rec = asyncio.run(coordinator(args))
     print(table(rec))
     line = json.dumps(rec, sort_keys=False)
