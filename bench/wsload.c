@@ -478,7 +478,7 @@ static struct {
     double quiet;
     struct sockaddr_in addr;
     Client *c;
-    int nc;
+    int nc, *senders, nsenders; /* senders: the indices of the clients that send */
     Room *rooms;
     int nrooms;
     int ep;
@@ -486,7 +486,7 @@ static struct {
     int *queue, qhead, qlen, opening, open_left, open_phase; /* 0 none, 1 initial, 2 resume */
     double open_t0;
     /* go */
-    int go_active, go_done, drop_active, want_result, senders_done;
+    int go_active, drop_active, want_result, senders_done;
     double t0, t_end, drain, deadline, next_due;
     /* stats */
     long received, replayed, gaps, dups, sent, pending;
@@ -967,8 +967,6 @@ static void say(Buf *b) {
     free(b->p);
 }
 
-static int is_sender(const Client *c) { return c->send_kind != SEND_NONE; }
-
 static void say_result(void) {
     Buf o = {0};
     buf_printf(&o, "{\"received\": %ld, \"replayed\": %ld, \"gaps\": %ld, \"dups\": %ld, \"sent\": %ld, ",
@@ -1012,11 +1010,10 @@ static void say_result(void) {
 }
 
 static void start_go(double t0, double duration, double drain) {
-    G.t0 = t0, G.t_end = t0 + duration, G.drain = drain, G.go_active = 1, G.go_done = 0, G.senders_done = 0;
+    G.t0 = t0, G.t_end = t0 + duration, G.drain = drain, G.go_active = 1, G.senders_done = 0;
     G.next_due = t0;
-    for (int i = 0; i < G.nc; i++) {
-        Client *c = &G.c[i];
-        if (!is_sender(c)) continue;
+    for (int i = 0; i < G.nsenders; i++) {
+        Client *c = &G.c[G.senders[i]];
         c->sending = 1;
         c->next_send = c->send_kind == SEND_RATE ? t0 + c->phase / c->rate : t0;
     }
@@ -1026,8 +1023,8 @@ static void start_go(double t0, double duration, double drain) {
    second behind start again from now rather than burst. */
 static double fire_senders(double now) {
     double due = INFINITY;
-    for (int i = 0; i < G.nc; i++) {
-        Client *c = &G.c[i];
+    for (int i = 0; i < G.nsenders; i++) {
+        Client *c = &G.c[G.senders[i]];
         if (!c->sending) continue;
         if (c->state != ST_OPEN || c->next_send >= G.t_end) {
             c->sending = c->send_kind == SEND_WINDOW && c->state == ST_OPEN && now < G.t_end;
@@ -1054,19 +1051,19 @@ static void tick_go(double now) {
     if (now < G.t_end) return;
     if (!G.senders_done) {
         G.senders_done = 1;
-        for (int i = 0; i < G.nc; i++) G.c[i].sending = 0;
+        for (int i = 0; i < G.nsenders; i++) G.c[G.senders[i]].sending = 0;
         G.deadline = now + G.drain;
     }
     double quiet = G.quiet < G.drain ? G.quiet : G.drain;
     double idle = now - (G.last_arrival > G.t_end ? G.last_arrival : G.t_end);
-    if (now >= G.deadline || (G.pending == 0 && idle >= quiet)) G.go_active = 0, G.go_done = 1;
+    if (now >= G.deadline || (G.pending == 0 && idle >= quiet)) G.go_active = 0;
 }
 
 static void drop_and_resume(double t) {
     int *idx = malloc(sizeof(int) * (size_t)(G.nc ? G.nc : 1)), n = 0;
     for (int i = 0; i < G.nc; i++) {
         Client *c = &G.c[i];
-        if (is_sender(c)) continue;
+        if (c->send_kind != SEND_NONE) continue;
         close_fd(c); /* the network goes away: no close handshake, and no close is counted */
         c->state = ST_IDLE, c->close_code = 0, c->upgraded_once = 0;
         idx[n++] = i;
@@ -1124,6 +1121,10 @@ static void read_spec(void) {
         if (got >= 4 && strcmp(kind, "rate") == 0) c->send_kind = SEND_RATE, c->rate = x, c->phase = got == 5 ? y : 0;
         else if (got >= 4 && strcmp(kind, "window") == 0) c->send_kind = SEND_WINDOW, c->window = (int)x;
         if (c->window > (int)(sizeof c->pend / sizeof c->pend[0])) die("a window of at most 64");
+        if (c->send_kind != SEND_NONE) {
+            G.senders = xrealloc(G.senders, sizeof(int) * (size_t)(G.nsenders + 1));
+            G.senders[G.nsenders++] = G.nc;
+        }
         G.nc++;
     }
     die("the spec ended before `end`");
