@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import os
+import weakref
 from pathlib import Path
 
 import pytest
 
 from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId
+from server.transport import HearthWebSocketProtocol
 from tests.conftest import TIMEOUT, Api, Client, Running, open_client, serving, start_server, test_settings
 
 
@@ -160,3 +163,41 @@ async def test_metrics_count_what_happened_in_prometheus_text(tmp_path: Path) ->
         assert samples['hearth_gc_pause_seconds_count{generation="0"}'] >= 1  # the worker allocated since it started
         await b.close()
         await a.close()
+
+
+async def test_a_closed_connection_is_freed_at_once_without_the_cycle_collector(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """A socket that closes, with a close handshake or by a dropped TCP connection, leaves
+    nothing in reference cycles: its protocol, parser and buffers are freed as soon as it is
+    gone. What is left in cycles waits for a full collection, which stops the worker for as
+    long as it takes to scan every connection it holds."""
+    room = await api.room(await api.staff())
+
+    def ours() -> set[HearthWebSocketProtocol]:
+        return {c for c in server.server.server_state.connections if isinstance(c, HearthWebSocketProtocol)}
+
+    before = ours()
+    opened = [await open_client(server, await api.signup()) for _ in range(3)]
+    clients.extend(opened)
+    for client in opened:
+        await client.call("join", room=room)
+        await client.call("send", room=room, text="hello", client_id="c1")
+    freed = asyncio.Event()
+    left = [3]
+
+    def one_freed() -> None:
+        left[0] -= 1
+        if not left[0]:
+            freed.set()
+
+    watched = [weakref.finalize(protocol, one_freed) for protocol in ours() - before]
+    assert len(watched) == 3
+    gc.disable()
+    try:
+        await opened[0].close()
+        await opened[1].close()
+        opened[2].ws.transport.abort()  # no close frame: the connection is simply lost
+        await asyncio.wait_for(freed.wait(), TIMEOUT)
+    finally:
+        gc.enable()
