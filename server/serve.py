@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import uvicorn
@@ -55,9 +56,22 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     return uvicorn.Config(Entry(app), **options)  # type: ignore[arg-type]
 
 
+# The cycle collector: a young collection after 10,000 net allocations of container objects
+# instead of 700. A worker's heap is mostly its connections' long-lived state, and a full
+# collection, which stops the worker while it scans all of it, runs once the middle
+# generation has been collected ten times and the heap has grown by a quarter. At 700, a
+# worker taking on 10,000 connections in 1,000 rooms made 12 full collections of up to half
+# a second each (3.3-3.8 s in all); at 10,000 it makes none, and its longest pause is that
+# of a middle collection, about 55 ms. (At 50,000 the one middle collection took 0.3 s.) A
+# closed connection leaves no garbage in cycles (HearthWebSocketProtocol.connection_lost),
+# so what is left for the collector to find is little and can wait.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM; with `reuse_port`, on a listening socket of this worker's own
     (see server.workers)."""
+    gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
     server = HearthServer(uvicorn_config(app, settings), app)
     if reuse_port:
