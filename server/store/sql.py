@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
     BigInteger,
     Row,
-    Select,
     String,
     and_,
     any_,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
-    or_,
     select,
     true,
     update,
@@ -80,10 +80,10 @@ Key = tuple[str, str, str | None]  # an event's (room, sender, client_id): uniqu
 _KEY_CONSTRAINT = "uq_events_room_id_sender_id_client_id"
 
 
-def _repeated_key(exc: IntegrityError) -> bool:
+def _repeated_key(exc: IntegrityError | sqlite3.IntegrityError) -> bool:
     """Whether an insert failed on the (room, sender, client_id) key: a resend, which the
     probe then finds. PostgreSQL names the constraint; SQLite names its columns."""
-    message = str(exc.orig)
+    message = str(exc.orig if isinstance(exc, IntegrityError) else exc)
     return _KEY_CONSTRAINT in message or "events.room_id, events.sender_id, events.client_id" in message
 
 
@@ -112,6 +112,59 @@ def _event(new: NewEvent, seq: int, ts: int) -> Event:
     return Event(new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target)
 
 
+Placed = tuple[list[Event | HearthError], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _place(
+    batch: Sequence[NewEvent],
+    last: dict[str, int],
+    known: dict[Key, Event],
+    targets: dict[Any, dict[str, Any]],
+    ts: int,
+) -> Placed:
+    """What a batch stores, given what its transaction found: each room's counter (`last`,
+    moved on here), the events already stored under the batch's keys (`known`) and the
+    messages its edits, deletions and reactions act on (`targets`). Returns each event's
+    result, the rows to insert, and the message rows to rewrite for edits and deletions."""
+    results: list[Event | HearthError] = []
+    rows: list[dict[str, Any]] = []
+    edits: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
+    for new in batch:
+        key = (new.room, new.sender.id, new.client_id)
+        if new.room not in last:
+            results.append(NotFound("There is no such room."))
+            continue
+        if new.client_id is not None and key in known:
+            repeat = known[key]
+            same = repeat.kind is new.kind and repeat.target == new.target
+            results.append(repeat if same else Conflict("This client_id was already used for another event."))
+            continue
+        if new.target is not None:
+            target = targets.get((new.room, new.target))
+            if target is None or target["kind"] != EventKind.MESSAGE or target["redacted"]:
+                results.append(NotFound("There is no such message."))
+                continue
+        seq = last[new.room] = last[new.room] + 1
+        event = _event(new, seq, ts)
+        results.append(event)
+        if new.client_id is not None:
+            known[key] = event
+        rows.append(_row(new, seq, ts))
+        if new.kind is EventKind.MESSAGE:
+            targets[(new.room, seq)] = {"kind": EventKind.MESSAGE, "redacted": False, "body": dict(new.body)}
+        elif new.kind is EventKind.EDIT:
+            target = targets[(new.room, new.target)]
+            target["body"] = {**target["body"], "text": new.body["text"], "edited": True, "edit_seq": seq}
+            edits.append({"r": new.room, "s": new.target, "b": orjson.dumps(target["body"]).decode()})
+        elif new.kind is EventKind.DELETE:
+            target = targets[(new.room, new.target)]
+            target["redacted"] = True
+            kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
+            deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
+    return results, rows, edits, deletes
+
+
 # The commit path's statements are built once. SQLAlchemy caches a statement's compiled SQL,
 # but it walks a statement object for its cache key on every execution unless the same
 # object is used again (its key is then memoised).
@@ -121,12 +174,10 @@ _LOCK_ROOMS = (
     .order_by(rooms.c.id)
     .with_for_update()
 )
-_INSERT = events.insert()
 # On PostgreSQL events are stamped by the database's clock, taken once the rooms are locked:
 # a room's times then follow its seqs whichever worker (and whichever host's clock) commits.
 _CLOCK = cast(func.extract("epoch", func.clock_timestamp()) * literal_column("1000000"), BigInteger)
 _NOW = select(_CLOCK)
-_SET_LAST = update(rooms).where(rooms.c.id == bindparam("r")).values(last_seq=bindparam("s"))
 
 # PostgreSQL takes a batch as one array per column, so one statement does for any batch:
 # with 100 events, the insert took 3.5 ms as executemany (one INSERT per row), and the
@@ -197,36 +248,64 @@ _FOUND = (
 )
 _PROBE_ARRAYS = select(_FOUND).select_from(_KEYS).join(_FOUND, true())
 
-# SQLite has no arrays: its probe is one statement per power-of-two number of keys.
-_PROBES_MAX = 256  # keys per probe statement: 768 bound parameters (SQLite allows 999 at least)
 
-
-def _probe_size(keys: int) -> int:
-    """The probe statement for `keys` keys: the next power of two, so few statements exist."""
-    return min(_PROBES_MAX, 1 << (keys - 1).bit_length())
+# SQLite's commit runs whole on the writer's thread (`SqliteWriter`), on sqlite3 itself: a
+# statement there costs microseconds, where through aiosqlite and SQLAlchemy each was a
+# round trip to that thread and back.
+_COLUMNS = [c.name for c in events.c]
+_SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
+_SQLITE_EDITED = "UPDATE events SET body = :b WHERE room_id = :r AND seq = :s"
+_SQLITE_DELETED = "UPDATE events SET body = :b, redacted = 1 WHERE room_id = :r AND seq = :s"
+_SQLITE_EDITS_DELETED = (
+    "UPDATE events SET body = '{\"deleted\":true}', redacted = 1 WHERE room_id = :r AND kind = 'edit' AND target = :s"
+)
+_SQLITE_BY_KEY = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE room_id = ? AND sender_id = ? AND client_id = ?"
 
 
 @cache
-def _probe(size: int) -> Select[Any]:
-    """Events under `size` (room, sender, client_id) keys, as one index probe per key: the
-    OR of ANDs names the unique index's three columns (SQLite scans the table for a
-    row-value IN list). Parameters r0, u0, c0, r1, …"""
-    return select(events).where(
-        or_(
-            *(
-                and_(
-                    events.c.room_id == bindparam(f"r{i}"),
-                    events.c.sender_id == bindparam(f"u{i}"),
-                    events.c.client_id == bindparam(f"c{i}"),
-                )
-                for i in range(size)
-            )
-        )
-    )
+def _record(fields: tuple[str, ...]) -> Any:
+    return namedtuple("Record", fields)
+
+
+def _records(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Any:
+    """sqlite3's rows with attributes by column name, as SQLAlchemy's rows have."""
+    return _record(tuple(d[0] for d in cursor.description))(*values)
+
+
+def _append_sqlite(batch: Sequence[NewEvent], probe: bool, conn: sqlite3.Connection) -> list[Event | HearthError]:
+    """`SqlTranscriptStore.append` on SQLite, inside the writer's BEGIN IMMEDIATE: no other
+    writer runs until its COMMIT, so the rooms' counters are read and moved with nothing in
+    between. Without `probe`, keys are not looked up first: one that is already stored fails
+    the insert (IntegrityError)."""
+    cur = conn.cursor()
+    cur.row_factory = _records
+    last: dict[str, int] = {}
+    for room in sorted({new.room for new in batch}):
+        found = cur.execute("SELECT last_seq FROM rooms WHERE id = ?", (room,)).fetchone()
+        if found is not None:
+            last[room] = found.last_seq
+    known: dict[Key, Event] = {}
+    for key in {(new.room, new.sender.id, new.client_id) for new in batch if probe and new.client_id is not None}:
+        if (row := cur.execute(_SQLITE_BY_KEY, key).fetchone()) is not None:
+            known[key] = _row_event(row)
+    targets: dict[Any, dict[str, Any]] = {}
+    for room, seq in {(new.room, new.target) for new in batch if new.target is not None}:
+        query = "SELECT kind, redacted, body FROM events WHERE room_id = ? AND seq = ?"
+        if (row := cur.execute(query, (room, seq)).fetchone()) is not None:
+            targets[(room, seq)] = {"kind": row.kind, "redacted": row.redacted, "body": orjson.loads(row.body)}
+    results, rows, edits, deletes = _place(batch, last, known, targets, now_us())
+    if rows:
+        cur.executemany(_SQLITE_INSERT, rows)
+        cur.executemany("UPDATE rooms SET last_seq = ? WHERE id = ?", [(s, r) for r, s in last.items()])
+    # Each message row as it now stands; a deletion also erases the text of its edits.
+    cur.executemany(_SQLITE_EDITED, edits)
+    cur.executemany(_SQLITE_DELETED, deletes)
+    cur.executemany(_SQLITE_EDITS_DELETED, [{"r": d["r"], "s": d["s"]} for d in deletes])
+    return results
 
 
 class SqlTranscriptStore:
-    """The transcript store on SQLAlchemy Core.
+    """The transcript store on SQLAlchemy Core, and on sqlite3 itself for SQLite's commits.
 
     `append` takes each room's counter under its row lock (SELECT ... FOR UPDATE on
     PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers), so commits within a room
@@ -236,12 +315,25 @@ class SqlTranscriptStore:
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
         # PostgreSQL: the writer's connections, each statement committing by itself
-        self._autocommit = None if engines.is_sqlite else engines.writer.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = engines.writer.execution_options(isolation_level="AUTOCOMMIT")
 
     async def append(self, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
+        if self.engines.sqlite is not None:
+            try:
+                try:
+                    return await self.engines.sqlite.transaction(partial(_append_sqlite, batch, False))
+                except sqlite3.IntegrityError as exc:
+                    if not _repeated_key(exc):
+                        raise
+                    # A key of the batch is stored already (a resend): again, looking keys up first.
+                    return await self.engines.sqlite.transaction(partial(_append_sqlite, batch, True))
+            except sqlite3.OperationalError as exc:  # locked past busy_timeout, I/O error, disk full
+                log.warning("store unavailable: %s", type(exc).__name__)
+                raise Unavailable("The message store is unavailable. Please retry.") from exc
+
         async def run() -> list[Event | HearthError]:
             try:
-                if self._autocommit is not None and all(new.target is None for new in batch):
+                if all(new.target is None for new in batch):
                     async with self._autocommit.connect() as conn:
                         return await self._append_at_once(conn, batch)
                 async with self.engines.writer.begin() as conn:
@@ -256,7 +348,7 @@ class SqlTranscriptStore:
         return await guarded(run)
 
     async def _append_at_once(self, conn: AsyncConnection, batch: Sequence[NewEvent]) -> list[Event | HearthError]:
-        """PostgreSQL, a batch with no targets: one statement (`_AT_ONCE`). A key that is
+        """A batch with no targets: one statement (`_AT_ONCE`). A key that is
         already stored fails it on the unique index (IntegrityError) and stores nothing."""
         counts: dict[str, int] = {}
         places: list[int | None] = []  # each event's place in its room; None: a repeat in the batch
@@ -292,53 +384,16 @@ class SqlTranscriptStore:
     async def _append(
         self, conn: AsyncConnection, batch: Sequence[NewEvent], *, probe: bool
     ) -> list[Event | HearthError]:
-        """The batch in one transaction, under its rooms' locks. Without `probe`, keys are not
-        looked up first: one that is already stored fails the insert (IntegrityError)."""
+        """The batch in one transaction, under its rooms' locks (PostgreSQL). Without `probe`,
+        keys are not looked up first: one that is already stored fails the insert
+        (IntegrityError)."""
         locked = await conn.execute(_LOCK_ROOMS, {"ids": sorted({e.room for e in batch})})
         last: dict[str, int] = {r.id: r.last_seq for r in locked}
         known: dict[Key, Event] = await self._repeats(conn, batch) if probe else {}
         targets = await self._targets(conn, batch)
-        ts: int = now_us() if self.engines.is_sqlite else (await conn.execute(_NOW)).scalar_one()
-        results: list[Event | HearthError] = []
-        rows: list[dict[str, Any]] = []
-        edits: list[dict[str, Any]] = []
-        deletes: list[dict[str, Any]] = []
-        for new in batch:
-            key = (new.room, new.sender.id, new.client_id)
-            if new.room not in last:
-                results.append(NotFound("There is no such room."))
-                continue
-            if new.client_id is not None and key in known:
-                repeat = known[key]
-                same = repeat.kind is new.kind and repeat.target == new.target
-                results.append(repeat if same else Conflict("This client_id was already used for another event."))
-                continue
-            if new.target is not None:
-                target = targets.get((new.room, new.target))
-                if target is None or target["kind"] != EventKind.MESSAGE or target["redacted"]:
-                    results.append(NotFound("There is no such message."))
-                    continue
-            seq = last[new.room] = last[new.room] + 1
-            event = _event(new, seq, ts)
-            results.append(event)
-            if new.client_id is not None:
-                known[key] = event
-            rows.append(_row(new, seq, ts))
-            if new.kind is EventKind.MESSAGE:
-                targets[(new.room, seq)] = {"kind": EventKind.MESSAGE, "redacted": False, "body": dict(new.body)}
-            elif new.kind is EventKind.EDIT:
-                target = targets[(new.room, new.target)]
-                target["body"] = {**target["body"], "text": new.body["text"], "edited": True, "edit_seq": seq}
-                edits.append({"r": new.room, "s": new.target, "b": orjson.dumps(target["body"]).decode()})
-            elif new.kind is EventKind.DELETE:
-                target = targets[(new.room, new.target)]
-                target["redacted"] = True
-                kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
-                deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
-        if rows and self.engines.is_sqlite:
-            await conn.execute(_INSERT, rows)
-            await conn.execute(_SET_LAST, [{"r": r, "s": s} for r, s in last.items()])
-        elif rows:
+        ts: int = (await conn.execute(_NOW)).scalar_one()
+        results, rows, edits, deletes = _place(batch, last, known, targets, ts)
+        if rows:
             await conn.execute(_COMMIT_ARRAYS, {**_arrays(rows), "lr": list(last), "ls": list(last.values())})
         await self._materialise(conn, edits, deletes)
         return results
@@ -348,17 +403,9 @@ class SqlTranscriptStore:
         the unique index, whose three columns they name (a room's size does not matter)."""
         keys = sorted({(new.room, new.sender.id, new.client_id) for new in batch if new.client_id is not None})
         found: dict[Key, Event] = {}
-        if keys and not self.engines.is_sqlite:
+        if keys:
             r, u, c = (list(column) for column in zip(*keys, strict=True))
             for row in await conn.execute(_PROBE_ARRAYS, {"r": r, "u": u, "c": c}):
-                found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
-            return found
-        for start in range(0, len(keys), _PROBES_MAX):  # 3 bound parameters a key
-            chunk = keys[start : start + _PROBES_MAX]
-            size = _probe_size(len(chunk))
-            chunk += chunk[-1:] * (size - len(chunk))  # a repeated key finds the same row
-            params = {f"{c}{i}": v for i, key in enumerate(chunk) for c, v in zip("ruc", key, strict=True)}
-            for row in await conn.execute(_probe(size), params):
                 found[(row.room_id, row.sender_id, row.client_id)] = _row_event(row)
         return found
 
