@@ -13,21 +13,17 @@ The database is a new file in a temporary directory, with Hearth's pragmas
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId  # noqa: E402
-from server.store.directory import SqlDirectory  # noqa: E402
-from server.store.engine import open_engines  # noqa: E402
-from server.store.sql import SqlTranscriptStore  # noqa: E402
-from server.store.tables import metadata, rooms  # noqa: E402
+from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId
+from server.store.directory import SqlDirectory
+from server.store.engine import open_engines
+from server.store.sql import SqlTranscriptStore
+from server.store.tables import metadata, rooms
 
 
 async def timed(name: str, rounds: int, call: Callable[[int], Awaitable[object]]) -> None:

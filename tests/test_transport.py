@@ -184,11 +184,12 @@ async def test_a_closed_connection_is_freed_at_once_without_the_cycle_collector(
         await client.call("join", room=room)
         await client.call("send", room=room, text="hello", client_id="c1")
     freed = asyncio.Event()
-    left = [3]
+    left = 3
 
     def one_freed() -> None:
-        left[0] -= 1
-        if not left[0]:
+        nonlocal left
+        left -= 1
+        if not left:
             freed.set()
 
     watched = [weakref.finalize(protocol, one_freed) for protocol in ours() - before]

@@ -112,7 +112,7 @@ def _event(new: NewEvent, seq: int, ts: int) -> Event:
     return Event(new.room, Seq(seq), from_us(ts), new.kind, new.sender.public(), new.body, new.client_id, new.target)
 
 
-Placed = tuple[list[Event | HearthError], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+_Placed = tuple[list[Event | HearthError], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _place(
@@ -121,7 +121,7 @@ def _place(
     known: dict[Key, Event],
     targets: dict[Any, dict[str, Any]],
     ts: int,
-) -> Placed:
+) -> _Placed:
     """What a batch stores, given what its transaction found: each room's counter (`last`,
     moved on here), the events already stored under the batch's keys (`known`) and the
     messages its edits, deletions and reactions act on (`targets`). Returns each event's
