@@ -10,6 +10,7 @@ import re
 import secrets
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +55,61 @@ def test_settings(data_dir: Path, **limits: Any) -> Settings:
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+# Figures a test measured (a latency under attack, a time to recover): printed together at
+# the end of the run, so every run records them whether the tests pass or fail.
+FIGURES: list[str] = []
+
+
+def record_figure(test: str, what: str, value: float, unit: str) -> None:
+    FIGURES.append(f"{test}: {what} {value:.1f} {unit}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+class HealthProbe:
+    """Asks `/healthz` again and again while an attack runs: the slowest answer says how long
+    the worker stopped serving everyone else. Use as `async with HealthProbe(url) as probe:`,
+    then read `probe.worst` (seconds)."""
+
+    def __init__(self, http_url: str, *, every: float = 0.02) -> None:
+        self.http_url = http_url
+        self.every = every
+        self.worst = 0.0
+        self.answers = 0
+        self._task: asyncio.Task[None] | None = None
+        self._http = httpx.AsyncClient(base_url=http_url, timeout=TIMEOUT * 3)
+
+    async def __aenter__(self) -> HealthProbe:
+        await self._probe()  # the connection is open before the attack starts
+        self.worst = 0.0
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._probe()  # one more after the attack: a stall still under way counts
+        await self._http.aclose()
+
+    async def _probe(self) -> None:
+        started = time.perf_counter()
+        r = await self._http.get("/healthz")
+        assert r.status_code == 200, r.text
+        self.worst = max(self.worst, time.perf_counter() - started)
+        self.answers += 1
+
+    async def _run(self) -> None:
+        while True:
+            await self._probe()
+            await asyncio.sleep(self.every)
 
 
 @dataclass
