@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 from server.auth import Accounts, Tokens, load_secret
 from server.broker import open_broker, open_shared
@@ -26,7 +24,6 @@ from server.store.migrate import upgrade
 from server.store.outbox import SqlOutbox
 from server.store.schedule import SqlSchedule
 from server.store.sql import SqlTranscriptStore
-from server.ws import ws_endpoint
 
 log = logging.getLogger("hearth")
 
@@ -86,20 +83,3 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     return app
-
-
-class Entry:
-    """The ASGI app uvicorn runs: `/ws` straight to the websocket endpoint, the rest (HTTP,
-    lifespan) to Starlette. A websocket lives for hours, and each layer of Starlette's
-    middleware and routing would hold a suspended coroutine for it all that time."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """Hands back the endpoint's coroutine rather than awaiting it in one of its own (so
-        uvicorn is told this is an ASGI 3 app: `interface` in `server.serve`)."""
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            scope["app"] = self.app
-            return ws_endpoint(WebSocket(scope, receive, send))
-        return self.app(scope, receive, send)

@@ -5,6 +5,9 @@ from __future__ import annotations
 CLOSE_GOING_AWAY = 1001
 """The server or client is leaving. Reconnect with backoff."""
 
+CLOSE_BAD_DATA = 1007
+"""A text frame that is not UTF-8. A client bug: do not resend the frame."""
+
 CLOSE_TOO_BIG = 1009
 """A frame over the hard size limit, refused by the websocket layer. Do not resend it."""
 

@@ -9,8 +9,9 @@ UTF-8, the other encoding's frame type) is a `ProtocolViolation`, answered with 
 
 from __future__ import annotations
 
+import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgpack
@@ -18,6 +19,7 @@ import orjson
 
 JSON_PROTOCOL: Final = "hearth.v1.json"
 MSGPACK_PROTOCOL: Final = "hearth.v1.msgpack"
+PROTOCOLS: Final = frozenset({JSON_PROTOCOL, MSGPACK_PROTOCOL})
 
 
 TEXT: Final = 0x1  # websocket opcodes (RFC 6455 §5.2)
@@ -65,8 +67,9 @@ class JsonCodec:
     def __init__(self, *, max_depth: int) -> None:
         self.max_depth = max_depth
 
-    def decode(self, frame: str | bytes) -> dict[str, Any]:
-        if not isinstance(frame, str):
+    def decode(self, text: bool, frame: bytes) -> dict[str, Any]:
+        """The map in a frame's bytes (orjson reads UTF-8 bytes directly, and refuses invalid UTF-8)."""
+        if not text:
             raise ProtocolViolation("binary frame on a JSON connection")
         try:
             value = orjson.loads(frame)
@@ -76,6 +79,10 @@ class JsonCodec:
             raise ProtocolViolation("frame is not a map")
         _check_depth(value, self.max_depth)
         return value
+
+    @staticmethod
+    def encode(message: Mapping[str, Any]) -> bytes:
+        return orjson.dumps(message)
 
     def frame(self, message: Mapping[str, Any]) -> bytes:
         return websocket_frame(TEXT, orjson.dumps(message))
@@ -93,8 +100,8 @@ class MsgpackCodec:
     def _no_ext(code: int, data: bytes) -> object:
         raise ProtocolViolation("msgpack extension types are not accepted")
 
-    def decode(self, frame: str | bytes) -> dict[str, Any]:
-        if not isinstance(frame, bytes):
+    def decode(self, text: bool, frame: bytes) -> dict[str, Any]:
+        if text:
             raise ProtocolViolation("text frame on a msgpack connection")
         try:
             value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=self._no_ext, timestamp=0)
@@ -106,6 +113,11 @@ class MsgpackCodec:
             raise ProtocolViolation("frame is not a map")
         _check_depth(value, self.max_depth)
         return value
+
+    @staticmethod
+    def encode(message: Mapping[str, Any]) -> bytes:
+        data: bytes = msgpack.packb(message, use_bin_type=True)
+        return data
 
     def frame(self, message: Mapping[str, Any]) -> bytes:
         return websocket_frame(BINARY, msgpack.packb(message, use_bin_type=True))
@@ -119,9 +131,31 @@ def make_codecs(*, max_depth: int) -> dict[str, Codec]:
     return {JSON_PROTOCOL: JsonCodec(max_depth=max_depth), MSGPACK_PROTOCOL: MsgpackCodec(max_depth=max_depth)}
 
 
-def choose_codec(offered: Sequence[str], codecs: Mapping[str, Codec]) -> Codec | None:
-    """The codec for the client's offered subprotocols: the first Hearth knows, JSON when none
-    is offered, None when every offer is unknown."""
-    if not offered:
-        return codecs[JSON_PROTOCOL]
-    return next((codecs[name] for name in offered if name in codecs), None)
+_JSON_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d{1,16})\s*[,}]')
+_MSGPACK_MAP = frozenset(range(0x81, 0x90)) | {0xDE, 0xDF}
+_MSGPACK_UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+def peek_id(codec: Codec, frame: bytes) -> int | None:
+    """A frame's command id, read without decoding the frame: when `id` is its first key
+    (as clients write it) and a plain integer; else None. For the reply to a frame that is
+    refused before it is decoded (too large, or over the rate), at a cost that does not
+    grow with the frame."""
+    if codec.name == JSON_PROTOCOL:
+        match = _JSON_ID.match(frame, 0, 64)
+        value = int(match.group(1)) if match else None
+    else:
+        head = 1 if frame[:1] and frame[0] < 0xDE else 3 if frame[:1] == b"\xde" else 5
+        if not frame or frame[0] not in _MSGPACK_MAP or frame[head : head + 3] != b"\xa2id":
+            return None
+        marker = frame[head + 3 : head + 4]
+        if not marker:
+            return None
+        if marker[0] < 0x80:
+            value = marker[0]
+        elif (width := _MSGPACK_UINT.get(marker[0])) is not None:
+            raw = frame[head + 4 : head + 4 + width]
+            value = int.from_bytes(raw, "big") if len(raw) == width else None
+        else:
+            return None
+    return value if value is not None and value <= 2**53 - 1 else None

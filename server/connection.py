@@ -15,12 +15,13 @@ from server.closecodes import CLOSE_TOO_SLOW
 from server.codec import Codec
 from server.metrics import Metrics
 from server.settings import Limits
+from server.transport import Closed, Incoming, Message
 
 log = logging.getLogger("hearth.ws")
 
 
 class Wire(Protocol):
-    """What a connection needs of its websocket (server.transport.HearthWebSocketProtocol)."""
+    """What a connection needs of its websocket (server.transport.Socket)."""
 
     on_writable: Callable[[], None] | None
 
@@ -31,7 +32,18 @@ class Wire(Protocol):
 
     def close_with(self, code: int, reason: str) -> None: ...
 
-    async def receive(self) -> Any: ...
+    def receive(self) -> Awaitable[Message]: ...
+
+
+class Budget:
+    """Bytes held back for one user's connections on this worker, all together: a user with
+    20 sockets that stop reading holds `user_outbox_bytes`, not 20 outboxes."""
+
+    __slots__ = ("held", "users")
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.users = 0  # connections sharing it
 
 
 class Disconnected(Exception):
@@ -46,14 +58,17 @@ class Connection:
 
     `push()` never waits and never needs a task: each frame goes straight to the socket's
     transport. While the transport is paused (its buffer is over the high-water mark),
-    frames wait in a bounded backlog that the transport's resume drains; a backlog past
-    `limits.outbox` frames closes the connection with 4408, so one slow phone never holds
-    a room back. It catches up later by resuming with `since`.
+    frames wait in a backlog that the transport's resume drains. The backlog is bounded in
+    bytes, per connection (`limits.outbox_bytes`) and for all of a user's connections on
+    this worker together (`limits.user_outbox_bytes`); past either, the connection closes
+    with 4408, so one slow phone never holds a room back, and a client that stops reading
+    cannot make the server hold more than that for it. It catches up later by resuming
+    with `since`.
     """
 
     __slots__ = (
         "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "facilitating", "on_duty",
-        "bucket", "strikes", "_backlog", "_corked", "_close", "_gone",
+        "bucket", "strikes", "budget", "_backlog", "_held", "_corked", "_close", "_gone",
     )  # fmt: skip
 
     def __init__(self, wire: Wire, codec: Codec, limits: Limits, now: float, metrics: Metrics) -> None:
@@ -70,7 +85,9 @@ class Connection:
         self.on_duty = NO_ROOMS  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
         self.strikes = 0
+        self.budget: Budget | None = None  # the user's, once signed in
         self._backlog: deque[bytes] | None = None  # made when the transport first pauses
+        self._held = 0  # bytes in the backlog
         self._corked: list[bytes] | None = None  # frames collected for one write (`cork`)
         self._close: tuple[int, str] | None = None
         self._gone = False
@@ -110,13 +127,19 @@ class Connection:
                 return False
             if self._backlog is None:
                 self._backlog = deque()
-            if len(self._backlog) >= self.limits.outbox:
+            size, budget = len(frame), self.budget
+            if self._held + size > self.limits.outbox_bytes or (
+                budget is not None and budget.held + size > self.limits.user_outbox_bytes
+            ):
                 log.info("outbox full, closing conn=%s user=%s", self.id, self.user_id)
                 self.metrics.overflows.inc()
-                self._backlog.clear()
+                self._drop_backlog()
                 self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
                 return False
             self._backlog.append(frame)
+            self._held += size
+            if budget is not None:
+                budget.held += size
             return True
         if self._corked is not None:
             self._corked.append(frame)
@@ -150,13 +173,30 @@ class Connection:
         """Write held-back frames while the transport takes them, then a close asked for."""
         backlog, wire = self._backlog, self.wire
         while backlog and not wire.paused:
-            wire.write_frame(backlog.popleft())
+            frame = backlog.popleft()
+            self._let_go(len(frame))
+            wire.write_frame(frame)
         if not backlog and self._close is not None:
             wire.close_with(*self._close)
 
+    def _let_go(self, size: int) -> None:
+        self._held -= size
+        if self.budget is not None:
+            self.budget.held -= size
+
+    def _drop_backlog(self) -> None:
+        """Forget what is held back (the connection is closing, or gone)."""
+        if self._backlog:
+            self._let_go(self._held)
+            self._backlog.clear()
+
+    def forget(self) -> None:
+        """The socket is gone: give its held bytes back to the user's budget."""
+        self._drop_backlog()
+
     # Reading
 
-    def receive(self) -> Awaitable[Any]:
+    def receive(self) -> Awaitable[Message]:
         """The next message from the socket, for `payload()`; raises Disconnected once the
         socket has closed. The wire's own coroutine is handed back: an idle connection waits
         in it with no coroutine of this one's around it."""
@@ -164,11 +204,9 @@ class Connection:
             raise Disconnected
         return self.wire.receive()
 
-    def payload(self, message: Any) -> str | bytes:
-        """A frame's payload from a `receive()` message; raises Disconnected for the close."""
-        if message["type"] == "websocket.disconnect":
+    def payload(self, message: Message) -> Incoming:
+        """A client's message from a `receive()`; raises Disconnected for the close."""
+        if isinstance(message, Closed):
             self._gone = True
             raise Disconnected
-        if message.get("text") is not None:
-            return str(message["text"])
-        return bytes(message.get("bytes") or b"")
+        return message

@@ -315,8 +315,10 @@ async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     events = await hub.store.read_before(room, before, limit)
     wire = [e.to_wire() for e in events]
     if conn.id in hub.feeds[room].waiting:  # in a session's lobby: its outline and their own
-        return {"events": [seen for e in wire if (seen := live.for_lobby(e, conn.user_id)) is not None]}
-    return {"events": [e for e in wire if conn.sees(room, e)]}
+        shown = [dict(seen) for e in wire if (seen := live.for_lobby(e, conn.user_id)) is not None]
+    else:
+        shown = [e for e in wire if conn.sees(room, e)]
+    return {"events": hub.within_reply(conn, shown)}
 
 
 async def op_typing(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -391,11 +393,11 @@ def _reply_later(conn: Connection, cid: int, future: asyncio.Future[Event]) -> N
 
 
 async def dispatch(hub: Hub, conn: Connection, frame: Mapping[str, Any]) -> None:
-    """Run one command and push its reply (now, or when its commit completes)."""
+    """Run one command and push its reply (now, or when its commit completes). Its frame
+    was paid for when it was read (`server.ws.read_frame`)."""
     cid = command_id(frame)
     op = frame.get("op")
     try:
-        throttle(hub, conn)
         if cid is None:
             raise BadRequest("`id` must be a non-negative integer.")
         if hub.draining:

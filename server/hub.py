@@ -17,13 +17,14 @@ from presence.tracker import PresenceTracker
 from rooms.errors import HearthError, RateLimited, Unavailable
 from rooms.hours import status
 from rooms.model import Event, Room, RoomId, User
+from rooms.paging import newest_within
 from rooms.service import RoomService
 from server.auth import Accounts
 from server.broker import Backend, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter, Outgoing
-from server.connection import Connection, Wire
+from server.connection import Budget, Connection, Wire
 from server.fanout import ORIGIN, SKIP, RoomFeed, pack
 from server.live import LiveDesk
 from server.metrics import Metrics
@@ -69,6 +70,7 @@ class Hub:
         self.desk = LiveDesk(self)
         self.outbox = outbox  # where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
+        self.budgets: dict[str, Budget] = {}  # bytes held back per user, for their connections here
         self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
         self._feed_locks: dict[RoomId, asyncio.Lock] = {}
@@ -101,6 +103,8 @@ class Hub:
             raise RateLimited("Too many open connections for this account. Close one and retry.", retry_after=5.0)
         conn.user = user
         conn.token_id = token_id
+        budget = conn.budget = self.budgets.get(user.id) or self.budgets.setdefault(user.id, Budget())
+        budget.users += 1
         self.registry.add(conn)
 
     async def check_user_rate(self, user: User) -> None:
@@ -187,13 +191,14 @@ class Hub:
                     view = session.lobby_view() if waiting else session.public()
                     if facilitator or session.facilitates(user.id):
                         view = session.for_facilitators()
+                shown = self.within_reply(conn, events)
                 reply(
                     {
                         "room": room.public() | ({"hours": status(room.open_hours, now)} if room.open_hours else {}),
                         "seq": latest,
                         "presence": present,
-                        "events": events,
-                        "recovered": recovered,
+                        "events": shown,
+                        "recovered": recovered and len(shown) == len(events),
                         "session": view,
                         "waiting": waiting,
                     }
@@ -208,6 +213,13 @@ class Hub:
         self.metrics.joins.inc()
         if not waiting and room.id in conn.rooms:  # (not if it was closed meanwhile: a removal)
             await self.arrived(conn, room.id)
+
+    def within_reply(self, conn: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The newest of `events` that one reply may carry (`limits.reply_bytes`, as encoded
+        for this connection): a join or a page of history never holds megabytes for a client."""
+        if len(events) < 2:
+            return events
+        return newest_within(events, self.limits.reply_bytes, lambda e: len(conn.codec.encode(e)))
 
     async def members(self, room: RoomId) -> list[dict[str, str]]:
         """Who is in the room, on every worker (on this one alone while Redis is down)."""
@@ -310,7 +322,13 @@ class Hub:
     async def forget(self, conn: Connection) -> None:
         """The connection is gone: leave every room, drop it from the registry."""
         await self.leave_all(conn)
+        conn.forget()
         if conn.user is not None:  # set only once `register` counted the connection
+            budget = conn.budget
+            if budget is not None:
+                budget.users -= 1
+                if not budget.users and self.budgets.get(conn.user.id) is budget:
+                    del self.budgets[conn.user.id]
             await self._shared(self.shared.limiter.close_conn(conn.user.id, conn.id))
         self.registry.discard(conn)
         if not len(self.registry):

@@ -1,59 +1,46 @@
-"""Running Hearth under uvicorn, with Hearth's limits and its graceful drain on SIGTERM."""
+"""Running Hearth under uvicorn: its HTTP protocol behind Hearth's gate, Hearth's own
+websocket protocol, and the graceful drain on SIGTERM (the app's lifespan shutdown)."""
 
 from __future__ import annotations
 
 import gc
-import socket
 
 import uvicorn
 from starlette.applications import Starlette
 
 from server import logs
-from server.app import Entry, create_app
+from server.app import create_app
+from server.gate import Gate
 from server.settings import Settings
-from server.transport import HearthWebSocketProtocol
+from server.transport import WebSockets
 from server.workers import port_socket
-
-
-class HearthServer(uvicorn.Server):
-    """uvicorn's server, draining the hub before uvicorn closes the sockets.
-
-    On SIGTERM: stop accepting connections, commit and acknowledge every pending send,
-    then close each socket with 1012 so clients reconnect elsewhere and resume.
-    """
-
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
-        super().__init__(config)
-        self.app = app
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        hub = getattr(self.app.state, "hub", None)
-        if hub is not None and not self.force_exit:
-            await hub.drain()
-        await super().shutdown(sockets)
+from server.ws import Endpoint
 
 
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> uvicorn.Config:
+    """uvicorn for Hearth: every connection through the gate (`server.gate`), and websockets
+    on Hearth's own protocol (`server.transport`). The two are kept on `app.state`."""
     limits = settings.limits
+    gate = app.state.gate = Gate(
+        limit=limits.connections, per_address=limits.connections_per_address, request_timeout=limits.request_timeout
+    )
+    endpoint = app.state.endpoint = Endpoint(app, gate)
+    websockets = WebSockets(
+        endpoint, max_size=limits.hard_frame, ping_interval=limits.ping_interval, close_timeout=limits.close_timeout
+    )
     options: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,
-        "ws": HearthWebSocketProtocol,  # uvicorn's sans-I/O protocol with direct frame writes
-        "interface": "asgi3",  # `Entry.__call__` returns its awaitable: no coroutine of its own
-        "ws_max_size": limits.hard_frame,
-        "ws_per_message_deflate": False,
-        "ws_ping_interval": limits.ping_interval,
-        "ws_ping_timeout": limits.ping_interval,
+        "http": gate.http,  # uvicorn's HTTP protocol behind the gate's guard
+        "ws": websockets,  # the upgraded connections, on Hearth's own websocket protocol
         "timeout_graceful_shutdown": 15,
-        "lifespan": "on",
+        "lifespan": "on",  # whose shutdown drains the hub: acks, then 1012 to every socket
         "proxy_headers": True,
         "server_header": False,
         "log_config": logs.config(json=settings.log_json),
     }
     options.update(overrides)
-    return uvicorn.Config(Entry(app), **options)  # type: ignore[arg-type]
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
 # The cycle collector: a young collection after 10,000 net allocations of container objects
@@ -63,7 +50,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
 # worker taking on 10,000 connections in 1,000 rooms made 12 full collections of up to half
 # a second each (3.3-3.8 s in all); at 10,000 it makes none, and its longest pause is that
 # of a middle collection, about 55 ms. (At 50,000 the one middle collection took 0.3 s.) A
-# closed connection leaves no garbage in cycles (HearthWebSocketProtocol.connection_lost),
+# closed connection leaves no garbage in cycles (server.transport.Socket.connection_lost),
 # so what is left for the collector to find is little and can wait.
 GC_THRESHOLDS = (10_000, 10, 10)
 
@@ -73,7 +60,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     (see server.workers)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
-    server = HearthServer(uvicorn_config(app, settings), app)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     if reuse_port:
         server.run(sockets=[port_socket(settings.host, settings.port, listening=True)])
     else:

@@ -21,8 +21,13 @@ class Limits:
     max_text: int = 4000  # characters of a message
     max_depth: int = 16  # nesting of maps and lists in one frame
     # Timeouts
+    request_timeout: float = 10.0  # seconds for a whole HTTP request (a websocket upgrade too): else 408
     auth_timeout: float = 10.0  # seconds to send `auth` before close 4401
     ping_interval: float = 20.0  # seconds between server pings; a missed pong closes
+    close_timeout: float = 10.0  # seconds a closing socket is given before it is aborted
+    # Connections, per worker
+    connections: int = 50_000  # TCP connections at once (HTTP and websockets); more get 503
+    connections_per_address: int = 256  # from one client address (an IPv6 /64); more get 503
     # Rate: a token bucket per connection
     rate: float = 20.0  # commands per second
     burst: float = 40.0
@@ -32,11 +37,13 @@ class Limits:
     user_connections: int = 20  # open sockets per user across all workers; more get 4429
     signin_rate: float = 1.0  # signups and logins per second per client address
     signin_burst: float = 10.0
-    # Outbox
-    outbox: int = 2048  # frames waiting for one client before close 4408
+    # Outbox: bytes held back while a client's socket is not taking them; past either, close 4408
+    outbox_bytes: int = 1024 * 1024  # for one connection
+    user_outbox_bytes: int = 4 * 1024 * 1024  # for all of a user's connections on one worker
     # History and resume
     history_max: int = 100
     resume_max: int = 1000  # events a join with `since` returns at most
+    reply_bytes: int = 256 * 1024  # events a join or history reply carries at most, encoded
     ring: int = 1024  # recent events per room kept in memory for resume
 
 
@@ -87,7 +94,12 @@ class Settings:
             max_text=int(env.get("HEARTH_MAX_TEXT", lim.max_text)),
             rate=float(env.get("HEARTH_RATE", lim.rate)),
             burst=float(env.get("HEARTH_BURST", lim.burst)),
-            outbox=int(env.get("HEARTH_OUTBOX", lim.outbox)),
+            outbox_bytes=int(env.get("HEARTH_OUTBOX_BYTES", lim.outbox_bytes)),
+            ping_interval=float(env.get("HEARTH_PING_INTERVAL", lim.ping_interval)),
+            close_timeout=float(env.get("HEARTH_CLOSE_TIMEOUT", lim.close_timeout)),
+            request_timeout=float(env.get("HEARTH_REQUEST_TIMEOUT", lim.request_timeout)),
+            connections=int(env.get("HEARTH_MAX_CONNECTIONS", lim.connections)),
+            connections_per_address=int(env.get("HEARTH_MAX_CONNECTIONS_PER_ADDRESS", lim.connections_per_address)),
             user_rate=float(env.get("HEARTH_USER_RATE", lim.user_rate)),
             user_burst=float(env.get("HEARTH_USER_BURST", lim.user_burst)),
             user_connections=int(env.get("HEARTH_USER_CONNECTIONS", lim.user_connections)),

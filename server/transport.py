@@ -1,170 +1,382 @@
-"""The websocket under each connection: uvicorn's sans-I/O protocol, written to directly.
+"""Each websocket: websockets' sans-I/O `ServerProtocol`, driven by an asyncio protocol of
+Hearth's own.
 
-Fan-out writes the same event to every member of a room. Through ASGI that is, per member,
-an `await send(...)` that frames the payload again and goes through several coroutine
-layers, so each connection needs a task of its own to do the awaiting. Here each event is
-encoded and framed once per encoding (`Codec.frame`), and the hub hands those bytes to every
-member's transport with one synchronous `write_frame` call: no task, no copy, no await.
+websockets documents `ServerProtocol` for this use: bytes from the network go in with
+`receive_data`, what they mean comes out of `events_received`, and whatever the protocol
+answers by itself (the handshake response, pongs, the closing handshake) comes out of
+`data_to_send` for the caller to write. What this module adds is what a server of
+thousands of mostly idle phones needs:
 
-uvicorn runs this protocol when `hearth serve` asks for it (`ws=` in `server.serve`); the
-protocol puts itself in the websocket scope's extensions under `WIRE`. Frames written here
-are complete and unmasked (servers never mask), and per-message compression is off, so the
-bytes are the same for every connection of an encoding.
+- Frames written once for everyone. Fan-out frames an event once per encoding
+  (`Codec.frame`: whole, unmasked frames, as a server's always are) and hands the same
+  bytes to every member's `write_frame`, which writes them while the socket is open: no
+  task, no copy, no await per member.
+- One message at a time. A complete message waits in the socket's inbox for the
+  connection's reader, and the socket stops reading until it is taken: a client cannot
+  pile messages up in the server's memory, TCP holds them back instead.
+- A keepalive ping, and a close that always ends. Once a close is under way (either side,
+  or a keepalive that got no pong) the socket keeps reading, so the client's close frame
+  and pongs are taken in, and at most `close_timeout` seconds later it is aborted if it is
+  still there: a phone that stopped reading is let go in bounded time, and a phone that
+  comes back after that sees a reset (1006), never a socket that neither reads nor closes.
+- The socket's kernel send buffer is capped (`SEND_BUFFER`), so a phone that stops reading
+  holds at most that much of the kernel's memory, and a close frame queued behind it is
+  read soon after the phone reads again.
+
+uvicorn parses the HTTP request and hands the upgraded connection over (`WebSockets`, the
+factory given to uvicorn as `ws=`); `tests/contract/test_uvicorn.py` holds that hand-over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+import os
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NamedTuple, Protocol, cast
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
-WIRE = "hearth.wire"  # the scope extension that holds the connection's protocol
-HANDSHAKE_LOG = "hearth.handshake"
+log = logging.getLogger("hearth.ws")
+
+HANDSHAKE_LOG: Final = "hearth.handshake"  # websockets' own lines (one per connection): warnings only
+# At DEBUG, websockets logs every frame with the start of its payload (message text): never.
+logging.getLogger(HANDSHAKE_LOG).setLevel(logging.WARNING)
+SEND_BUFFER: Final = 256 * 1024  # bytes of kernel send buffer per socket (Linux doubles it)
+LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
-class Inbox:
-    """The protocol's queue of ASGI receive events, for its one reader (the app's task).
+class Incoming(NamedTuple):
+    """A whole message from the client: a text frame's UTF-8 bytes, or a binary frame's."""
 
-    It does what uvicorn asks of its `asyncio.Queue` (put_nowait, get, empty) without the
-    Queue's four deques and its Event: an idle connection holds hundreds of bytes, not kilobytes.
-    """
+    text: bool
+    data: bytes
 
-    __slots__ = ("_items", "_waiter")
 
-    def __init__(self) -> None:
-        self._items: list[Any] = []
+class Closed(NamedTuple):
+    """The socket is closing or gone: its reader stops."""
+
+    code: int
+
+
+Message = Incoming | Closed
+
+
+class Slot(Protocol):
+    """The socket's place among the worker's connections (server.gate), given back when it is lost."""
+
+    def release(self) -> None: ...
+
+
+class Endpoint(Protocol):
+    """What happens at the handshake and after it (server.ws). `select` is a plain function
+    (websockets binds it to its protocol, as a method of its own)."""
+
+    @property
+    def select(self) -> Callable[[ServerProtocol, Sequence[Subprotocol]], Subprotocol | None]: ...
+
+    def check(self, request: Request, socket: Socket) -> tuple[int, str] | None:
+        """None to accept the handshake, or the HTTP status and text to refuse it with."""
+        ...
+
+    def opened(self, socket: Socket, request: Request) -> None:
+        """The handshake is done: start serving the socket."""
+        ...
+
+    def slot(self, transport: asyncio.Transport) -> Slot | None:
+        """The place the HTTP side counted this connection in, now the socket's to give back."""
+        ...
+
+
+class Socket(asyncio.Protocol):
+    """One websocket connection. `receive()`, `write_frame()`, `close_with()` and the
+    `paused` flag are what a `server.connection.Connection` uses of it."""
+
+    __slots__ = (
+        "endpoint", "ws", "transport", "slot", "on_writable", "_loop", "_open", "_paused", "_read_paused",
+        "_inbox", "_waiter", "_parts", "_parts_text", "_ping", "_ping_timer", "_pong_timer", "_abort_timer",
+        "_ping_interval", "_ping_timeout", "_close_timeout", "__weakref__",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        max_size: int,
+        ping_interval: float,
+        ping_timeout: float,
+        close_timeout: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.endpoint = endpoint
+        self.ws = ServerProtocol(
+            select_subprotocol=endpoint.select, max_size=max_size, logger=logging.getLogger(HANDSHAKE_LOG)
+        )
+        self.transport: asyncio.Transport | None = None
+        self.slot: Slot | None = None
+        self.on_writable: Callable[[], None] | None = None  # called when a paused transport drains
+        self._loop = loop
+        self._open = False  # the handshake is done and no close has been sent or received
+        self._paused = False  # the transport's buffer is over its high-water mark
+        self._read_paused = False
+        self._inbox: list[Message] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._parts: list[bytes] | None = None  # the frames of a fragmented message so far
+        self._parts_text = False
+        self._ping: bytes | None = None  # the payload of the ping awaiting its pong
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
 
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    # asyncio's side
 
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
+        self.transport = transport
+        self.slot = self.endpoint.slot(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
-    def empty(self) -> bool:
-        return not self._items
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._check_state()
+        self._write_pending()
 
-
-class Writable:
-    """The protocol's writable flag (set, clear, is_set, wait), without an Event's deque."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = True
-        self._waiters: list[asyncio.Future[None]] | None = None  # made by the first wait
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> None:
-        while not self._set:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            await waiter
-
-
-class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websocket protocol, plus synchronous writes of ready-made frames, and lighter
-    per-connection state: a server holds tens of thousands of these, mostly idle."""
-
-    on_writable: Callable[[], None] | None = None  # called when a paused transport drains
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Writable()  # type: ignore[assignment]
-        # uvicorn logs every accepted handshake at INFO, with the client's address; Hearth logs
-        # its own line per connection (ids only), so this logger shows warnings and errors.
-        self.logger = logging.getLogger(HANDSHAKE_LOG)
-
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        if self.response.status_code == 101:  # the app will run: give it the wire
-            self.scope["extensions"][WIRE] = self  # type: ignore[assignment]
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.accept" and self.handshake_complete:
-            self._forget_handshake()
-
-    def _forget_handshake(self) -> None:
-        """Drop what only the handshake needed: an idle connection lives for hours, and its
-        request, response and header lists would be a fifth of what it holds. Headers are
-        cleared in place: websockets' parser and Starlette's WebSocket share those objects."""
-        self.request.headers.clear()
-        self.request = self.response = None  # type: ignore[assignment]
-        self.scope["headers"].clear()  # type: ignore[attr-defined]
-        self.scope["subprotocols"].clear()  # type: ignore[attr-defined]
-        # The app took the wire at its start; left here it would make a reference cycle.
-        self.scope["extensions"].pop(WIRE, None)
+    def eof_received(self) -> bool:
+        """The client ended its stream: the connection is over, whatever websockets would make
+        of it (it would record an EOFError whose traceback holds it in a reference cycle)."""
+        return False  # asyncio closes the transport; connection_lost tells the reader
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """uvicorn's, then break the last reference cycle: websockets' parser is a generator
-        that holds the websockets protocol it parses for. Without it, and without the scope's
-        reference to this protocol (`_forget_handshake`), a closed connection is freed by
-        reference counting alone; before, it left 22 objects in cycles (this protocol, its
-        transport, the parser and its buffers) for the cycle collector. No data arrives after
-        this call, so nothing asks the parser for more."""
-        super().connection_lost(exc)
-        self.conn.parser = None  # type: ignore[assignment]
+        self._open = False
+        for timer in (self._ping_timer, self._pong_timer, self._abort_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = self._abort_timer = None
+        self._put(Closed(1006))
+        if self._paused:  # asyncio never resumes writing on a transport that was lost paused
+            self._paused = False
+        self.on_writable = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        release(self.ws)
+
+    def pause_writing(self) -> None:
+        self._paused = True
 
     def resume_writing(self) -> None:
-        super().resume_writing()
+        self._paused = False
         if self.on_writable is not None:
             self.on_writable()
+
+    # The websocket's side
+
+    def _handshake(self, request: Request) -> None:
+        refused = self.endpoint.check(request, self)
+        ws = self.ws
+        response: Response = ws.reject(*refused) if refused is not None else ws.accept(request)
+        ws.send_response(response)
+        if response.status_code != 101:
+            self._write_pending()
+            return
+        self._open = True
+        if self._ping_interval > 0:
+            self._ping_timer = self._loop.call_later(self._ping_interval, self._send_ping)
+        self._write_pending()  # the 101 goes out before anything the endpoint writes
+        self.endpoint.opened(self, request)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(opcode is Opcode.TEXT, bytes(frame.data))
+            else:
+                self._parts, self._parts_text = [bytes(frame.data)], opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            if self._parts is not None:  # (websockets refuses a continuation without a start)
+                self._parts.append(bytes(frame.data))
+                if frame.fin:
+                    data, self._parts = b"".join(self._parts), None
+                    self._message(self._parts_text, data)
+        elif opcode is Opcode.PONG:
+            if self._ping is not None and bytes(frame.data) == self._ping:
+                self._ping = None
+                if self._pong_timer is not None:
+                    self._pong_timer.cancel()
+                    self._pong_timer = None
+                if self._open and self._ping_interval > 0:
+                    self._ping_timer = self._loop.call_later(self._ping_interval, self._send_ping)
+        elif opcode is Opcode.CLOSE:
+            self._open = False  # websockets answers it (data_to_send) and ends the stream
+            close = self.ws.close_rcvd
+            self._put(Closed(close.code if close is not None else 1005))
+        # Pings are answered by websockets itself, in data_to_send.
+
+    def _check_state(self) -> None:
+        """websockets failed the connection (a protocol error, a message over `max_size`, the
+        stream ended): the reader stops."""
+        if self._open and self.ws.state is not State.OPEN:
+            self._open = False
+            self._put(Closed(self.ws.close_code or 1006))
+
+    def _message(self, text: bool, data: bytes) -> None:
+        if not self._open:
+            return  # past a close: read and dropped, until the client's close frame arrives
+        self._put(Incoming(text, data))
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _write_pending(self) -> None:
+        """Write what websockets has for the network; its empty bytes mean: end the stream."""
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif not transport.is_closing():
+                transport.close()
+        if self.ws.close_expected() or transport.is_closing():
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        """The connection is ending: keep reading (the client's close frame, its pongs), and
+        abort it if it is still there `close_timeout` seconds from now. `transport.close()`
+        alone would wait for ever for a client that stopped reading to take what is buffered."""
+        if self._read_paused and self.transport is not None and not self.transport.is_closing():
+            self._read_paused = False
+            self.transport.resume_reading()
+        if self._abort_timer is None and self.transport is not None:
+            self._abort_timer = self._loop.call_later(self._close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        """Reset the connection: with SO_LINGER at zero the kernel drops what it still holds
+        for the client and sends RST at once. A plain close would leave the socket to the
+        kernel, still holding its send buffer, for as long as TCP retries a zero window."""
+        self._abort_timer = None
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        transport.abort()
+
+    # Keepalive
+
+    def _send_ping(self) -> None:
+        self._ping_timer = None
+        if not self._open:
+            return
+        self._ping = os.urandom(4)
+        self.ws.send_ping(self._ping)
+        self._write_pending()
+        self._pong_timer = self._loop.call_later(self._ping_timeout, self._no_pong)
+
+    def _no_pong(self) -> None:
+        self._pong_timer = None
+        self._ping = None
+        log.info("no pong to the keepalive ping: closing")
+        self.close_with(1011, "keepalive ping timeout")
+
+    # What a connection uses
 
     @property
     def paused(self) -> bool:
         """The transport's buffer is over its high-water mark: hold frames back."""
-        return not self.writable.is_set()
-
-    @property
-    def open(self) -> bool:
-        return self.handshake_complete and not (self.close_sent or self.disconnected or self.transport.is_closing())
+        return self._paused
 
     def write_frame(self, data: bytes) -> None:
         """Write whole frames (from `Codec.frame`); dropped once the socket is closing."""
-        if self.open:
-            self.transport.write(data)
+        if self._open:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def close_with(self, code: int, reason: str) -> None:
-        """Send the close frame now: what ASGI's `websocket.close` does, without awaiting.
-
-        The app's pending `receive()` gets the disconnect, so its read loop ends; the
-        transport closes when the client answers or after `close_timeout`.
-        """
-        if not self.open:
+        """Send the close frame now. The reader gets `Closed`; the socket ends when the client
+        answers, or is aborted `close_timeout` seconds from now."""
+        if not self._open:
             return
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        self.conn.send_close(code, reason)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        if self.read_paused:
-            self.read_paused = False
+        self._open = False
+        self._put(Closed(code))
+        self.ws.send_close(code, reason)
+        self._write_pending()
+        self._close_soon()
+
+    def receive(self) -> Any:
+        """The next `Message` (a coroutine to await). A message taken lets the socket read again."""
+        return self._get()
+
+    async def _get(self) -> Message:
+        while not self._inbox:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._inbox.pop(0)
+        if self._read_paused and not self._inbox and self.transport is not None and not self.transport.is_closing():
+            self._read_paused = False
             self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+        return message
+
+    def _put(self, message: Message) -> None:
+        if isinstance(message, Closed) and any(isinstance(m, Closed) for m in self._inbox):
+            return  # the reader stops at the first
+        self._inbox.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def release(ws: ServerProtocol) -> None:
+    """End the reference cycles websockets' protocol is left in once its connection is lost.
+    Its parser is a generator that holds the protocol, and a parser that failed keeps its
+    exception, whose traceback holds the parser's frame, which holds the protocol. Ended
+    here, a closed connection is freed by reference counting alone rather than left for the
+    cycle collector, whose full collections stop the worker for as long as it takes to scan
+    every connection it holds. No data is fed to the protocol after this.
+    `tests/contract/test_libraries.py` holds this to the version of websockets in use."""
+    parser = getattr(ws, "parser", None)
+    if parser is not None:
+        parser.close()
+    failure = getattr(ws, "parser_exc", None)
+    if failure is not None:
+        failure.__traceback__ = None
+
+
+class WebSockets:
+    """The factory uvicorn calls (`ws=`) with each connection it upgrades. uvicorn parsed the
+    request already and passes it on as bytes, which the socket parses once more."""
+
+    def __init__(self, endpoint: Endpoint, *, max_size: int, ping_interval: float, close_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.close_timeout = close_timeout
+
+    def __call__(self, *, _loop: asyncio.AbstractEventLoop | None = None, **uvicorn_state: Any) -> Socket:
+        return Socket(
+            self.endpoint,
+            max_size=self.max_size,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_interval,
+            close_timeout=self.close_timeout,
+            loop=_loop or asyncio.get_running_loop(),
+        )

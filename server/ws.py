@@ -1,57 +1,104 @@
-"""The /ws endpoint: origin check, encoding, auth first frame, then the read loop."""
+"""The websocket endpoint: the handshake's checks (path, origin, draining, encoding), then one
+task per connection: `auth` first, then commands until the socket closes.
+
+A frame costs nothing before it has been paid for and is small enough: its size is checked
+on the bytes, and, once signed in, a token of the connection's rate is spent, before it is
+decoded. Before `auth` only a small first frame is decoded at all.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from starlette.responses import PlainTextResponse
-from starlette.websockets import WebSocket
+from starlette.applications import Starlette
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from rooms.errors import HearthError, RateLimited, TooLarge, Unauthenticated
 from server.auth import origin_allowed
-from server.closecodes import CLOSE_INTERNAL, CLOSE_PROTOCOL, CLOSE_RESTARTING, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
-from server.codec import ProtocolViolation, choose_codec
-from server.connection import Connection, Disconnected, Wire
+from server.closecodes import (
+    CLOSE_BAD_DATA,
+    CLOSE_INTERNAL,
+    CLOSE_PROTOCOL,
+    CLOSE_RESTARTING,
+    CLOSE_TOO_MANY,
+    CLOSE_UNAUTHENTICATED,
+)
+from server.codec import JSON_PROTOCOL, PROTOCOLS, ProtocolViolation, peek_id
+from server.connection import Connection, Disconnected
 from server.dispatch import command_id, dispatch, reply_error, throttle
+from server.gate import Gate, Ticket
 from server.hub import Hub
-from server.transport import WIRE
+from server.transport import Incoming, Socket
 
 log = logging.getLogger("hearth.ws")
 
+PATH = "/ws"
+AUTH_FRAME = 4096  # bytes: the most a first frame may be (an `auth` is a few hundred)
 
-async def ws_endpoint(websocket: WebSocket) -> None:
-    hub: Hub = websocket.app.state.hub
-    if hub.draining:  # restarting: the client should try another worker
-        await websocket.send_denial_response(PlainTextResponse("restarting", status_code=503))
-        return
-    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins):
-        log.info("websocket refused: origin not allowed")
-        await websocket.close()  # before accept: the handshake is refused with HTTP 403
-        return
-    wire: Wire | None = websocket.scope.get("extensions", {}).get(WIRE)
-    if wire is None:
-        log.error("websocket refused: this server does not run Hearth's websocket protocol (use `hearth serve`)")
-        await websocket.close()
-        return
-    offered = websocket.scope.get("subprotocols", [])
-    codec = choose_codec(offered, hub.codecs)
-    if codec is None:
-        await websocket.accept()
-        await websocket.close(CLOSE_PROTOCOL, "unknown encoding")
-        return
-    await websocket.accept(subprotocol=codec.name if offered else None)
-    del websocket  # Starlette's view of the handshake (with its headers) is not kept for hours
-    conn = hub.connection(wire, codec)
+
+def select(ws: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """The first encoding in the client's order that Hearth knows. None when there is no
+    offer (JSON, no header in the answer) or only unknown ones (closed with 4400 after the
+    handshake: a client can tell that from a refused handshake)."""
+    return next((name for name in offered if name in PROTOCOLS), None)
+
+
+class Endpoint:
+    """`/ws` for the sockets of one worker (`server.transport.Endpoint`)."""
+
+    select = staticmethod(select)
+
+    def __init__(self, app: Starlette, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.app.state.hub  # set by the app's lifespan, before the first connection
+        return hub
+
+    def slot(self, transport: asyncio.Transport) -> Ticket | None:
+        return self.gate.take(transport)
+
+    def check(self, request: Request, socket: Socket) -> tuple[int, str] | None:
+        hub = self.hub
+        if request.path.partition("?")[0] != PATH:
+            return 404, "Not Found\n"
+        if hub.draining:  # restarting: the client should try another worker
+            return 503, "Restarting: connect again.\n"
+        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), hub.settings.allowed_origins):
+            log.info("websocket refused: origin not allowed")
+            return 403, "Origin not allowed.\n"
+        return None
+
+    def opened(self, socket: Socket, request: Request) -> None:
+        hub = self.hub
+        offered = request.headers.get_all("Sec-WebSocket-Protocol")
+        chosen = socket.ws.subprotocol
+        codec = hub.codecs[chosen if chosen is not None else JSON_PROTOCOL]
+        conn = hub.connection(socket, codec)
+        if chosen is None and offered:
+            conn.close_soon(CLOSE_PROTOCOL, "unknown encoding")
+        task = asyncio.get_running_loop().create_task(serve(hub, conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def serve(hub: Hub, conn: Connection) -> None:
+    """One connection: `auth`, then its commands one at a time, until the socket closes.
+    After a close is asked for (a failed auth, a removal, 4408), frames are read and
+    dropped until the close frame has gone out."""
     try:
         if await authenticate(hub, conn):
-            log.info("connected conn=%s user=%s encoding=%s", conn.id, conn.user_id, codec.name)
-        # Commands until the socket closes. After a close is asked for (a failed auth, a
-        # removal, 4408), frames are read and ignored until the close frame has gone out.
-        # (Here rather than in a coroutine of its own: each one is held for the socket's life.)
+            log.info("connected conn=%s user=%s encoding=%s", conn.id, conn.user_id, conn.codec.name)
         while True:
-            frame = decode_frame(hub, conn, await conn.receive())
+            frame = read_frame(hub, conn, conn.payload(await conn.receive()))
             if frame is not None and not conn.closing:
                 await dispatch(hub, conn, frame)
     except Disconnected:
@@ -60,46 +107,60 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         log.error("reader failed conn=%s: %s", conn.id, type(exc).__name__, exc_info=exc)
         conn.close_soon(CLOSE_INTERNAL, "internal error")
     finally:
-        wire.on_writable = None  # the socket no longer refers back to the connection
+        conn.wire.on_writable = None  # the socket no longer refers back to the connection
         await hub.forget(conn)
         if conn.user is not None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
 
 
-def decode_frame(hub: Hub, conn: Connection, message: Any) -> dict[str, Any] | None:
-    """Decode the frame in a `conn.receive()` message (Disconnected for the close). A frame
-    over `max_frame` is answered `too_large` (None is returned); one that is not a decodable
-    map closes the connection with 4400. Not a coroutine: an idle connection holds one
-    suspended coroutine fewer."""
-    payload = conn.payload(message)
-    size = len(payload) if isinstance(payload, bytes) or len(payload) * 4 <= hub.limits.max_frame else None
-    if size is None:
-        size = len(payload.encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
+def read_frame(hub: Hub, conn: Connection, message: Incoming) -> dict[str, Any] | None:
+    """The command in a message, once it is paid for and small enough; None when it was
+    answered already (rate_limited, too_large) or closed the connection. Not a coroutine:
+    an idle connection holds one suspended coroutine fewer."""
+    limits = hub.limits
     try:
-        frame = conn.codec.decode(payload)
+        throttle(hub, conn)  # before any work: a refused frame is not even looked at
+        if len(message.data) > limits.max_frame:
+            raise TooLarge(f"Frames are limited to {limits.max_frame} bytes.")
+    except HearthError as error:
+        reply_error(conn, peek_id(conn.codec, message.data), error)
+        return None
+    return decode(conn, message)
+
+
+def decode(conn: Connection, message: Incoming) -> dict[str, Any] | None:
+    """The map in a message; a frame that is not one closes the connection (4400, or 1007
+    for a text frame that is not UTF-8)."""
+    try:
+        return conn.codec.decode(message.text, message.data)
     except ProtocolViolation as exc:
-        if size <= hub.limits.max_frame:
+        if message.text and not valid_utf8(message.data):
+            conn.close_soon(CLOSE_BAD_DATA, "invalid UTF-8")
+        else:
             log.info("protocol violation conn=%s: %s", conn.id, exc)
             conn.close_soon(CLOSE_PROTOCOL, "protocol violation")
-            return None
-        frame = {}
-    if size > hub.limits.max_frame:
-        try:
-            if conn.user is not None:
-                throttle(hub, conn)
-            raise TooLarge(f"Frames are limited to {hub.limits.max_frame} bytes.")
-        except HearthError as error:
-            reply_error(conn, command_id(frame), error)
         return None
-    return frame
+
+
+def valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def authenticate(hub: Hub, conn: Connection) -> bool:
-    """The first frame must be `auth` with a valid token, within `auth_timeout` seconds."""
+    """The first frame must be a small `auth` with a valid token, within `auth_timeout` seconds."""
     frame: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(hub.limits.auth_timeout):
-            frame = decode_frame(hub, conn, await conn.receive())
+            message = conn.payload(await conn.receive())
+            if len(message.data) > AUTH_FRAME:
+                reply_error(conn, None, TooLarge("Authenticate first, with a small `auth` frame."))
+                conn.close_soon(CLOSE_UNAUTHENTICATED, "authenticate first")
+                return False
+            frame = decode(conn, message)
             if conn.closing:
                 return False
             if frame is None or frame.get("op") != "auth" or command_id(frame) is None:

@@ -21,13 +21,14 @@ import httpx
 import msgpack
 import orjson
 import pytest
+import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from rooms.model import Role
 from server.app import create_app
 from server.hub import Hub
-from server.serve import HearthServer, uvicorn_config
+from server.serve import uvicorn_config
 from server.settings import Limits, Settings
 
 # One time unit for deadlines, scaled on slow machines (HEARTH_TEST_TIMEOUT_FACTOR).
@@ -39,8 +40,9 @@ ENCODINGS = [JSON, MSGPACK]
 
 def test_settings(data_dir: Path, **limits: Any) -> Settings:
     """Settings for a test server: production limits unless a test says otherwise; cheap hashes,
-    and sign-ins unthrottled because every test client comes from 127.0.0.1."""
-    limits = {"signin_rate": 1000.0, "signin_burst": 1000.0, **limits}
+    and sign-ins and connections per address unthrottled because every test client comes
+    from 127.0.0.1."""
+    limits = {"signin_rate": 1000.0, "signin_burst": 1000.0, "connections_per_address": 100_000, **limits}
     if "rate" in limits:  # a test that raises the connection rate means the user's too
         limits = {"user_rate": limits["rate"], "user_burst": limits.get("burst", limits["rate"]), **limits}
     return Settings(
@@ -114,7 +116,7 @@ class HealthProbe:
 
 @dataclass
 class Running:
-    server: HearthServer
+    server: uvicorn.Server
     task: asyncio.Task[None]
     settings: Settings
 
@@ -132,8 +134,12 @@ class Running:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def app(self) -> Any:
+        return self.server.config.app
+
+    @property
     def hub(self) -> Hub:
-        hub: Hub = self.server.app.state.hub
+        hub: Hub = self.app.state.hub
         return hub
 
     async def stop(self) -> None:
@@ -144,7 +150,7 @@ class Running:
 async def start_server(settings: Settings) -> Running:
     app = create_app(settings)
     # log_config None: the test process keeps pytest's logging (caplog) as it is.
-    server = HearthServer(uvicorn_config(app, settings, log_level="warning", log_config=None), app)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", log_config=None))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -364,6 +370,7 @@ class ServerProcess:
             "HEARTH_BURST": "5000",
             "HEARTH_USER_RATE": "5000",
             "HEARTH_USER_BURST": "5000",
+            "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "100000",  # every test client comes from 127.0.0.1
             **env,
         }
         self.proc: asyncio.subprocess.Process | None = None

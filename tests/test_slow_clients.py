@@ -38,9 +38,10 @@ async def sender_and_stalled_phone(running: Running, api: Api) -> tuple[str, Cli
 
 async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes_on(tmp_path: Path) -> None:
     """The outbox of a stalled phone overflows: the others keep getting acks and events, it gets 4408."""
-    # 16 sends in flight put 32 frames in the sender's own outbox: under the limit of 64.
+    # 16 sends in flight put 32 frames (acks and their 16 KB events) in the sender's own
+    # outbox at most: about half the limit of 1 MiB.
     # A long ping interval keeps the keepalive from closing the stalled socket first.
-    settings = test_settings(tmp_path, outbox=64, rate=5000.0, burst=5000.0, ping_interval=300.0)
+    settings = test_settings(tmp_path, outbox_bytes=1024 * 1024, rate=5000.0, burst=5000.0, ping_interval=300.0)
     async with serving(settings) as (running, api):
         room, sender, slow, stalled = await sender_and_stalled_phone(running, api)
         await sender.event("presence", room=room)  # the stalled phone arrived
@@ -76,7 +77,8 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
 async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the_room(tmp_path: Path) -> None:
     """No pong and no reading, with fewer frames held back than the 4408 limit: the keepalive
     lets it go even though its socket buffers are full, and the room sees it leave."""
-    settings = test_settings(tmp_path, outbox=100_000, rate=5000.0, burst=5000.0, ping_interval=1.0)
+    unbounded = {"outbox_bytes": 2**30, "user_outbox_bytes": 2**30}
+    settings = test_settings(tmp_path, **unbounded, rate=5000.0, burst=5000.0, ping_interval=1.0)
     async with serving(settings) as (running, api):
         room, sender, slow, stalled = await sender_and_stalled_phone(running, api)
         await sender.event("presence", room=room)
@@ -97,7 +99,8 @@ async def test_a_phone_that_is_behind_gets_no_typing_until_it_has_caught_up(tmp_
     """Typing is momentary: while a phone's frames are held back, typing events are dropped
     for it rather than queued ahead of what matters. It still gets every message, in order,
     and typing again once it has read its way back."""
-    settings = test_settings(tmp_path, outbox=100_000, rate=5000.0, burst=5000.0, ping_interval=300.0)
+    unbounded = {"outbox_bytes": 2**30, "user_outbox_bytes": 2**30}
+    settings = test_settings(tmp_path, **unbounded, rate=5000.0, burst=5000.0, ping_interval=300.0)
     async with serving(settings) as (running, api):
         staff = await api.staff()
         room = await api.room(staff)

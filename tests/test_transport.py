@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rooms.model import EventKind, NewEvent, Role, RoomId, User, UserId
-from server.transport import HearthWebSocketProtocol
+from server.transport import Socket
 from tests.conftest import TIMEOUT, Api, Client, Running, open_client, serving, start_server, test_settings
 
 
@@ -174,8 +174,8 @@ async def test_a_closed_connection_is_freed_at_once_without_the_cycle_collector(
     long as it takes to scan every connection it holds."""
     room = await api.room(await api.staff())
 
-    def ours() -> set[HearthWebSocketProtocol]:
-        return {c for c in server.server.server_state.connections if isinstance(c, HearthWebSocketProtocol)}
+    def ours() -> set[Socket]:
+        return {c.wire for c in server.hub.registry.all() if isinstance(c.wire, Socket)}
 
     before = ours()
     opened = [await open_client(server, await api.signup()) for _ in range(3)]
