@@ -300,6 +300,15 @@ def _has_room(session: LiveSession, more: int) -> bool:
     return session.capacity is None or len(members) + more <= session.capacity
 
 
+def plan_leave_lobby(room: LiveRoom, user: str) -> dict[str, Any] | None:
+    """`user` is no longer waiting (their last waiting connection left): None when they were
+    not. Private, as `waiting` is: who waited is for the facilitators to know."""
+    session = room.active
+    if session is None or user not in session.waiting:
+        return None
+    return {"action": "left_lobby", "user": user, "to": [user]}
+
+
 def plan_admit(room: LiveRoom, user: str, who: str | None) -> dict[str, Any]:
     """Admit one waiting member, or (`who` None) everyone waiting, within capacity."""
     session = _need(room)

@@ -150,10 +150,11 @@ class LiveDesk:
         session = feed.live.active
         if session is None:
             return
-        if waiting and user.id in session.waiting:
+        plan = live.plan_leave_lobby(feed.live, user.id) if waiting else None
+        if plan is not None:
             if not any(c.user_id == user.id for c in feed.waiting.values()):
                 try:
-                    await self.commit(feed, user, {"action": "left_lobby", "user": user.id})
+                    await self.commit(feed, user, plan)
                 except HearthError as exc:
                     log.warning("leaving the lobby failed room=%s: %s", feed.room, exc.code)
         elif gone:
