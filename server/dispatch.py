@@ -167,10 +167,13 @@ async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> R
     """Plan a session change against the current state and commit it, one change at a time
     per room across workers (so two facilitators cannot both take the last place)."""
     assert conn.user is not None
-    await hub.check_user_rate(conn.user)
+    await hub.check_user_rate(conn.user)  # before queueing for the turn: a refused storm holds no lease
     async with hub.desk.turn(feed.room, feed):
         planned = plan()
-        event = await hub.desk.commit(feed, conn.user, *(planned if isinstance(planned, list) else [planned]))
+        bodies = planned if isinstance(planned, list) else [planned]
+        for _ in bodies[1:]:  # a command that commits several events (a check-in answer) pays for each
+            await hub.check_user_rate(conn.user)
+        event = await hub.desk.commit(feed, conn.user, *bodies)
     return _stamp(event)
 
 

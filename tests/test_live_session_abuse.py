@@ -1,11 +1,22 @@
-"""A live session under attack by one of its own members: a lobby that must not tell on who
-waited."""
+"""A live session under attack by one of its own members: storms of joins, leaves and toggles,
+and a lobby that must not tell on who waited."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import Account, Api, Client, Running, open_client
+from server.settings import Settings
+from tests.conftest import Account, Api, Client, Running, open_client, record_figure, serving, test_settings
+
+USER_RATE, USER_BURST = 2.0, 10.0  # the attacker's bucket of durable events in the storm tests
+
+
+def _storm_settings(tmp_path: Path) -> Settings:
+    """A small bucket of durable events per user, and a connection rate that lets a storm through
+    to it (the per-connection bucket is not what is under test)."""
+    return test_settings(tmp_path, rate=1000.0, burst=1000.0, user_rate=USER_RATE, user_burst=USER_BURST)
 
 
 async def _group(api: Api, people: int) -> tuple[str, Account, list[Account]]:
@@ -68,3 +79,96 @@ async def test_who_left_the_lobby_is_told_to_the_facilitators_alone(
         assert event["action"] == "pinned", event
     seen = await _events_after(ci, room, opened["seq"])
     assert [e["action"] for e in seen if e.get("user") == leaver.id] == []
+
+
+async def test_a_join_and_leave_storm_in_an_open_lobby_commits_no_more_than_the_users_bucket(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """Three sockets of one member join and leave an open lobby as fast as they can: joins past
+    the bucket get rate_limited, the events committed stay within it, and no ghost waits."""
+    async with serving(_storm_settings(tmp_path)) as (running, api):
+        room, fac, (attacker,) = await _group(api, 1)
+        cf = await _connect(running, clients, fac)
+        await cf.call("join", room=room)
+        opened = await cf.call("session", room=room, action="open", title="Circle")
+        sockets = [await _connect(running, clients, attacker) for _ in range(3)]
+        refused: list[dict[str, Any]] = []
+        started = time.monotonic()
+        for i in range(60):
+            socket = sockets[i % 3]
+            reply = await socket.request("join", room=room)
+            if "error" in reply:
+                refused.append(reply["error"])
+            else:
+                assert reply["result"]["waiting"] is True
+                await socket.call("leave", room=room)
+        elapsed = time.monotonic() - started
+        committed = [e for e in await _events_after(cf, room, opened["seq"]) if e.get("user") == attacker.id]
+        record_figure("lobby join/leave storm", "session events from 60 join+leave rounds", len(committed), "events")
+        assert refused and {e["code"] for e in refused} == {"rate_limited"}
+        assert all(e["retry_after"] > 0 for e in refused)
+        assert len(committed) <= USER_BURST + USER_RATE * elapsed + 2
+        assert {e["action"] for e in committed} == {"waiting", "left_lobby"}
+        assert (await cf.call("join", room=room))["session"]["waiting"] == []  # every arrival left again
+
+
+async def test_an_attendance_storm_by_a_member_in_the_session_commits_no_more_than_their_bucket(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A member in the session joining and leaving again and again makes attendance events:
+    their joins are charged for them, and refused with rate_limited past the bucket."""
+    async with serving(_storm_settings(tmp_path)) as (running, api):
+        room, fac, (member,) = await _group(api, 1)
+        cf, cm = await _connect(running, clients, fac), await _connect(running, clients, member)
+        for c in (cf, cm):
+            await c.call("join", room=room)
+        opened = await cf.call("session", room=room, action="open", title="Circle")
+        await cm.call("leave", room=room)
+        refused: list[dict[str, Any]] = []
+        started = time.monotonic()
+        for _ in range(40):
+            reply = await cm.request("join", room=room)
+            if "error" in reply:
+                refused.append(reply["error"])
+            else:
+                assert reply["result"]["waiting"] is False
+                await cm.call("leave", room=room)
+        elapsed = time.monotonic() - started
+        attendance = [e for e in await _events_after(cf, room, opened["seq"]) if e["action"] == "attendance"]
+        record_figure("attendance storm", "attendance events from 40 leave+join rounds", len(attendance), "events")
+        assert refused and {e["code"] for e in refused} == {"rate_limited"}
+        assert len(attendance) <= 1 + USER_BURST + USER_RATE * elapsed + 2  # (1: the first leave, uncharged)
+
+
+async def test_a_join_storm_into_a_locked_lobby_is_rate_limited_after_the_burst(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """Joins refused by a locked lobby are checked in the session's turn, so they cost a token
+    each: past the bucket they get rate_limited, and the facilitator's commands still pass."""
+    async with serving(_storm_settings(tmp_path)) as (running, api):
+        room, fac, (attacker,) = await _group(api, 1)
+        cf, ca = await _connect(running, clients, fac), await _connect(running, clients, attacker)
+        await cf.call("join", room=room)
+        await cf.call("session", room=room, action="open", title="Circle")
+        await cf.call("session", room=room, action="lock")
+        codes = [(await ca.error("join", room=room))["code"] for _ in range(30)]
+        assert codes[0] == "forbidden" and codes[-1] == "rate_limited"
+        assert codes.count("forbidden") <= USER_BURST + 2
+        assert (await cf.call("session", room=room, action="unlock"))["seq"] > 0
+
+
+async def test_hand_toggling_is_charged_to_the_users_bucket(tmp_path: Path, clients: list[Client]) -> None:
+    """Raising and lowering a hand as fast as possible gets rate_limited once the bucket is empty."""
+    async with serving(_storm_settings(tmp_path)) as (running, api):
+        room, fac, (member,) = await _group(api, 1)
+        cf, cm = await _connect(running, clients, fac), await _connect(running, clients, member)
+        for c in (cf, cm):
+            await c.call("join", room=room)
+        opened = await cf.call("session", room=room, action="open", title="Circle")
+        started = time.monotonic()
+        replies = [await cm.request("hand", room=room, up=i % 2 == 0) for i in range(30)]
+        elapsed = time.monotonic() - started
+        hands = [e for e in await _events_after(cf, room, opened["seq"]) if e["action"] == "hand"]
+        assert {r["error"]["code"] for r in replies if "error" in r} <= {"rate_limited", "conflict"}
+        assert any(r.get("error", {}).get("code") == "rate_limited" for r in replies)
+        assert len(hands) <= USER_BURST + USER_RATE * elapsed + 1
