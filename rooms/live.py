@@ -38,6 +38,7 @@ ANSWER = ("mood", "word", "passed", "skipped")  # what a check-in entry records
 # What a member waiting in the lobby sees of the session, besides what is addressed to them.
 LOBBY_ACTIONS = frozenset({"opened", "started", "ended", "locked", "pinned"})
 MAX_FLOOR_SECONDS = 3600
+MAX_USER_ID = 64
 
 
 @dataclass
@@ -88,6 +89,10 @@ class LiveSession:
     def inside(self, user: str) -> bool:
         """Whether `user` takes part (admitted, or facilitating), as opposed to waiting."""
         return user in self.admitted or user in self.facilitators
+
+    def knows(self, user: str) -> bool:
+        """Whether `user` is in the session or waiting in its lobby: whom moderation can name."""
+        return self.inside(user) or user in self.waiting
 
     def public(self) -> dict[str, Any]:
         """What every participant sees of the session (the join reply's `session`)."""
@@ -405,24 +410,33 @@ def plan_queue(room: LiveRoom, user: str, order: Sequence[str]) -> dict[str, Any
     return {"action": "queue", "order": list(order)}
 
 
-def plan_mute(room: LiveRoom, user: str, who: str, muted: bool) -> dict[str, Any]:
+def plan_mute(room: LiveRoom, user: str, who: str, muted: bool, *, staff: bool) -> dict[str, Any]:
+    """Mute or unmute someone in the session. `staff`: `who` is one of the room's staff (its
+    facilitators, admins), whom a session's facilitators do not moderate."""
     session = _need(room)
     _facilitator(session, user)
-    if session.facilitates(who):
-        raise Forbidden("Facilitators cannot be muted.")
+    if staff or session.facilitates(who):
+        raise Forbidden("Facilitators and admins cannot be muted.")
     if not session.inside(who):
         raise NotFound("That person is not in the session.")
     return {"action": "muted", "user": who, "muted": muted}
 
 
-def plan_remove(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
+def plan_remove(room: LiveRoom, user: str, who: str, *, staff: bool) -> dict[str, Any]:
+    """Remove someone in the session or in its lobby (`staff`: as for `plan_mute`). The
+    removal of someone waiting is private, as their waiting was."""
     session = _need(room)
     _facilitator(session, user)
-    if session.facilitates(who):
-        raise Forbidden("Facilitators cannot be removed.")
+    if staff or session.facilitates(who):
+        raise Forbidden("Facilitators and admins cannot be removed.")
     if who in session.removed:
         raise Conflict("That person was already removed.")
-    return {"action": "removed", "user": who}
+    if not session.knows(who):
+        raise NotFound("That person is not in the session or its lobby.")
+    body: dict[str, Any] = {"action": "removed", "user": who}
+    if not session.inside(who):
+        body["to"] = [who]
+    return body
 
 
 def plan_lead(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
@@ -430,6 +444,8 @@ def plan_lead(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
     session = _need(room)
     _facilitator(session, user)
     if not session.facilitates(who):
+        if not session.knows(who):
+            raise NotFound("That person is not in the session.")
         raise BadRequest("Only one of the session's facilitators can lead it.")
     if session.lead == who:
         raise Conflict("They already lead the session.")

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from rooms import live
+from rooms import live, policy
 from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal, RateLimited, Unavailable
-from rooms.model import Event, RoomId, Seq, iso_ts
+from rooms.model import Event, RoomId, Seq, UserId, iso_ts
 from rooms.service import clean_name, clean_text
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
@@ -154,6 +154,13 @@ def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[Room
     return hub.feeds[room], conn.user.id
 
 
+async def room_staff(hub: Hub, room: RoomId, user: str) -> bool:
+    """Whether `user` is one of the room's staff (its facilitators, admins): whom a session's
+    facilitators may not mute or remove. Cached reads; an unknown user is not staff."""
+    target = await hub.directory.get_user(UserId(user))
+    return target is not None and policy.can_manage_members(target, await hub.directory.member_role(room, target.id))
+
+
 def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
     """The lobby and removal rules for anything a member does in a room; for a `message`,
     mute and floor-only mode too."""
@@ -280,14 +287,16 @@ async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     muted = args.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("`muted` must be true or false.")
-    who = arg_str(args, "user", max_len=64)
-    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, who, muted))
+    who = arg_str(args, "user", max_len=live.MAX_USER_ID)
+    staff = await room_staff(hub, feed.room, who)
+    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, who, muted, staff=staff))
 
 
 async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
-    who = arg_str(args, "user", max_len=64)
-    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, who))
+    who = arg_str(args, "user", max_len=live.MAX_USER_ID)
+    staff = await room_staff(hub, feed.room, who)
+    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, who, staff=staff))
 
 
 async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:

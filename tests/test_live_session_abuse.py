@@ -1,5 +1,6 @@
 """A live session under attack by one of its own members: storms of joins, leaves and toggles,
-and a lobby that must not tell on who waited."""
+a lobby that must not tell on who waited, and moderation aimed at staff
+or at nobody."""
 
 from __future__ import annotations
 
@@ -56,29 +57,36 @@ async def _events_after(client: Client, room: str, after: int) -> list[dict[str,
         before = page[0]["seq"]
 
 
-async def test_who_left_the_lobby_is_told_to_the_facilitators_alone(
+async def _latest_seq(client: Client, room: str) -> int:
+    events = (await client.call("history", room=room, limit=1))["events"]
+    return int(events[-1]["seq"]) if events else 0
+
+
+async def test_who_left_the_lobby_or_was_removed_from_it_is_told_to_the_facilitators_alone(
     server: Running, api: Api, clients: list[Client]
 ) -> None:
-    """`left_lobby` reaches the facilitators and the user, never the members in the session
-    nor the others waiting."""
-    room, fac, (inside, waiting, leaver) = await _group(api, 3)
+    """`left_lobby`, and the removal of someone still waiting, reach the facilitators and the
+    user, never the members in the session nor the others waiting."""
+    room, fac, (inside, waiting, leaver, removed) = await _group(api, 4)
     cf, ci = await _connect(server, clients, fac), await _connect(server, clients, inside)
     for c in (cf, ci):
         await c.call("join", room=room)
     opened = await cf.call("session", room=room, action="open", title="Circle")
-    cw, cl = [await _connect(server, clients, a) for a in (waiting, leaver)]
-    for c, account in ((cw, waiting), (cl, leaver)):
+    cw, cl, cr = [await _connect(server, clients, a) for a in (waiting, leaver, removed)]
+    for c, account in ((cw, waiting), (cl, leaver), (cr, removed)):
         assert (await c.call("join", room=room))["waiting"] is True
         await _session_event(cf, room, "waiting", user=account.id)
     await cl.call("leave", room=room)
     assert (await _session_event(cf, room, "left_lobby"))["user"] == leaver.id
+    await cf.call("remove", room=room, user=removed.id)
+    assert (await _session_event(cf, room, "removed"))["user"] == removed.id
     await cf.call("session", room=room, action="pin", kind="agenda", text="Check-in first.")
     for c in (ci, cw):  # the pin is the first thing they hear of after the opening
         while (event := await c.event("session", room=room))["action"] in ("opened", "waiting"):
             pass
         assert event["action"] == "pinned", event
     seen = await _events_after(ci, room, opened["seq"])
-    assert [e["action"] for e in seen if e.get("user") == leaver.id] == []
+    assert [e["action"] for e in seen if e.get("user") in (leaver.id, removed.id)] == []
 
 
 async def test_a_join_and_leave_storm_in_an_open_lobby_commits_no_more_than_the_users_bucket(
@@ -172,3 +180,40 @@ async def test_hand_toggling_is_charged_to_the_users_bucket(tmp_path: Path, clie
         assert {r["error"]["code"] for r in replies if "error" in r} <= {"rate_limited", "conflict"}
         assert any(r.get("error", {}).get("code") == "rate_limited" for r in replies)
         assert len(hands) <= USER_BURST + USER_RATE * elapsed + 1
+
+
+async def test_staff_cannot_be_removed_or_muted_and_unknown_people_are_not_found(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """The session's lead cannot remove or mute an admin or another room facilitator, and naming
+    someone who is neither in the session nor waiting is not_found; none of it commits."""
+    room, lead, (member,) = await _group(api, 1)
+    colleague, admin = await api.staff(), await api.staff("admin")
+    r = await api.http.post(
+        f"/api/rooms/{room}/members",
+        json={"user": colleague.id, "role": "facilitator"},
+        headers={"Authorization": f"Bearer {lead.token}"},
+    )
+    assert r.status_code == 201
+    cl, cc, ca, cm = [await _connect(server, clients, a) for a in (lead, colleague, admin, member)]
+    for c in (cl, cc, ca, cm):
+        await c.call("join", room=room)
+    await cl.call("session", room=room, action="open", title="Circle")
+    await cl.call("session", room=room, action="start")
+    before = await _latest_seq(cl, room)
+    for staff in (admin, colleague):
+        assert (await cl.error("remove", room=room, user=staff.id))["code"] == "forbidden"
+        assert (await cl.error("mute", room=room, user=staff.id))["code"] == "forbidden"
+    nobody = "u_000000000000"
+    for op, args in (
+        ("remove", {}),
+        ("mute", {}),
+        ("admit", {}),
+        ("deny", {}),
+        ("floor", {"action": "give"}),
+        ("session", {"action": "lead"}),
+        ("knock", {"text": "Hello?"}),
+    ):
+        assert (await cl.error(op, room=room, user=nobody, **args))["code"] == "not_found", op
+    assert await _latest_seq(cl, room) == before
+    assert (await ca.call("send", room=room, text="still here", client_id="a1"))["seq"] > before
