@@ -1,6 +1,6 @@
 """A live session under attack by one of its own members: storms of joins, leaves and toggles,
-a lobby that must not tell on who waited, and moderation aimed at staff
-or at nobody."""
+a lobby that must not tell on who waited, moderation aimed at staff or at nobody, and texts
+over their limits."""
 
 from __future__ import annotations
 
@@ -217,3 +217,53 @@ async def test_staff_cannot_be_removed_or_muted_and_unknown_people_are_not_found
         assert (await cl.error(op, room=room, user=nobody, **args))["code"] == "not_found", op
     assert await _latest_seq(cl, room) == before
     assert (await ca.call("send", room=room, text="still here", client_id="a1"))["seq"] > before
+
+
+async def test_session_texts_over_their_limits_are_too_large_and_wrong_types_bad_request(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Every text of the session commands answers too_large past its limit (docs §6) and
+    bad_request for a wrong type, and commits nothing."""
+    room, fac, (p1, p2) = await _group(api, 2)
+    cf, c1 = await _connect(server, clients, fac), await _connect(server, clients, p1)
+    for c in (cf, c1):
+        await c.call("join", room=room)
+    before = await _latest_seq(cf, room)
+
+    def opening(**args: Any) -> dict[str, Any]:
+        return {"room": room, "action": "open", **args}
+
+    for args, code in (
+        (opening(agreement="a" * 2001), "too_large"),
+        (opening(agreement="a" * 5000), "too_large"),
+        (opening(title="t" * 81), "too_large"),
+        (opening(title="t" * 201), "too_large"),
+        (opening(agreement=7), "bad_request"),
+        (opening(title=["Circle"]), "bad_request"),
+        (opening(co_facilitators=[f"u_{i}" for i in range(11)]), "bad_request"),
+        (opening(co_facilitators=["u" * 65]), "bad_request"),
+    ):
+        assert (await cf.error("session", **args))["code"] == code, (args, code)
+    assert await _latest_seq(cf, room) == before
+    await cf.call("session", **opening(agreement="a" * 2000, title="t" * 80))
+    c2 = await _connect(server, clients, p2)
+    assert (await c2.call("join", room=room))["waiting"] is True
+    await cf.call("session", room=room, action="start")
+    await cf.call("checkin", room=room, action="start")
+    before = await _latest_seq(cf, room)
+    for client, op, args, code in (
+        (cf, "session", {"action": "pin", "kind": "agenda", "text": "p" * 2001}, "too_large"),
+        (cf, "session", {"action": "pin", "kind": "agenda", "text": "p" * 4001}, "too_large"),
+        (cf, "session", {"action": "pin", "kind": "agenda", "text": None}, "bad_request"),
+        (cf, "deny", {"user": p2.id, "message": "m" * 501}, "too_large"),
+        (cf, "deny", {"user": p2.id, "message": "m" * 2001}, "too_large"),
+        (cf, "deny", {"user": p2.id, "message": 5}, "bad_request"),
+        (c2, "knock", {"text": "k" * 1001}, "too_large"),
+        (c2, "knock", {"text": {"k": 1}}, "bad_request"),
+        (c1, "checkin", {"mood": 3, "word": "w" * 41}, "too_large"),
+        (c1, "checkin", {"mood": 3, "word": "w" * 201}, "too_large"),
+        (c1, "checkin", {"pass": True, "word": "w" * 201}, "too_large"),
+        (c1, "checkin", {"mood": 3, "word": 3}, "bad_request"),
+    ):
+        assert (await client.error(op, room=room, **args))["code"] == code, (op, args, code)
+    assert await _latest_seq(cf, room) == before
