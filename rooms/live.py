@@ -18,7 +18,7 @@ from typing import Any
 
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
 from rooms.model import iso_ts
-from rooms.service import clean_text
+from rooms.service import clean_name, clean_text
 
 LOBBY, LIVE, ENDED = "lobby", "live", "ended"
 
@@ -38,6 +38,15 @@ ANSWER = ("mood", "word", "passed", "skipped")  # what a check-in entry records
 # What a member waiting in the lobby sees of the session, besides what is addressed to them.
 LOBBY_ACTIONS = frozenset({"opened", "started", "ended", "locked", "pinned"})
 MAX_FLOOR_SECONDS = 3600
+# Text limits, in characters after NFC (docs/protocol.md §6): over one is `too_large`.
+MAX_AGREEMENT = 2000
+MAX_PIN = 2000
+MAX_KNOCK = 1000
+MAX_DENIAL = 500
+MAX_WORD = 40
+MAX_CO_FACILITATORS = 10
+MAX_USER_ID = 64
+DEFAULT_TITLE = "Live session"
 
 
 @dataclass
@@ -88,6 +97,10 @@ class LiveSession:
     def inside(self, user: str) -> bool:
         """Whether `user` takes part (admitted, or facilitating), as opposed to waiting."""
         return user in self.admitted or user in self.facilitators
+
+    def knows(self, user: str) -> bool:
+        """Whether `user` is in the session or waiting in its lobby: whom moderation can name."""
+        return self.inside(user) or user in self.waiting
 
     def public(self) -> dict[str, Any]:
         """What every participant sees of the session (the join reply's `session`)."""
@@ -235,6 +248,23 @@ def _facilitator(session: LiveSession, user: str) -> None:
         raise Forbidden("Only the session's facilitators can do that.")
 
 
+def opening_texts(title: str | None, agreement: str | None) -> tuple[str, str]:
+    """An ad-hoc session's title (one line of up to 80 characters; DEFAULT_TITLE when none)
+    and group agreement (up to MAX_AGREEMENT; none when absent), as stored."""
+    title = clean_name(title, what="Title") if title else DEFAULT_TITLE
+    return title, "" if agreement is None else clean_text(agreement, max_chars=MAX_AGREEMENT, what="Agreement")
+
+
+def co_facilitator_ids(value: object) -> list[str]:
+    """The `co_facilitators` of an ad-hoc session: at most MAX_CO_FACILITATORS user ids, each
+    named once, in the order given."""
+    if isinstance(value, list) and len(value) > MAX_CO_FACILITATORS:
+        raise BadRequest(f"A session has at most {MAX_CO_FACILITATORS} co-facilitators.")
+    if not isinstance(value, list) or not all(isinstance(u, str) and 0 < len(u) <= MAX_USER_ID for u in value):
+        raise BadRequest("`co_facilitators` must be a list of user ids.")
+    return list(dict.fromkeys(value))
+
+
 def plan_open(
     room: LiveRoom,
     *,
@@ -300,6 +330,15 @@ def _has_room(session: LiveSession, more: int) -> bool:
     return session.capacity is None or len(members) + more <= session.capacity
 
 
+def plan_leave_lobby(room: LiveRoom, user: str) -> dict[str, Any] | None:
+    """`user` is no longer waiting (their last waiting connection left): None when they were
+    not. Private, as `waiting` is: who waited is for the facilitators to know."""
+    session = room.active
+    if session is None or user not in session.waiting:
+        return None
+    return {"action": "left_lobby", "user": user, "to": [user]}
+
+
 def plan_admit(room: LiveRoom, user: str, who: str | None) -> dict[str, Any]:
     """Admit one waiting member, or (`who` None) everyone waiting, within capacity."""
     session = _need(room)
@@ -324,7 +363,7 @@ def plan_deny(room: LiveRoom, user: str, who: str, message: str | None) -> dict[
         raise NotFound("That person is not waiting in the lobby.")
     body: dict[str, Any] = {"action": "denied", "user": who, "to": [who]}
     if message is not None:
-        body["message"] = clean_text(message, max_chars=500, what="Message")
+        body["message"] = clean_text(message, max_chars=MAX_DENIAL, what="Message")
     return body
 
 
@@ -332,7 +371,7 @@ def plan_knock(room: LiveRoom, user: str, who: str | None, text: str) -> dict[st
     """A private line between a waiting member (`user` in the event) and the facilitators;
     the envelope's `from` says who wrote it."""
     session = _need(room)
-    text = clean_text(text, max_chars=1000)
+    text = clean_text(text, max_chars=MAX_KNOCK)
     if session.facilitates(user):
         if who is None or who not in session.waiting:
             raise NotFound("That person is not waiting in the lobby.")
@@ -396,24 +435,33 @@ def plan_queue(room: LiveRoom, user: str, order: Sequence[str]) -> dict[str, Any
     return {"action": "queue", "order": list(order)}
 
 
-def plan_mute(room: LiveRoom, user: str, who: str, muted: bool) -> dict[str, Any]:
+def plan_mute(room: LiveRoom, user: str, who: str, muted: bool, *, staff: bool) -> dict[str, Any]:
+    """Mute or unmute someone in the session. `staff`: `who` is one of the room's staff (its
+    facilitators, admins), whom a session's facilitators do not moderate."""
     session = _need(room)
     _facilitator(session, user)
-    if session.facilitates(who):
-        raise Forbidden("Facilitators cannot be muted.")
+    if staff or session.facilitates(who):
+        raise Forbidden("Facilitators and admins cannot be muted.")
     if not session.inside(who):
         raise NotFound("That person is not in the session.")
     return {"action": "muted", "user": who, "muted": muted}
 
 
-def plan_remove(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
+def plan_remove(room: LiveRoom, user: str, who: str, *, staff: bool) -> dict[str, Any]:
+    """Remove someone in the session or in its lobby (`staff`: as for `plan_mute`). The
+    removal of someone waiting is private, as their waiting was."""
     session = _need(room)
     _facilitator(session, user)
-    if session.facilitates(who):
-        raise Forbidden("Facilitators cannot be removed.")
+    if staff or session.facilitates(who):
+        raise Forbidden("Facilitators and admins cannot be removed.")
     if who in session.removed:
         raise Conflict("That person was already removed.")
-    return {"action": "removed", "user": who}
+    if not session.knows(who):
+        raise NotFound("That person is not in the session or its lobby.")
+    body: dict[str, Any] = {"action": "removed", "user": who}
+    if not session.inside(who):
+        body["to"] = [who]
+    return body
 
 
 def plan_lead(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
@@ -421,6 +469,8 @@ def plan_lead(room: LiveRoom, user: str, who: str) -> dict[str, Any]:
     session = _need(room)
     _facilitator(session, user)
     if not session.facilitates(who):
+        if not session.knows(who):
+            raise NotFound("That person is not in the session.")
         raise BadRequest("Only one of the session's facilitators can lead it.")
     if session.lead == who:
         raise Conflict("They already lead the session.")
@@ -432,7 +482,7 @@ def plan_pin(room: LiveRoom, user: str, kind: str, text: str) -> dict[str, Any]:
     _facilitator(session, user)
     if kind not in PIN_KINDS:
         raise BadRequest("A pin is an `agenda` or a `resource`.")
-    return {"action": "pinned", "kind": kind, "text": clean_text(text, max_chars=2000)}
+    return {"action": "pinned", "kind": kind, "text": clean_text(text, max_chars=MAX_PIN)}
 
 
 def plan_checkin_start(room: LiveRoom, user: str, present: Sequence[str]) -> dict[str, Any]:
@@ -456,6 +506,8 @@ def plan_checkin_entry(
     private to them and the facilitators; the next turn, and at the end the facilitators'
     summary, follow."""
     session = _need(room)
+    if word is not None:  # checked whatever the answer: a word over its limit is never dropped silently
+        word = clean_text(word, max_chars=MAX_WORD, what="Word")
     checkin = session.checkin
     if checkin is None or checkin.current is None:
         raise Conflict("There is no check-in round going.")
@@ -477,7 +529,7 @@ def plan_checkin_entry(
             raise BadRequest("A mood is a number from 1 to 5 (or pass).")
         entry = {"action": "checkin", "step": "entry", "user": member, "mood": mood, "to": [member]}
         if word is not None:
-            entry["word"] = clean_text(word, max_chars=40, what="Word")
+            entry["word"] = word
     events = [entry]
     if checkin.turn + 1 >= len(checkin.order):
         done = {**checkin.done, member: {k: entry[k] for k in ANSWER if k in entry}}

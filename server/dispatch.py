@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from rooms import live
+from rooms import live, policy
 from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal, RateLimited, Unavailable
-from rooms.model import Event, RoomId, Seq, iso_ts
-from rooms.service import clean_name, clean_text
+from rooms.model import Event, RoomId, Seq, UserId, iso_ts
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
 from server.fanout import RoomFeed
@@ -154,6 +153,13 @@ def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[Room
     return hub.feeds[room], conn.user.id
 
 
+async def room_staff(hub: Hub, room: RoomId, user: str) -> bool:
+    """Whether `user` is one of the room's staff (its facilitators, admins): whom a session's
+    facilitators may not mute or remove. Cached reads; an unknown user is not staff."""
+    target = await hub.directory.get_user(UserId(user))
+    return target is not None and policy.can_manage_members(target, await hub.directory.member_role(room, target.id))
+
+
 def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
     """The lobby and removal rules for anything a member does in a room; for a `message`,
     mute and floor-only mode too."""
@@ -167,10 +173,13 @@ async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> R
     """Plan a session change against the current state and commit it, one change at a time
     per room across workers (so two facilitators cannot both take the last place)."""
     assert conn.user is not None
-    await hub.check_user_rate(conn.user)
+    await hub.check_user_rate(conn.user)  # before queueing for the turn: a refused storm holds no lease
     async with hub.desk.turn(feed.room, feed):
         planned = plan()
-        event = await hub.desk.commit(feed, conn.user, *(planned if isinstance(planned, list) else [planned]))
+        bodies = planned if isinstance(planned, list) else [planned]
+        for _ in bodies[1:]:  # a command that commits several events (a check-in answer) pays for each
+            await hub.check_user_rate(conn.user)
+        event = await hub.desk.commit(feed, conn.user, *bodies)
     return _stamp(event)
 
 
@@ -183,20 +192,22 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
         if feed.room not in conn.facilitating:
             raise Forbidden("Only this room's facilitators can open a session.")
         minutes = arg_int(args, "minutes", low=5, high=600, optional=True) or 60
-        co = args.get("co_facilitators", [])
-        if not isinstance(co, list) or not all(isinstance(u, str) for u in co) or len(co) > 10:
-            raise BadRequest("`co_facilitators` must be a list of user ids.")
+        # Texts are read up to the frame's size: their limits are the domain's, and answer too_large.
+        title, agreement = live.opening_texts(
+            arg_str(args, "title", max_len=hub.limits.max_frame, optional=True),
+            arg_str(args, "agreement", max_len=hub.limits.max_frame, optional=True),
+        )
+        co = live.co_facilitator_ids(args.get("co_facilitators", []))
         await hub.service.check_co_facilitators(feed.room, co)
-        agreement = arg_str(args, "agreement", max_len=2000, optional=True)
         now = datetime.now(UTC)
         plan = partial(
             live.plan_open,
             feed.live,
             key=f"adhoc-{iso_ts(now)}",
-            title=clean_name(arg_str(args, "title", max_len=200, optional=True) or "Live session", what="Title"),
+            title=title,
             starts_at=iso_ts(now),
             ends_at=iso_ts(now + timedelta(minutes=minutes)),
-            agreement="" if agreement is None else clean_text(agreement, max_chars=2000, what="Agreement"),
+            agreement=agreement,
             facilitators=[user, *[u for u in co if u != user]],
             capacity=arg_int(args, "capacity", low=1, high=1000, optional=True),
             auto_admit=False,  # automatic admission is for registered members of a scheduled session
@@ -212,7 +223,7 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             raise BadRequest("`on` must be true or false.")
         plan = partial(live.plan_setting, feed.live, user, "floor_only", args["on"])
     elif action == "pin":
-        kind, text = arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=4000)
+        kind, text = arg_str(args, "kind", max_len=20), arg_str(args, "text", max_len=hub.limits.max_frame)
         plan = partial(live.plan_pin, feed.live, user, kind, text)
     elif action == "lead":
         plan = partial(live.plan_lead, feed.live, user, arg_str(args, "user", max_len=64))
@@ -230,7 +241,7 @@ async def op_admit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply
 async def op_deny(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     who = arg_str(args, "user", max_len=64)
-    message = arg_str(args, "message", max_len=2000, optional=True)
+    message = arg_str(args, "message", max_len=hub.limits.max_frame, optional=True)
     return await committed(hub, conn, feed, partial(live.plan_deny, feed.live, user, who, message))
 
 
@@ -277,14 +288,16 @@ async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     muted = args.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("`muted` must be true or false.")
-    who = arg_str(args, "user", max_len=64)
-    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, who, muted))
+    who = arg_str(args, "user", max_len=live.MAX_USER_ID)
+    staff = await room_staff(hub, feed.room, who)
+    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, who, muted, staff=staff))
 
 
 async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
-    who = arg_str(args, "user", max_len=64)
-    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, who))
+    who = arg_str(args, "user", max_len=live.MAX_USER_ID)
+    staff = await room_staff(hub, feed.room, who)
+    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, who, staff=staff))
 
 
 async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -294,7 +307,7 @@ async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
         present = [c["id"] for c in await hub.members(feed.room)]
         return await committed(hub, conn, feed, partial(live.plan_checkin_start, feed.live, user, present))
     mood = arg_int(args, "mood", low=1, high=5, optional=True)
-    word = arg_str(args, "word", max_len=200, optional=True)
+    word = arg_str(args, "word", max_len=hub.limits.max_frame, optional=True)
     passed = arg_bool(args, "pass")
     return await committed(hub, conn, feed, partial(live.plan_checkin_entry, feed.live, user, mood, word, passed))
 

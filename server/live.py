@@ -5,7 +5,6 @@ once across workers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -26,6 +25,11 @@ log = logging.getLogger("hearth.live")
 HEARTH = User(UserId("hearth"), "hearth", "Hearth", Role.ADMIN)  # the sender of automatic changes
 END_GRACE = 15 * 60  # seconds a session may run past its end before it ends by itself
 TICK = 1.0  # seconds between checks of the session clocks
+# Tokens a join that commits takes from its user's bucket of durable events: its own event
+# (`waiting`, an automatic admission, attendance starting) and the departure it makes due
+# (`left_lobby`, attendance ending). Unmetered beyond that, and bounded: an admission's
+# attendance (once per user and session) and a lead handed on when the lead leaves.
+ARRIVAL_COST = 2
 
 
 def now_ms() -> int:
@@ -123,18 +127,38 @@ class LiveDesk:
 
     # Arrivals and departures
 
+    async def charge(self, user: User, tokens: int) -> None:
+        """Take `tokens` from the user's bucket of durable events; RateLimited when it is empty."""
+        for _ in range(tokens):
+            await self.hub.check_user_rate(user)
+
     async def arrive(self, feed: RoomFeed, conn: Connection, facilitator: bool) -> bool:
-        """Someone joins a room: True when they must wait in the session's lobby."""
+        """Someone joins a room: True when they must wait in the session's lobby.
+
+        A join that commits is charged ARRIVAL_COST first: for itself and for the departure it
+        makes due, which is committed whatever the bucket says (or the lobby would keep a
+        ghost). One that queues for the session's turn only to be refused (locked, removed)
+        costs one token: the turn is a lease and a store read. Past the rate: RateLimited."""
         user = conn.user
         assert user is not None
         session = feed.live.active
-        if facilitator or session is None:
+        if session is None:
             return False
-        with contextlib.suppress(HearthError):  # a refusal is decided below, on the latest state
-            if live.plan_arrival(feed.live, user.id, user.public()) is None:
-                # Nothing to commit (already inside, or already waiting): no turn to queue for,
-                # so a storm of resumes into a live session does not line up behind one lease.
-                return user.id in session.waiting
+        if session.inside(user.id):
+            if feed.room not in conn.rooms:  # not a resume on a joined connection: it may start attendance
+                await self.charge(user, ARRIVAL_COST)
+            return False
+        if facilitator:
+            return False
+        try:
+            paid = 0 if live.plan_arrival(feed.live, user.id, user.public()) is None else ARRIVAL_COST
+        except HearthError:
+            paid = 1  # refused (removed, locked): decided again below, on the latest state
+        if not paid:
+            # Nothing to commit (already waiting): no turn to queue for, so a storm of resumes
+            # into a live session does not line up behind one lease.
+            return user.id in session.waiting
+        await self.charge(user, paid)  # before the turn: a refused storm holds no lease
         async with self.turn(feed.room, feed):
             session = feed.live.active
             if session is None:
@@ -142,18 +166,21 @@ class LiveDesk:
             plan = live.plan_arrival(feed.live, user.id, user.public())
             if plan is None:
                 return user.id in session.waiting
+            await self.charge(user, ARRIVAL_COST - paid)  # refused a moment ago, let in now
             await self.commit(feed, user, plan)
             return bool(plan["action"] == "waiting")
 
     async def depart(self, feed: RoomFeed, user: User, *, gone: bool, waiting: bool) -> None:
-        """A connection left the room; `gone` when it was the user's last one there."""
+        """A connection left the room; `gone` when it was the user's last one there. Nothing
+        is charged: the arrival paid for it (ARRIVAL_COST)."""
         session = feed.live.active
         if session is None:
             return
-        if waiting and user.id in session.waiting:
+        plan = live.plan_leave_lobby(feed.live, user.id) if waiting else None
+        if plan is not None:
             if not any(c.user_id == user.id for c in feed.waiting.values()):
                 try:
-                    await self.commit(feed, user, {"action": "left_lobby", "user": user.id})
+                    await self.commit(feed, user, plan)
                 except HearthError as exc:
                     log.warning("leaving the lobby failed room=%s: %s", feed.room, exc.code)
         elif gone:
