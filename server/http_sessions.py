@@ -28,6 +28,7 @@ from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.schedule import (
+    LATEST,
     Occurrence,
     Session,
     SessionId,
@@ -245,7 +246,7 @@ async def list_occurrences(request: Request) -> Response:
     session, _ = await _session(request, user)
     params = request.query_params
     start = parse_instant(params["from"], "from") if "from" in params else _now()
-    end = parse_instant(params["to"], "to") if "to" in params else start + DEFAULT_WINDOW
+    end = parse_instant(params["to"], "to") if "to" in params else min(start + DEFAULT_WINDOW, LATEST)
     check_window(start, end)
     schedule = _schedule(request)
     found = await schedule.occurrences(session, start, end)
@@ -363,9 +364,7 @@ async def _my_calendar(request: Request, user: User) -> Response:
     end = start + FEED_PAST + FEED_AHEAD
     entries: list[tuple[Session, Occurrence, str | None]] = []
     visible: dict[RoomId, bool] = {}
-    for session, occurrence, status in await _schedule(request).registrations_of(user.id):
-        if not start <= occurrence.start < end:
-            continue
+    for session, occurrence, status in await _schedule(request).registrations_of(user.id, start, end):
         if session.room not in visible:
             room = await hub.directory.get_room(session.room)
             membership = await hub.directory.member_role(session.room, user.id)
