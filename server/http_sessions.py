@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,6 +55,10 @@ FEED_AHEAD = timedelta(days=336)  # with FEED_PAST, one 366-day expansion
 MAX_CO_FACILITATORS = 10
 ICS_TYPE = "text/calendar; charset=utf-8"
 
+# Feed tokens: ASCII base64url only. hmac.compare_digest raises TypeError on a str with
+# other characters, which answered a tampered link with a 500 instead of a 401.
+_FEED_TOKEN = re.compile(r"c1\.([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{43})")
+
 
 class FeedTokens:
     """Read-only calendar feed tokens: `c1.<user id, base64url>.<HMAC-SHA256, base64url>`.
@@ -74,10 +79,11 @@ class FeedTokens:
 
     def verify(self, token: str) -> UserId:
         invalid = Unauthenticated("This calendar link is not valid. Get a new one from Hearth.")
-        if len(token) > 256 or token.count(".") != 2:
+        match = _FEED_TOKEN.fullmatch(token)
+        if match is None:
             raise invalid
-        version, payload, signature = token.split(".")
-        if version != "c1" or not hmac.compare_digest(self._sign(payload), signature):
+        payload, signature = match.groups()
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             raise invalid
         try:
             return UserId(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode())

@@ -231,3 +231,23 @@ async def test_the_calendar_feeds_stay_fast_with_far_future_registrations_stored
     record_figure("feed with far-future rows", "/healthz worst", probe.worst * 1000, "ms")
     assert max(times.values()) < STALL, times
     assert probe.worst < STALL, f"/healthz waited {probe.worst:.3f} s"
+
+
+async def test_a_calendar_token_with_characters_outside_base64url_gets_401(server: Running, api: Api) -> None:
+    """hmac.compare_digest raised TypeError on a non-ASCII signature: a 500. Now a plain 401."""
+    member = await api.signup()
+    url = (await api.http.get("/api/me/calendar-token", headers=auth(member))).json()["url"]
+    version, payload, signature = url.removeprefix("/api/calendar/").removesuffix(".ics").split(".")
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as bare:
+        assert (await bare.get(url)).status_code == 200
+        for token in (
+            f"c1.{payload}.{'é' * 43}",
+            f"c1.{payload}.{signature[:-1]}é",
+            f"c1.{payload}.{signature[:-2]}\uff21\uff21",  # fullwidth A
+            f"c1.{payload}é.{signature}",
+            f"c1.é.{signature}",
+            f"c\u0131.{payload}.{signature}",  # dotless i
+            f"c1.{payload}.{signature}=",
+        ):
+            r = await bare.get(f"/api/calendar/{token}.ics")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", (token, r.text)
