@@ -269,3 +269,16 @@ async def test_a_calendar_token_with_characters_outside_base64url_gets_401(serve
         ):
             r = await bare.get(f"/api/calendar/{token}.ics")
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", (token, r.text)
+
+
+async def test_open_hours_in_a_zone_folder_or_an_overlong_zone_get_bad_request(server: Running, api: Api) -> None:
+    """ZoneInfo("Europe") raised IsADirectoryError and a 300-character name OSError: both were 500s."""
+    staff = await api.staff()
+    drop_in = await api.room(staff)
+    for tz in ("Europe", "Europe/" + "x" * 300, "../zoneinfo/UTC", "Factory"):
+        hours = {"tz": tz, "days": [0], "from": "09:00", "to": "17:00"}
+        r = await api.http.patch(f"/api/rooms/{drop_in}", json={"open_hours": hours}, headers=auth(staff))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", (tz, r.text)
+    hours = {"tz": "Europe/London", "days": [0], "from": "09:00", "to": "17:00"}
+    r = await api.http.patch(f"/api/rooms/{drop_in}", json={"open_hours": hours}, headers=auth(staff))
+    assert r.status_code == 200 and r.json()["room"]["open_hours"]["tz"] == "Europe/London"
