@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -347,24 +347,26 @@ async def test_the_scheduler_sees_every_rooms_occurrences_with_their_facilitator
     other_staff, other_room, _ = await group(api, 0)
     clinician = await api.staff("clinician")
     assert (await api.add_member(staff, room, clinician)).status_code == 201
+    day = (datetime.now(UTC) + timedelta(days=60)).replace(hour=0, minute=0, second=0, microsecond=0)
+    at = {**WEEKLY_THURSDAY, "tz": "UTC"}  # within the 366 days that registration reaches
     one = await create(
-        api, staff, room, **WEEKLY_THURSDAY, start="2030-01-03T19:00", capacity=1, agreement="What is said here stays.",
+        api, staff, room, **at, start=f"{day:%Y-%m-%d}T19:00", capacity=1, agreement="What is said here stays.",
         lobby_minutes=5, reminder_minutes=60, auto_admit=True, co_facilitators=[clinician.id],
     )  # fmt: skip
-    two = await create(api, other_staff, other_room, **WEEKLY_THURSDAY, start="2030-01-03T20:00")
-    key = "2030-01-03T19:00:00Z"
+    two = await create(api, other_staff, other_room, **at, start=f"{day:%Y-%m-%d}T20:00")
+    key = f"{day:%Y-%m-%d}T19:00:00Z"
     for person in (member, waiting):
         await api.http.post(occurrence_url(one["id"], key, "registration"), headers=auth(person))
     schedule = SqlSchedule(server.hub.store.engines)
-    found = await schedule.occurrences_between(datetime(2030, 1, 3, tzinfo=UTC), datetime(2030, 1, 4, tzinfo=UTC))
+    found = await schedule.occurrences_between(day, day + timedelta(days=1))
     mine = [o for o in found if o.session in (one["id"], two["id"])]
     assert [(o.session, o.room) for o in mine] == [(one["id"], room), (two["id"], other_room)]
     first = mine[0]
     assert first.facilitators == (staff.id, clinician.id) and first.agreement == "What is said here stays."
     assert (first.lobby_minutes, first.reminder_minutes, first.auto_admit, first.capacity) == (5, 60, True, 1)
-    assert first.start == first.key == datetime(2030, 1, 3, 19, tzinfo=UTC) and not first.cancelled
+    assert first.start == first.key == day.replace(hour=19) and not first.cancelled
     assert await schedule.occurrence(one["id"], first.key) == first
-    assert await schedule.occurrence(one["id"], datetime(2030, 1, 3, 18, tzinfo=UTC)) is None
+    assert await schedule.occurrence(one["id"], day.replace(hour=18)) is None
     assert await schedule.registered(one["id"], first.key) == [member.id]
 
 

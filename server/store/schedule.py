@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rooms.errors import BadRequest, Conflict, NotFound
+from rooms.errors import Conflict, NotFound
 from rooms.model import RoomId, UserId
 from rooms.schedule import (
     LOCAL_FORMAT,
@@ -26,8 +26,11 @@ from rooms.schedule import (
     Session,
     SessionId,
     check_changeable,
+    check_move,
+    check_reach,
     check_registrable,
     check_window,
+    keys_near,
     to_utc,
 )
 from server.store.directory import new_id
@@ -184,7 +187,7 @@ class SqlSchedule:
 
         async def run() -> dict[datetime, Change]:
             async with self.engines.reader.connect() as conn:
-                return (await self._changes(conn, [session.id]))[session.id]
+                return (await self._changes(conn, [session.id], near=keys_near(start, end)))[session.id]
 
         return session.occurrences(start, end, await guarded(run))
 
@@ -214,7 +217,7 @@ class SqlSchedule:
                     or_(sessions.c.last_end.is_(None), sessions.c.last_end > to_us(start)),
                 )
                 found = await self._sessions(conn, list(await conn.execute(query)))
-                changes = await self._changes(conn, [s.id for s in found])
+                changes = await self._changes(conn, [s.id for s in found], near=keys_near(start, end))
                 return [o for s in found for o in s.occurrences(start, end, changes[s.id])]
 
         return sorted(await guarded(run), key=lambda o: (o.start, o.session, o.key))
@@ -234,14 +237,16 @@ class SqlSchedule:
         async def run() -> Occurrence:
             async with self.engines.writer.begin() as conn:
                 session, occurrence, changes = await self._locked_occurrence(conn, session_id, key)
-                check_changeable(occurrence, from_us(now_us()))
+                now = from_us(now_us())
+                check_changeable(occurrence, now)
+                check_reach(occurrence, now)
                 current = changes.get(key)
                 if cancel and occurrence.cancelled:
                     return occurrence
                 if moved_to is not None and occurrence.cancelled:
                     raise Conflict("This session was cancelled; it cannot be moved.")
-                if moved_to is not None and to_utc(moved_to, session.zone) <= from_us(now_us()):
-                    raise BadRequest("A session can only be moved to a time still to come.")
+                if moved_to is not None:
+                    check_move(key, to_utc(moved_to, session.zone), now)
                 change = Change(
                     key,
                     cancelled=cancel,
@@ -371,20 +376,38 @@ class SqlSchedule:
 
         return await guarded(run)
 
-    async def registrations_of(self, user: UserId) -> list[tuple[Session, Occurrence, str]]:
-        """Every occurrence `user` registered or waitlisted for, with their status."""
+    async def registrations_of(
+        self, user: UserId, start: datetime, end: datetime
+    ) -> list[tuple[Session, Occurrence, str]]:
+        """The occurrences starting in [start, end) that `user` registered or waitlisted for,
+        with their status.
+
+        Only the registrations whose key is near the window are read (`keys_near`), so the
+        cost follows the window, not everything the user ever registered for: a row with a
+        key in the year 9000, stored before keys were bounded, is never looked at.
+        """
+        check_window(start, end)
+        lo, hi = keys_near(start, end)
 
         async def run() -> list[tuple[Session, Occurrence, str]]:
             async with self.engines.reader.connect() as conn:
-                rows = list(await conn.execute(select(registrations).where(registrations.c.user_id == user)))
+                rows = list(
+                    await conn.execute(
+                        select(registrations).where(
+                            registrations.c.user_id == user,
+                            registrations.c.occurrence >= to_us(lo),
+                            registrations.c.occurrence < to_us(hi),
+                        )
+                    )
+                )
                 ids = sorted({row.session_id for row in rows})
                 found = {s.id: s for s in await self._sessions(conn, await self._session_rows(conn, ids))}
-                changes = await self._changes(conn, ids)
+                changes = await self._changes(conn, ids, near=(lo, hi))
                 result = []
                 for row in rows:
                     session = found.get(row.session_id)
                     occurrence = session.occurrence(from_us(row.occurrence), changes[session.id]) if session else None
-                    if session is not None and occurrence is not None:
+                    if session is not None and occurrence is not None and start <= occurrence.start < end:
                         result.append((session, occurrence, str(row.status)))
                 return result
 
@@ -430,12 +453,18 @@ class SqlSchedule:
                 facilitators[row.session_id].append(UserId(row.user_id))
         return [_session(row, facilitators[row.id]) for row in rows]
 
-    async def _changes(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[datetime, Change]]:
+    async def _changes(
+        self, conn: AsyncConnection, ids: Sequence[str], *, near: tuple[datetime, datetime] | None = None
+    ) -> dict[str, dict[datetime, Change]]:
+        """The sessions' exceptions; only those with keys in [near) when given."""
         changes: dict[str, dict[datetime, Change]] = {i: {} for i in ids}
         for chunk in range(0, len(ids), 500):
-            rows = await conn.execute(
-                select(session_exceptions).where(session_exceptions.c.session_id.in_(ids[chunk : chunk + 500]))
-            )
+            query = select(session_exceptions).where(session_exceptions.c.session_id.in_(ids[chunk : chunk + 500]))
+            if near is not None:
+                query = query.where(
+                    session_exceptions.c.occurrence >= to_us(near[0]), session_exceptions.c.occurrence < to_us(near[1])
+                )
+            rows = await conn.execute(query)
             for row in rows:
                 change = _change(row)
                 changes[row.session_id][change.key] = change
