@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from rooms.hours import status
 from rooms.model import Event, Room, RoomId, User
 from rooms.service import RoomService
 from server.auth import Accounts
-from server.broker import Backend, Shared
+from server.broker import Backend, Saturated, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter, Outgoing
@@ -355,15 +356,30 @@ class Hub:
         """Await a call on shared state; while it is down, carry on without it (None)."""
         try:
             result = await call
-        except Unavailable:
-            self._note_degraded("shared state")
+        except Unavailable as exc:
+            self._note_degraded("shared state", exc)
             return None
         return result
 
-    def _note_degraded(self, part: str) -> None:
-        if part not in self._degraded:
-            self._degraded.add(part)
-            log.warning("%s unavailable: running degraded until it is back", part)
+    def _note_degraded(self, part: str, exc: BaseException | None = None) -> None:
+        """Say once, until the heartbeat finds it back, that `part` failed and why: the
+        exception's type and what it means (never its text, which may carry arguments).
+        Called in an `except` block, `exc` defaults to the exception being handled. A call
+        that waited its whole bound for a connection (`Saturated`) is this worker's load,
+        not an outage, and is logged as such."""
+        exc = exc if exc is not None else sys.exception()
+        cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+        why = type(cause).__name__ if cause is not None else "unknown"
+        if isinstance(exc, HearthError):
+            why += f": {exc.message}"
+        busy = isinstance(exc, Saturated)
+        key = f"{part} busy" if busy else part
+        if key not in self._degraded:
+            self._degraded.add(key)
+            if busy:
+                log.warning("%s busy, not down (%s)", part, why)
+            else:
+                log.warning("%s unavailable (%s): running degraded until it is back", part, why)
 
     @property
     def degraded(self) -> bool:

@@ -1,5 +1,6 @@
 """Bursts on Redis: thousands of sockets closing (or arriving) at once on two workers are load,
-not an outage. Presence stays right, and no worker says it lost Redis."""
+not an outage. Presence stays right, and no worker says it lost Redis; when Redis does go,
+the worker says why."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.conftest import (
     TIMEOUT,
     Account,
     Client,
+    RedisProcess,
     ServerProcess,
     open_client,
     process_account,
@@ -148,6 +150,35 @@ async def test_two_thousand_sockets_arriving_at_once_are_all_present_without_deg
     for client in [*crowd, *watchers]:
         client.ws.transport.abort()
     await asyncio.gather(*(c.reader for c in [*crowd, *watchers]), return_exceptions=True)
+
+
+async def test_a_worker_that_loses_redis_says_what_failed(
+    tmp_path: Path, own_redis: RedisProcess, redis_prefix: str, postgres_url: str
+) -> None:
+    """With Redis killed, the worker's warning names the exception and what it means (and no
+    user's data); it says degraded, not busy."""
+    worker = await ServerProcess(tmp_path, **_env(own_redis.url, redis_prefix, postgres_url)).start()
+    try:
+        staff = await process_account(worker, "facilitator")
+        room = await process_room(worker, staff)
+        client = await open_client(worker, staff)
+        await client.call("join", room=room)
+        await own_redis.kill()
+        await client.request("join", room=room)  # presence is read from Redis
+        async with asyncio.timeout(TIMEOUT):
+            while True:  # the worker's log arrives through a pipe
+                if said := _complaints([worker]):
+                    break
+                await asyncio.sleep(0.05)
+        assert re.search(
+            r"shared state unavailable \((ConnectionError|TimeoutError|OSError): "
+            r"(Redis|The network)[^)]*\): running degraded",
+            said[0],
+        ), said
+        assert staff.username not in said[0] and staff.id not in said[0]
+        await client.close()
+    finally:
+        await worker.stop()
 
 
 async def test_a_burst_of_releases_shares_a_few_pipelines(redis_url: str, redis_prefix: str) -> None:
