@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from rooms.model import Event, Room, RoomId, User
 from rooms.paging import newest_within
 from rooms.service import RoomService
 from server.auth import Accounts
-from server.broker import Backend, Shared
+from server.broker import Backend, Saturated, Shared
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter, Outgoing
@@ -373,15 +374,30 @@ class Hub:
         """Await a call on shared state; while it is down, carry on without it (None)."""
         try:
             result = await call
-        except Unavailable:
-            self._note_degraded("shared state")
+        except Unavailable as exc:
+            self._note_degraded("shared state", exc)
             return None
         return result
 
-    def _note_degraded(self, part: str) -> None:
-        if part not in self._degraded:
-            self._degraded.add(part)
-            log.warning("%s unavailable: running degraded until it is back", part)
+    def _note_degraded(self, part: str, exc: BaseException | None = None) -> None:
+        """Say once, until the heartbeat finds it back, that `part` failed and why: the
+        exception's type and what it means (never its text, which may carry arguments).
+        Called in an `except` block, `exc` defaults to the exception being handled. A call
+        that waited its whole bound for a connection (`Saturated`) is this worker's load,
+        not an outage, and is logged as such."""
+        exc = exc if exc is not None else sys.exception()
+        cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+        why = type(cause).__name__ if cause is not None else "unknown"
+        if isinstance(exc, HearthError):
+            why += f": {exc.message}"
+        busy = isinstance(exc, Saturated)
+        key = f"{part} busy" if busy else part
+        if key not in self._degraded:
+            self._degraded.add(key)
+            if busy:
+                log.warning("%s busy, not down (%s)", part, why)
+            else:
+                log.warning("%s unavailable (%s): running degraded until it is back", part, why)
 
     @property
     def degraded(self) -> bool:
@@ -416,20 +432,28 @@ class Hub:
                 log.exception("presence heartbeat failed")
 
     async def _renew(self) -> None:
+        """Renew this worker's leases and connection counts, and sweep its rooms. The calls
+        of each step go out together, and so do the announcements they lead to: 500 rooms
+        swept one after another took 61-91 ms, together 19-23 ms; 2,000 announcements of
+        lapsed leases 192-226 ms, together 75-101 ms."""
         leases = self.local.leases()
         for start in range(0, len(leases), RENEW_BATCH):  # a round trip per batch, not per lease
             batch = leases[start : start + RENEW_BATCH]
+            ended, back = [], []
             for (room, user, conn, card), lapsed in zip(batch, await self.shared.presence.renew(batch), strict=True):
                 if not self.local.holds(room, user, conn):  # it left while the renewal was on its way
-                    await self.shared.presence.remove(room, user, conn)  # (its leave was announced)
+                    ended.append(self.shared.presence.remove(room, user, conn))  # (its leave was announced)
                 elif lapsed:
-                    await self._announce(RoomId(room), card, "joined")
+                    back.append(self._announce(RoomId(room), card, "joined"))
+            await asyncio.gather(*ended, *back)
         await self.shared.limiter.refresh_conns([(c.user.id, c.id) for c in self.registry.all() if c.user])
-        for room in list(self.feeds):
-            for card in await self.shared.presence.sweep(room):
-                await self._announce(room, card, "left")
-                if (feed := self.feeds.get(room)) is not None:  # their worker died: its bookkeeping
-                    await self.desk.gone(feed, card["id"])
+        rooms = list(self.feeds)
+        swept = await asyncio.gather(*(self.shared.presence.sweep(room) for room in rooms))
+        gone = [(room, card) for room, cards in zip(rooms, swept, strict=True) for card in cards]
+        await asyncio.gather(*(self._announce(room, card, "left") for room, card in gone))
+        for room, card in gone:
+            if (feed := self.feeds.get(room)) is not None:  # their worker died: its bookkeeping
+                await self.desk.gone(feed, card["id"])
 
     # Sessions
 

@@ -8,7 +8,13 @@ from typing import Protocol
 
 from presence.ports import PresenceStore
 from presence.tracker import MemoryPresence
+from rooms.errors import Unavailable
 from rooms.ports import Broker, Limiter, Locks
+
+
+class Saturated(Unavailable):
+    """The backend answers, but a call of this worker waited its whole bound for a connection
+    to it: more work than the worker's connections carry, not an outage."""
 
 
 class Backend(Broker, Protocol):
@@ -63,9 +69,9 @@ def open_shared(broker: Backend, *, presence_ttl: float) -> Shared:
     from server.broker.redis_state import RedisLimiter, RedisLocks, RedisPresence, Scripts
 
     assert isinstance(broker, RedisBroker)
-    scripts = Scripts(broker.client)
+    scripts = Scripts(broker.commands)
     return Shared(
-        RedisPresence(broker.client, scripts, prefix=broker.prefix, ttl=presence_ttl),
-        RedisLimiter(broker.client, scripts, prefix=broker.prefix, ttl=presence_ttl),
-        RedisLocks(broker.client, scripts, prefix=broker.prefix),
+        RedisPresence(broker.commands, scripts, prefix=broker.prefix, ttl=presence_ttl),
+        RedisLimiter(broker.commands, scripts, prefix=broker.prefix, ttl=presence_ttl),
+        RedisLocks(broker.commands, scripts, prefix=broker.prefix),
     )

@@ -1,6 +1,8 @@
 """RedisBroker: fan-out across any number of workers over Redis pub/sub (redis-py asyncio).
 
-One pub/sub connection per worker, held by a supervised listener. A room's channel is
+One pub/sub connection per worker, held by a supervised listener; every other command (the
+publishes, and presence, limits and locks) goes through `RedisCommands`, which pipelines a
+burst of calls over a few connections of a pool it never exhausts. A room's channel is
 subscribed when its first local subscriber arrives, and `subscribe` returns only once
 Redis confirmed it. When the connection drops, every open subscription ends with
 `Unavailable`: its feed subscribes again once Redis is back and fills the gap from the
@@ -16,12 +18,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 
 from rooms.errors import Unavailable
 from rooms.model import RoomId
 from rooms.ports import Broker
+from server.broker.redis_commands import BATCH, LANES, WAIT, RedisCommands, command
 
 log = logging.getLogger("hearth.broker")
 
@@ -29,19 +32,35 @@ _LOST = object()  # put in every queue when the pub/sub connection drops
 
 
 class RedisBroker:
-    """Pub/sub on Redis. Also lends its command client (`client`) and key `prefix` to the
+    """Pub/sub on Redis. Also lends its command client (`commands`) and key `prefix` to the
     other Redis-backed parts of a worker (presence, limits, locks)."""
 
     reaches_other_workers = True
 
     def __init__(
-        self, url: str, *, prefix: str = "hearth:", ping_interval: float = 3.0, confirm_timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        prefix: str = "hearth:",
+        # Timeouts
+        ping_interval: float = 3.0,
+        confirm_timeout: float = 5.0,
+        # Commands: see redis_commands.py for the measurements
+        lanes: int = LANES,
+        batch: int = BATCH,
+        wait: float = WAIT,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.ping_interval = ping_interval
         self.confirm_timeout = confirm_timeout
-        self.client: Redis = Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        # One connection per lane, and no more: the lanes never ask for another. Blocking all
+        # the same, so that anything that did would wait for one (up to `wait`), where
+        # redis-py's default pool (100) raises MaxConnectionsError at once.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=lanes, timeout=wait, socket_connect_timeout=2.0, socket_timeout=5.0
+        )
+        self.commands = RedisCommands(Redis.from_pool(pool), lanes=lanes, batch=batch, wait=wait)
         # RESP2: pub/sub replies come back from read_response (RESP3 routes them to push handlers).
         self._pool = ConnectionPool.from_url(url, socket_connect_timeout=2.0, protocol=2)
         self._conn: AbstractConnection | None = None
@@ -75,25 +94,17 @@ class RedisBroker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.client.aclose()
+        await self.commands.aclose()
+        await self.commands.client.aclose()
         await self._pool.disconnect()
 
     # Broker
 
     async def publish(self, messages: Sequence[tuple[RoomId, bytes]]) -> None:
-        """Publish on the command connection, whatever the state of our own subscriptions;
-        several events go in one pipeline (a group commit's events: one round trip)."""
-        try:
-            if len(messages) == 1:
-                [(room, event)] = messages
-                await self.client.publish(self.channel(room), event)
-                return
-            async with self.client.pipeline(transaction=False) as pipe:
-                for room, event in messages:
-                    pipe.publish(self.channel(room), event)
-                await pipe.execute()
-        except Exception as exc:
-            raise Unavailable("The broker is unavailable.") from exc
+        """Publish on the command client, whatever the state of our own subscriptions; the
+        events of a group commit, and the announcements of many connections at once, share
+        pipelines."""
+        await self.commands.run_all([command("PUBLISH", self.channel(room), event) for room, event in messages])
 
     @asynccontextmanager
     async def subscribe(self, room: RoomId) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -1,7 +1,9 @@
 """Presence, limits and locks on Redis: each atomic step is a Lua script in lua/.
 
 Every key of a room carries the room id as a hash tag (`{r_…}`), so a room's keys stay in one
-slot when rooms are spread over a Redis Cluster.
+slot when rooms are spread over a Redis Cluster. Every call goes through the worker's
+`RedisCommands`: the calls of many connections at once (a burst of closes, a reconnect
+storm, a heartbeat) share pipelines, and fail as `Unavailable` saying why.
 """
 
 from __future__ import annotations
@@ -9,16 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from presence.ports import PresenceLease, PresenceStore
-from rooms.errors import Unavailable
 from rooms.model import UserId
 from rooms.ports import Lease, Limiter, Locks
+from server.broker.redis_commands import Command, RedisCommands, command, script
 
 LUA = Path(__file__).with_name("lua")
 
@@ -30,19 +30,11 @@ def now_ms() -> int:
 class Scripts:
     """The Lua scripts, registered once per client (EVALSHA, loaded on first use)."""
 
-    def __init__(self, client: Redis) -> None:
-        self._scripts = {path.stem: client.register_script(path.read_text()) for path in LUA.glob("*.lua")}
+    def __init__(self, commands: RedisCommands) -> None:
+        self._scripts = {path.stem: commands.register_script(path.read_text()) for path in LUA.glob("*.lua")}
 
     def __getitem__(self, name: str) -> AsyncScript:
         return self._scripts[name]
-
-
-async def run(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """Run a script; a Redis failure becomes `Unavailable`."""
-    try:
-        return await script(keys=list(keys), args=list(args))
-    except Exception as exc:
-        raise Unavailable("Redis is unavailable.") from exc
 
 
 class RedisPresence:
@@ -50,8 +42,8 @@ class RedisPresence:
     cards; per user in a room: a ZSET conn → lease expiry. Expired leases are ignored when
     read (lazy expiry) and removed by `sweep`."""
 
-    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str, ttl: float) -> None:
-        self.client = client
+    def __init__(self, commands: RedisCommands, scripts: Scripts, *, prefix: str, ttl: float) -> None:
+        self.commands = commands
         self.scripts = scripts
         self.prefix = prefix
         self.ttl_ms = int(ttl * 1000)
@@ -60,64 +52,55 @@ class RedisPresence:
         base = f"{self.prefix}presence:{{{room}}}"
         return f"{base}:users", f"{base}:cards", f"{base}:conns:"
 
-    def _leases(
-        self, room: str, leases: Sequence[PresenceLease], now: int
-    ) -> tuple[list[str], list[str | bytes | int]]:
-        """`presence_add`'s keys and arguments for leases in one room."""
+    def _add(self, room: str, leases: Sequence[PresenceLease], now: int) -> Command:
+        """`presence_add` for leases in one room."""
         users, cards, conns = self._keys(room)
         args: list[str | bytes | int] = [now, now + self.ttl_ms, conns]
         for _, user_id, conn_id, card in leases:
             args += (user_id, conn_id, orjson.dumps(dict(card)))
-        return [users, cards], args
+        return script(self.scripts["presence_add"], [users, cards], args)
 
     async def add(self, room: str, user_id: str, conn_id: str, card: Mapping[str, str]) -> bool:
-        """One lease, one round trip (a pipeline of scripts costs a SCRIPT EXISTS first)."""
-        keys, args = self._leases(room, [(room, user_id, conn_id, card)], now_ms())
-        [lapsed] = await run(self.scripts["presence_add"], keys, args)
+        [lapsed] = await self.commands.run(self._add(room, [(room, user_id, conn_id, card)], now_ms()))
         return bool(lapsed)
 
     async def renew(self, leases: Sequence[PresenceLease]) -> list[bool]:
-        """One `presence_add` per room for all of its leases, every room in one pipeline: a
-        script call per lease cost the worker about 20 µs of CPU each."""
+        """One `presence_add` per room for all of its leases: a script call per lease cost the
+        worker about 20 µs of CPU each."""
         now = now_ms()
         by_room: dict[str, list[int]] = {}
         for i, lease in enumerate(leases):
             by_room.setdefault(lease[0], []).append(i)
-        script = self.scripts["presence_add"]
+        calls = [self._add(room, [leases[i] for i in places], now) for room, places in by_room.items()]
         lapsed = [False] * len(leases)
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for room, places in by_room.items():
-                    keys, args = self._leases(room, [leases[i] for i in places], now)
-                    await script(keys=keys, args=args, client=pipe)
-                for places, flags in zip(by_room.values(), await pipe.execute(), strict=True):
-                    for i, flag in zip(places, flags, strict=True):
-                        lapsed[i] = bool(flag)
-        except Exception as exc:
-            raise Unavailable("Redis is unavailable.") from exc
+        for places, flags in zip(by_room.values(), await self.commands.run_all(calls), strict=True):
+            for i, flag in zip(places, flags, strict=True):
+                lapsed[i] = bool(flag)
         return lapsed
 
     async def remove(self, room: str, user_id: str, conn_id: str) -> bool:
         users, cards, conns = self._keys(room)
         keys = [users, cards, conns + user_id]
-        return bool(await run(self.scripts["presence_remove"], keys, [user_id, conn_id, now_ms()]))
+        return bool(
+            await self.commands.run(script(self.scripts["presence_remove"], keys, [user_id, conn_id, now_ms()]))
+        )
 
     async def members(self, room: str) -> list[dict[str, str]]:
         users, cards, _ = self._keys(room)
-        found = await run(self.scripts["presence_members"], [users, cards], [now_ms()])
+        found = await self.commands.run(script(self.scripts["presence_members"], [users, cards], [now_ms()]))
         return [orjson.loads(card) for card in found]
 
     async def sweep(self, room: str) -> list[Mapping[str, str]]:
         users, cards, conns = self._keys(room)
-        gone = await run(self.scripts["presence_sweep"], [users, cards], [now_ms(), conns])
+        gone = await self.commands.run(script(self.scripts["presence_sweep"], [users, cards], [now_ms(), conns]))
         return [orjson.loads(card) for card in gone]
 
 
 class RedisLimiter:
     """Per-user token buckets and connection counts shared by every worker."""
 
-    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str, ttl: float) -> None:
-        self.client = client
+    def __init__(self, commands: RedisCommands, scripts: Scripts, *, prefix: str, ttl: float) -> None:
+        self.commands = commands
         self.scripts = scripts
         self.prefix = prefix
         self.ttl_ms = int(ttl * 1000)
@@ -134,8 +117,9 @@ class RedisLimiter:
                 self._leased[key] = left - 1
             return 0.0
         want = max(1, int(min(rate, burst) / 4))
-        taken, wait = await run(
-            self.scripts["token_bucket"], [f"{self.prefix}rate:{key}"], [rate, burst, now_ms(), want]
+        bucket = [f"{self.prefix}rate:{key}"]
+        taken, wait = await self.commands.run(
+            script(self.scripts["token_bucket"], bucket, [rate, burst, now_ms(), want])
         )
         if not taken:
             return int(wait) / 1000
@@ -148,32 +132,27 @@ class RedisLimiter:
     async def open_conn(self, user: UserId, conn: str, limit: int) -> bool:
         now = now_ms()
         args = [conn, now, now + self.ttl_ms, limit]
-        return bool(await run(self.scripts["conn_open"], [f"{self.prefix}conns:{user}"], args))
+        return bool(await self.commands.run(script(self.scripts["conn_open"], [f"{self.prefix}conns:{user}"], args)))
 
     async def close_conn(self, user: UserId, conn: str) -> None:
-        try:
-            await self.client.zrem(f"{self.prefix}conns:{user}", conn)
-        except Exception as exc:
-            raise Unavailable("Redis is unavailable.") from exc
+        await self.commands.run(command("ZREM", f"{self.prefix}conns:{user}", conn))
 
     async def refresh_conns(self, conns: Sequence[tuple[UserId, str]]) -> None:
         expiry = now_ms() + self.ttl_ms
-        by_user: dict[UserId, dict[str, int]] = {}
+        by_user: dict[UserId, list[str | int]] = {}
         for user, conn in conns:
-            by_user.setdefault(user, {})[conn] = expiry
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for user, leases in by_user.items():  # one command per user, not per connection
-                    pipe.zadd(f"{self.prefix}conns:{user}", leases)
-                await pipe.execute()
-        except Exception as exc:
-            raise Unavailable("Redis is unavailable.") from exc
+            by_user.setdefault(user, []).extend((expiry, conn))
+        # one command per user, not per connection
+        await self.commands.run_all(
+            [command("ZADD", f"{self.prefix}conns:{u}", *leases) for u, leases in by_user.items()]
+        )
 
 
 class RedisLocks:
     """`SET NX PX` locks with a fencing token from a counter that only grows."""
 
-    def __init__(self, client: Redis, scripts: Scripts, *, prefix: str) -> None:
+    def __init__(self, commands: RedisCommands, scripts: Scripts, *, prefix: str) -> None:
+        self.commands = commands
         self.scripts = scripts
         self.prefix = prefix
 
@@ -181,15 +160,15 @@ class RedisLocks:
         return [f"{self.prefix}lock:{{{name}}}", f"{self.prefix}lock:{{{name}}}:fence"]
 
     async def acquire(self, name: str, ttl: float) -> Lease | None:
-        token = await run(self.scripts["lock_acquire"], self._keys(name), [int(ttl * 1000)])
+        token = await self.commands.run(script(self.scripts["lock_acquire"], self._keys(name), [int(ttl * 1000)]))
         return None if token is None else Lease(name, int(token))
 
     async def renew(self, lease: Lease, ttl: float) -> bool:
         keys = self._keys(lease.name)[:1]
-        return bool(await run(self.scripts["lock_renew"], keys, [lease.token, int(ttl * 1000)]))
+        return bool(await self.commands.run(script(self.scripts["lock_renew"], keys, [lease.token, int(ttl * 1000)])))
 
     async def release(self, lease: Lease) -> None:
-        await run(self.scripts["lock_release"], self._keys(lease.name)[:1], [lease.token])
+        await self.commands.run(script(self.scripts["lock_release"], self._keys(lease.name)[:1], [lease.token]))
 
 
 _presence: type[PresenceStore] = RedisPresence

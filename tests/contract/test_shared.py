@@ -135,3 +135,23 @@ async def test_a_lock_has_one_holder_and_a_growing_fencing_token(shared: Shared)
     assert third is not None and third.token > second.token
     await shared.locks.release(second)  # a stale holder cannot release the new holder's lock
     assert await shared.locks.acquire("reminder:42", TTL) is None
+
+
+async def test_thousands_of_connections_arriving_and_leaving_at_once_all_get_through(shared: Shared) -> None:
+    """2,000 connections counted, leased, then released and uncounted all at the same moment
+    (a reconnect storm, then a mass disconnect): every call succeeds, and presence ends empty."""
+    conns = [(f"{ROOM}{i // 16 % 8}", f"u_{i % 16}", f"c{i}") for i in range(2000)]  # 16 users in 8 rooms
+
+    async def arrive(room: str, user: str, conn: str) -> bool:
+        assert await shared.limiter.open_conn(UserId(user), conn, 200) is True
+        return await shared.presence.add(room, user, conn, {"id": user, "name": user, "role": "patient"})
+
+    async def leave(room: str, user: str, conn: str) -> bool:
+        gone = await shared.presence.remove(room, user, conn)
+        await shared.limiter.close_conn(UserId(user), conn)
+        return gone
+
+    assert sum(await asyncio.gather(*(arrive(*c) for c in conns))) == 16 * 8  # each user arrives once per room
+    assert sum(await asyncio.gather(*(leave(*c) for c in conns))) == 16 * 8  # and leaves once
+    for i in range(8):
+        assert await shared.presence.members(f"{ROOM}{i}") == []
