@@ -32,6 +32,11 @@ MAX_BODY = 16 * 1024
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class BodyTooLarge(TooLarge):
+    """A body refused before it was read to its end: the answer closes the connection, or
+    the server would go on reading (and discarding) whatever the client still sends."""
+
+
 class JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -49,7 +54,9 @@ def api(handler: Endpoint) -> Endpoint:
         try:
             return await handler(request)
         except HearthError as exc:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else {}
+            if isinstance(exc, BodyTooLarge):
+                headers["Connection"] = "close"
             return JSON({"error": exc.to_wire()}, status_code=exc.http_status, headers=headers)
         except Exception:
             log.exception("http %s %s failed", request.method, request.url.path)
@@ -58,12 +65,27 @@ def api(handler: Endpoint) -> Endpoint:
     return endpoint
 
 
-async def body(request: Request) -> dict[str, Any]:
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise TooLarge("The request body is too large.")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise TooLarge("The request body is too large.")
+async def body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object (with `optional`, {} for an empty body), read up to
+    MAX_BODY bytes and no further.
+
+    A chunked body has no Content-Length, so the limit is counted while the body streams
+    in: reading it whole first let 200 MiB sent to /api/login lift a worker's peak memory
+    from 232 to 497 MB before the 413.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge("The request body is too large.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge("The request body is too large.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if optional and not raw.strip():
+        return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

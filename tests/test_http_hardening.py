@@ -1,0 +1,82 @@
+"""The HTTP side under attack: bodies, sign-in floods, tokens, headers, origins, files and
+configuration. Each test asserts what the attacker sees and, where time or memory is the
+point, that the worker kept serving everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from tests.conftest import TIMEOUT, HealthProbe, ServerProcess, record_figure
+
+MIB = 1024 * 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+async def chunked_flood(port: int, path: str, total: int, chunk: int = 64 * 1024) -> tuple[str, int]:
+    """POST `total` bytes to `path` in chunks (no Content-Length), as an attacker would: it
+    keeps sending whatever the answer, until it has sent them all or the server hangs up.
+    Returns the status line of the answer and how many bytes went out.
+
+    On a socket of its own rather than asyncio's streams: a write that meets the server's
+    reset would make the stream drop an answer already waiting in the kernel."""
+    loop = asyncio.get_running_loop()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setblocking(False)
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        await loop.sock_sendall(sock, (head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+        received = bytearray()
+
+        async def read_status() -> None:
+            while b"\r\n" not in received and (data := await loop.sock_recv(sock, 65536)):
+                received.extend(data)
+
+        reading = asyncio.create_task(read_status())
+        piece = f"{chunk:x}\r\n".encode() + b" " * chunk + b"\r\n"
+        sent = 0
+        try:
+            while sent < total:
+                await loop.sock_sendall(sock, piece)
+                sent += chunk
+            await loop.sock_sendall(sock, b"0\r\n\r\n")
+        except ConnectionError:
+            pass  # the server answered and hung up
+        await asyncio.wait_for(reading, 6 * TIMEOUT)
+    return bytes(received).split(b"\r\n", 1)[0].decode(), sent
+
+
+# Bodies
+
+
+async def test_a_chunked_body_flood_is_refused_at_the_limit_without_growing_the_worker(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """200 MiB sent chunked to /api/login (no Content-Length, no sign-in) get 413 once the
+    body passes 16 KiB and the connection is closed, so the worker reads no further; its
+    peak memory stays put, and /healthz keeps answering meanwhile."""
+    proc = await ServerProcess(tmp_path).start()
+    processes.append(proc)
+    assert proc.proc is not None
+    async with HealthProbe(proc.http_url) as probe:
+        before = peak_rss_mib(proc.proc.pid)
+        started = time.perf_counter()
+        status, sent = await chunked_flood(proc.port, "/api/login", 200 * MIB)
+        took = time.perf_counter() - started
+        grown = peak_rss_mib(proc.proc.pid) - before
+    record_figure("chunked body flood", "peak memory growth", grown, "MiB")
+    record_figure("chunked body flood", "sent before the server hung up", sent / MIB, "MiB")
+    record_figure("chunked body flood", "time to the 413", took * 1000, "ms")
+    record_figure("chunked body flood", "slowest /healthz", probe.worst * 1000, "ms")
+    assert status == "HTTP/1.1 413 Request Entity Too Large", status
+    assert grown < 20, f"the worker's peak memory grew by {grown:.0f} MiB"
+    assert sent < 32 * MIB, f"the server took {sent / MIB:.0f} MiB before hanging up"
+    assert probe.worst < 0.5
