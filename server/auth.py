@@ -88,7 +88,9 @@ class Tokens:
 
     def verify(self, token: object) -> Claims:
         invalid = Unauthenticated("Your sign-in is not valid. Please sign in again.")
-        if not isinstance(token, str) or len(token) > 512 or token.count(".") != 2:
+        # ASCII only: hmac.compare_digest refuses a str with other characters (TypeError),
+        # and a lone surrogate cannot even be encoded to be signed.
+        if not isinstance(token, str) or len(token) > 512 or not token.isascii() or token.count(".") != 2:
             raise invalid
         version, payload, signature = token.split(".")
         if version != "v1" or not hmac.compare_digest(self._sign(payload), signature):

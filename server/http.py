@@ -59,7 +59,9 @@ def api(handler: Endpoint) -> Endpoint:
                 headers["Connection"] = "close"
             return JSON({"error": exc.to_wire()}, status_code=exc.http_status, headers=headers)
         except Exception:
-            log.exception("http %s %s failed", request.method, request.url.path)
+            # The route's template, never the path: a calendar feed's path holds its token.
+            route = getattr(request.scope.get("route"), "path", "?")
+            log.exception("http %s %s failed", request.method, route)
             return JSON({"error": Internal("Something went wrong on our side.").to_wire()}, status_code=500)
 
     return endpoint

@@ -73,7 +73,7 @@ class FeedTokens:
 
     def verify(self, token: str) -> UserId:
         invalid = Unauthenticated("This calendar link is not valid. Get a new one from Hearth.")
-        if len(token) > 256 or token.count(".") != 2:
+        if len(token) > 256 or not token.isascii() or token.count(".") != 2:  # see Tokens.verify
             raise invalid
         version, payload, signature = token.split(".")
         if version != "c1" or not hmac.compare_digest(self._sign(payload), signature):

@@ -5,11 +5,24 @@ point, that the worker kept serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
 
-from tests.conftest import TIMEOUT, HealthProbe, ServerProcess, record_figure
+import httpx
+import pytest
+
+from tests.conftest import (
+    TIMEOUT,
+    Api,
+    HealthProbe,
+    ServerProcess,
+    open_client,
+    record_figure,
+    serving,
+    test_settings,
+)
 
 MIB = 1024 * 1024
 
@@ -80,3 +93,57 @@ async def test_a_chunked_body_flood_is_refused_at_the_limit_without_growing_the_
     assert grown < 20, f"the worker's peak memory grew by {grown:.0f} MiB"
     assert sent < 32 * MIB, f"the server took {sent / MIB:.0f} MiB before hanging up"
     assert probe.worst < 0.5
+
+
+# Tokens
+
+
+def server_log(caplog: pytest.LogCaptureFixture) -> str:
+    """Every line the server's loggers wrote, tracebacks included."""
+    server_side = ("hearth", "uvicorn", "starlette")
+    records = [r for r in caplog.records if r.name.startswith(server_side)]
+    return "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in records)
+
+
+async def test_a_bearer_token_with_a_non_ascii_signature_is_a_401(tmp_path: Path) -> None:
+    """A token whose signature holds a non-ASCII character is refused like any bad token."""
+    async with serving(test_settings(tmp_path)) as (_, api):
+        account = await api.signup()
+        forged = account.token.rsplit(".", 1)[0] + ".\u00e9t\u00e9"
+        r = await api.http.get("/api/me", headers={"Authorization": f"Bearer {forged}".encode()})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_a_websocket_auth_token_with_a_non_ascii_signature_closes_with_4401(tmp_path: Path) -> None:
+    """The same token on the websocket gets `unauthenticated` and close 4401, not 1011."""
+    async with serving(test_settings(tmp_path)) as (running, api):
+        account = await api.signup()
+        client = await open_client(running)
+        for forged in (account.token.rsplit(".", 1)[0] + ".\u00e9t\u00e9", "v1.\u00e9.\u00e9"):
+            error = await client.error("auth", token=forged)
+            assert error["code"] == "unauthenticated"
+            assert await client.close_code() == 4401
+            client = await open_client(running)
+        await client.close()
+
+
+async def test_a_calendar_link_with_a_non_ascii_signature_is_a_401_and_logs_no_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forged feed token in the URL gets 401, and no log line carries the URL or the token."""
+    caplog.set_level(logging.DEBUG)
+    async with serving(test_settings(tmp_path)) as (_, api):
+        account = await api.signup()
+        url = (await api.http.get("/api/me/calendar-token", headers=_bearer(api, account.token))).json()["url"]
+        token = url.removeprefix("/api/calendar/").removesuffix(".ics")
+        forged = token.rsplit(".", 1)[0] + ".s\u00e9cret"
+        async with httpx.AsyncClient(base_url=api.running.http_url) as bare:
+            r = await bare.get(f"/api/calendar/{forged}.ics")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    logged = server_log(caplog)
+    for secret in (forged, token.split(".")[1], "s\u00e9cret", account.token):
+        assert secret not in logged
+
+
+def _bearer(api: Api, token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
