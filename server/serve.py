@@ -48,7 +48,11 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "ws_ping_timeout": limits.ping_interval,
         "timeout_graceful_shutdown": 15,
         "lifespan": "on",
-        "proxy_headers": True,
+        # X-Forwarded-For and -Proto only from HEARTH_TRUSTED_PROXIES, and from nobody without
+        # it: uvicorn's default believes any request from 127.0.0.1, so behind nothing at all
+        # a client could name itself any address and get a fresh sign-in bucket each time.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
         "server_header": False,
         "log_config": logs.config(json=settings.log_json),
     }

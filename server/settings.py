@@ -52,6 +52,7 @@ class Settings:
     presence_ttl: float = 24.0  # seconds a connection's lease lives without a heartbeat
     secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
     signup_open: bool = True
     token_ttl: float = 30 * 24 * 3600.0
     argon2_memory_kib: int = 65536
@@ -106,12 +107,18 @@ class Settings:
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()
             ),
+            trusted_proxies=_items(env.get("HEARTH_TRUSTED_PROXIES", "")),
             signup_open=env.get("HEARTH_SIGNUP_OPEN", "1").lower() not in ("0", "false", "no"),
             token_ttl=float(env.get("HEARTH_TOKEN_TTL", base.token_ttl)),
             sqlite_synchronous=env.get("HEARTH_SQLITE_SYNCHRONOUS", base.sqlite_synchronous).upper(),
             log_format=env.get("HEARTH_LOG_FORMAT", "").lower(),
             limits=limits,
         )
+
+
+def _items(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks left out."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def normalise_db_url(url: str) -> str:

@@ -95,6 +95,35 @@ async def test_a_chunked_body_flood_is_refused_at_the_limit_without_growing_the_
     assert probe.worst < 0.5
 
 
+# Sign-in
+
+
+async def login(http: httpx.AsyncClient, username: str, password: str = "not the password", **headers: str) -> int:
+    r = await http.post("/api/login", json={"username": username, "password": password}, headers=headers)
+    if r.status_code == 429:
+        assert r.json()["error"]["code"] == "rate_limited" and r.json()["error"]["retry_after"] > 0
+        assert int(r.headers["retry-after"]) >= 1
+    return r.status_code
+
+
+async def test_a_forged_forwarded_for_header_does_not_buy_a_fresh_sign_in_bucket(tmp_path: Path) -> None:
+    """With no trusted proxy, X-Forwarded-For is ignored: naming another address on each
+    login still spends the one bucket of the real peer."""
+    async with serving(test_settings(tmp_path, signin_rate=0.001, signin_burst=3)) as (_, api):
+        answers = [await login(api.http, f"nobody{i}", **{"X-Forwarded-For": f"198.51.100.{i}"}) for i in range(6)]
+    assert answers == [401, 401, 401, 429, 429, 429]
+
+
+async def test_a_trusted_proxys_forwarded_address_is_counted_by_itself(tmp_path: Path) -> None:
+    """Behind a proxy listed in HEARTH_TRUSTED_PROXIES, each forwarded address has a bucket
+    of its own (and the proxy's own address none)."""
+    settings = test_settings(tmp_path, signin_rate=0.001, signin_burst=3).with_(trusted_proxies=("127.0.0.0/8",))
+    async with serving(settings) as (_, api):
+        first = [await login(api.http, f"nobody{i}", **{"X-Forwarded-For": "198.51.100.7"}) for i in range(4)]
+        other = await login(api.http, "nobody9", **{"X-Forwarded-For": "198.51.100.8"})
+    assert first == [401, 401, 401, 429] and other == 401
+
+
 # Tokens
 
 
