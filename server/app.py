@@ -13,8 +13,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from server.auth import Accounts, Tokens, load_secret
+from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
+from server.broker.memory import MemoryLimiter
 from server.http import routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
@@ -43,9 +44,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await upgrade(engines)
         directory = SqlDirectory(engines)
         tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
-        accounts = Accounts(
-            directory, tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
-        )
+        passwords = Passwords.for_settings(settings)
+        accounts = Accounts(directory, tokens, passwords)
         broker = open_broker(settings.broker_url, prefix=settings.redis_prefix)
         await broker.start()
         shared = open_shared(broker, presence_ttl=settings.presence_ttl)
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         scheduler = Scheduler(hub, schedule, interval=settings.scheduler_interval)
         scheduler.start()
         app.state.hub = hub
-        app.state.login_buckets = {}
+        app.state.signin_limiter = MemoryLimiter()  # sign-in limits while the shared limiter is away
         await directory.purge_revoked()
         await directory.load_revoked()
         log.info("hearth ready env=%s broker=%s", settings.env, settings.broker_url.split("://")[0])
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await hub.close()
             await broker.aclose()
             await engines.dispose()
+            passwords.close()
 
     app = Starlette(
         routes=[

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from rooms.errors import HearthError
 from rooms.model import Role
-from server.auth import Accounts, Tokens, load_secret
+from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.logs import configure
 from server.settings import Settings
 from server.store.directory import SqlDirectory
@@ -37,9 +37,7 @@ def _with_store(settings: Settings, work: Callable[[Engines], Awaitable[T]]) -> 
 
 def _accounts(settings: Settings, engines: Engines) -> Accounts:
     tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
-    return Accounts(
-        SqlDirectory(engines), tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
-    )
+    return Accounts(SqlDirectory(engines), tokens, Passwords.for_settings(settings))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

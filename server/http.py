@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,9 +23,9 @@ from rooms.errors import (
     Unauthenticated,
     Unavailable,
 )
-from rooms.limits import TokenBucket
 from rooms.model import MemberRole, Role, RoomId, RoomKind, User, UserId
 from server.auth import Claims
+from server.broker.memory import MemoryLimiter
 from server.hub import Hub
 
 log = logging.getLogger("hearth.http")
@@ -104,20 +105,49 @@ async def signed_in(request: Request) -> tuple[User, Claims]:
     return await _hub(request).accounts.authenticate(token.strip())
 
 
-def throttle(request: Request) -> None:
-    """Sign-in attempts per client address: a short burst, then a steady trickle."""
-    buckets: dict[str, TokenBucket] = request.app.state.login_buckets
+async def throttle(request: Request) -> None:
+    """Sign-in attempts per client address: a short burst, then a trickle."""
     limits = _hub(request).limits
-    key = request.client.host if request.client else "?"
-    now = time.monotonic()
-    bucket = buckets.get(key)
-    if bucket is None:
-        if len(buckets) > 10_000:
-            buckets.clear()
-        bucket = buckets[key] = TokenBucket(limits.signin_rate, limits.signin_burst, now)
-    wait = bucket.take(now)
+    await _take(request, f"signin:addr:{client_address(request)}", limits.signin_rate, limits.signin_burst)
+
+
+async def throttle_account(request: Request, username: object) -> None:
+    """Login attempts per account (the username asked for, whether it exists or not), from
+    whatever address. Anyone's attempts spend the account's bucket: while it is under attack
+    its owner waits too, but devices already signed in keep their tokens."""
+    if isinstance(username, str):
+        # Hashed: a username may be 16 KiB of anything, and the limiter needs no usernames.
+        name = hashlib.sha256(username.lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        limits = _hub(request).limits
+        await _take(request, f"signin:acct:{name}", limits.signin_account_rate, limits.signin_account_burst)
+
+
+async def _take(request: Request, key: str, rate: float, burst: float) -> None:
+    """A token from the shared limiter, so every worker's attempts count (this worker's own
+    while the shared one is away)."""
+    try:
+        wait = await _hub(request).shared.limiter.take(key, rate, burst)
+    except Unavailable:
+        fallback: MemoryLimiter = request.app.state.signin_limiter
+        wait = await fallback.take(key, rate, burst)
     if wait:
         raise RateLimited("Too many sign-in attempts. Wait a moment.", retry_after=wait)
+
+
+def client_address(request: Request) -> str:
+    """The address sign-ins are counted by: the peer's or, from a proxy listed in
+    HEARTH_TRUSTED_PROXIES, the one it forwarded. An IPv6 client counts by its /64, which
+    one subscriber usually holds whole."""
+    host = request.client.host if request.client else "?"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 def _session(hub: Hub, user: User, status: int = 200) -> Response:
@@ -130,7 +160,7 @@ async def signup(request: Request) -> Response:
     hub = _hub(request)
     if not hub.settings.signup_open:
         raise Forbidden("Signup is closed here; ask an administrator for an account.")
-    throttle(request)
+    await throttle(request)
     data = await body(request)
     role = data.get("role", Role.PATIENT.value)
     if not isinstance(role, str) or role not in {r.value for r in Role}:
@@ -143,10 +173,12 @@ async def signup(request: Request) -> Response:
 
 @api
 async def login(request: Request) -> Response:
-    throttle(request)
+    await throttle(request)
     data = await body(request)
+    username = data.get("username")
+    await throttle_account(request, username)
     hub = _hub(request)
-    return _session(hub, await hub.accounts.login(data.get("username"), data.get("password")))
+    return _session(hub, await hub.accounts.login(username, data.get("password")))
 
 
 @api

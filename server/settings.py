@@ -38,6 +38,11 @@ class Limits:
     history_max: int = 100
     resume_max: int = 1000  # events a join with `since` returns at most
     ring: int = 1024  # recent events per room kept in memory for resume
+    # Sign-in: per account as well as per address, and the argon2 work every sign-in costs
+    signin_account_rate: float = 1 / 60  # login attempts per second per username, all workers
+    signin_account_burst: float = 10.0
+    hash_workers: int = 2  # argon2 hashes or checks running at once per worker (64 MiB, ~0.2 s each)
+    hash_queue: int = 8  # more wait their turn (about 1 s at most); past that, `rate_limited`
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,11 @@ class Settings:
             user_rate=float(env.get("HEARTH_USER_RATE", lim.user_rate)),
             user_burst=float(env.get("HEARTH_USER_BURST", lim.user_burst)),
             user_connections=int(env.get("HEARTH_USER_CONNECTIONS", lim.user_connections)),
+            # Sign-in
+            signin_rate=float(env.get("HEARTH_SIGNIN_RATE", lim.signin_rate)),
+            signin_burst=float(env.get("HEARTH_SIGNIN_BURST", lim.signin_burst)),
+            signin_account_rate=float(env.get("HEARTH_SIGNIN_ACCOUNT_RATE", lim.signin_account_rate)),
+            signin_account_burst=float(env.get("HEARTH_SIGNIN_ACCOUNT_BURST", lim.signin_account_burst)),
         )
         return cls(
             host=env.get("HEARTH_HOST", base.host),

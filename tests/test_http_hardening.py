@@ -19,6 +19,7 @@ from tests.conftest import (
     HealthProbe,
     ServerProcess,
     open_client,
+    process_account,
     record_figure,
     serving,
     test_settings,
@@ -122,6 +123,94 @@ async def test_a_trusted_proxys_forwarded_address_is_counted_by_itself(tmp_path:
         first = [await login(api.http, f"nobody{i}", **{"X-Forwarded-For": "198.51.100.7"}) for i in range(4)]
         other = await login(api.http, "nobody9", **{"X-Forwarded-For": "198.51.100.8"})
     assert first == [401, 401, 401, 429] and other == 401
+
+
+async def test_concurrent_wrong_passwords_for_one_account_stop_at_its_burst(tmp_path: Path) -> None:
+    """24 wrong passwords for one account at once, from as many addresses: the account's
+    burst (5) are checked, the rest get 429 with retry_after, the right password too."""
+    settings = test_settings(tmp_path, signin_account_rate=0.001, signin_account_burst=5)
+    settings = settings.with_(trusted_proxies=("127.0.0.1",))
+    async with serving(settings) as (_, api):
+        account = await api.signup()
+        answers = await asyncio.gather(
+            *(login(api.http, account.username.upper(), **{"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(24))
+        )
+        assert sorted(answers) == [401] * 5 + [429] * 19
+        assert await login(api.http, account.username, "correct horse") == 429
+        assert await login(api.http, "someone-else", "correct horse") == 401  # other accounts are not held up
+
+
+async def test_an_accounts_sign_in_limit_counts_attempts_on_every_worker(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """Two workers on one Redis: attempts on one account, alternating between them, stop at
+    the account's burst (4) in all, not per worker."""
+    answers = []
+    base = test_settings(tmp_path / "a", signin_account_rate=0.001, signin_account_burst=4)
+    base = base.with_(broker_url=redis_url, redis_prefix=redis_prefix)
+    async with serving(base) as (_, one), serving(base.with_(data_dir=tmp_path / "b")) as (_, two):
+        for i in range(10):
+            answers.append(await login((one, two)[i % 2].http, "maya"))
+    assert answers == [401] * 4 + [429] * 6
+
+
+async def test_a_sign_in_flood_is_shed_with_429_and_the_worker_keeps_serving(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """40 wrong passwords at once for one account, from 40 addresses behind a proxy, on a
+    worker with real argon2 costs and no sign-in limit that would stop them first: 2 checks
+    run and 8 wait, the rest get 429 at once rather than a place in a queue; /healthz keeps
+    answering meanwhile, and the worker's memory grows by a few checks' worth at most."""
+    unlimited = {f"HEARTH_SIGNIN_{what}": "1000" for what in ("RATE", "BURST", "ACCOUNT_RATE", "ACCOUNT_BURST")}
+    proc = await ServerProcess(tmp_path, HEARTH_TRUSTED_PROXIES="127.0.0.1", **unlimited).start()
+    processes.append(proc)
+    assert proc.proc is not None
+    account = await process_account(proc)
+    async with httpx.AsyncClient(base_url=proc.http_url, timeout=6 * TIMEOUT) as http:
+
+        async def timed(i: int) -> tuple[int, float]:
+            started = time.perf_counter()
+            status = await login(http, account.username, **{"X-Forwarded-For": f"203.0.113.{i}"})
+            return status, time.perf_counter() - started
+
+        async with HealthProbe(proc.http_url) as probe:
+            before = peak_rss_mib(proc.proc.pid)
+            answers = await asyncio.gather(*(timed(i) for i in range(40)))
+            grown = peak_rss_mib(proc.proc.pid) - before
+    checked = [took for status, took in answers if status == 401]
+    shed = [took for status, took in answers if status == 429]
+    record_figure("sign-in flood", "logins checked of 40", len(checked), "")
+    record_figure("sign-in flood", "slowest checked login", max(checked) * 1000, "ms")
+    record_figure("sign-in flood", "slowest 429", max(shed or [0]) * 1000, "ms")
+    record_figure("sign-in flood", "peak memory growth", grown, "MiB")
+    record_figure("sign-in flood", "slowest /healthz", probe.worst * 1000, "ms")
+    assert len(checked) + len(shed) == 40 and len(shed) >= 20, (len(checked), len(shed))
+    assert max(shed) < 2.0
+    assert probe.worst < 0.5
+    assert grown < 3 * 64, f"the worker's peak memory grew by {grown:.0f} MiB"
+
+
+async def test_a_wrong_password_takes_as_long_for_an_unknown_user_as_for_a_known_one(tmp_path: Path) -> None:
+    """With a real argon2 cost, a failed login for a username nobody has takes at least half
+    as long as one for an existing account (it checks a dummy hash): its time tells nothing."""
+    settings = test_settings(tmp_path).with_(argon2_memory_kib=32768, argon2_time_cost=2)
+    async with serving(settings) as (_, api):
+        account = await api.signup()
+        assert await login(api.http, "warm-up") == 401
+
+        async def timed(username: str) -> float:
+            started = time.perf_counter()
+            assert await login(api.http, username) == 401
+            return time.perf_counter() - started
+
+        known, unknown = [], []
+        for i in range(5):
+            known.append(await timed(account.username))
+            unknown.append(await timed(f"nobody-{i}"))
+    known_ms, unknown_ms = sorted(known)[2] * 1000, sorted(unknown)[2] * 1000
+    record_figure("login timing", "wrong password, known user (median)", known_ms, "ms")
+    record_figure("login timing", "wrong password, unknown user (median)", unknown_ms, "ms")
+    assert unknown_ms >= known_ms / 2
 
 
 # Tokens
