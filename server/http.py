@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from rooms.model import MemberRole, Role, RoomId, RoomKind, User, UserId
 from server.auth import Claims
 from server.broker.memory import MemoryLimiter
 from server.hub import Hub
+from server.settings import Settings
 
 log = logging.getLogger("hearth.http")
 MAX_BODY = 16 * 1024
@@ -238,9 +240,13 @@ async def update_room(request: Request) -> Response:
     return JSON({"room": {**room.public(), "open_hours": room.open_hours}})
 
 
+@api
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of this worker's metrics."""
+    """Prometheus text exposition of this worker's metrics, for whoever shows
+    HEARTH_METRICS_TOKEN as a Bearer token. Without it: to loopback clients in development,
+    to nobody otherwise (the figures name the pid, memory, and what every op is doing)."""
     hub = _hub(request)
+    _metrics_reader(request, hub.settings)
     hub.metrics.connections.set(len(hub.registry))
     hub.metrics.rooms.set(len(hub.feeds))
     hub.metrics.broker_up.set(1 if hub.broker.healthy else 0)
@@ -248,10 +254,31 @@ async def metrics(request: Request) -> Response:
     return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def _metrics_reader(request: Request, settings: Settings) -> None:
+    if settings.metrics_token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = settings.metrics_token.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise Unauthenticated("Metrics need the Bearer token set in HEARTH_METRICS_TOKEN.")
+        return
+    if settings.development and _loopback(request):
+        return
+    raise Forbidden("Set HEARTH_METRICS_TOKEN to read metrics.")
+
+
+def _loopback(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+@api
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
 
+@api
 async def readyz(request: Request) -> Response:
     """200 `ready`; 200 `degraded` while the broker is down (sends still commit, fan-out to other
     workers waits); 503 while the store is down or the worker is draining."""

@@ -58,6 +58,7 @@ class Settings:
     secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
+    metrics_token: str | None = None  # Bearer token for /metrics; without it, loopback in development only
     signup_open: bool = True
     token_ttl: float = 30 * 24 * 3600.0
     argon2_memory_kib: int = 65536
@@ -118,6 +119,7 @@ class Settings:
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()
             ),
             trusted_proxies=_items(env.get("HEARTH_TRUSTED_PROXIES", "")),
+            metrics_token=env.get("HEARTH_METRICS_TOKEN") or None,
             signup_open=env.get("HEARTH_SIGNUP_OPEN", "1").lower() not in ("0", "false", "no"),
             token_ttl=float(env.get("HEARTH_TOKEN_TTL", base.token_ttl)),
             sqlite_synchronous=env.get("HEARTH_SQLITE_SYNCHRONOUS", base.sqlite_synchronous).upper(),

@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.settings import Settings
+from server.store.engine import open_engines
+from server.store.migrate import upgrade
 from tests.conftest import (
     TIMEOUT,
     Api,
@@ -265,3 +268,44 @@ async def test_a_calendar_link_with_a_non_ascii_signature_is_a_401_and_logs_no_t
 
 def _bearer(api: Api, token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# Metrics
+
+
+async def migrated(settings: Settings) -> Settings:
+    """`settings` with its database migrated, as `hearth migrate` does before a production start."""
+    engines = open_engines(settings.db_url)
+    try:
+        await upgrade(engines)
+    finally:
+        await engines.dispose()
+    return settings
+
+
+async def test_metrics_need_the_metrics_token_when_one_is_set(tmp_path: Path) -> None:
+    """With HEARTH_METRICS_TOKEN, /metrics answers 401 without it or with another token, and
+    serves Prometheus text to a Bearer of the right one."""
+    async with serving(test_settings(tmp_path).with_(metrics_token="scrape-7f3a")) as (_, api):
+        for headers in ({}, {"Authorization": "Bearer scrape-7f3b"}, {"Authorization": "Basic scrape-7f3a"}):
+            r = await api.http.get("/metrics", headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+        r = await api.http.get("/metrics", headers={"Authorization": "Bearer scrape-7f3a"})
+        assert r.status_code == 200 and "hearth_connections" in r.text
+
+
+async def test_without_a_metrics_token_metrics_are_refused_in_production(tmp_path: Path) -> None:
+    """In production with no HEARTH_METRICS_TOKEN, /metrics is refused even from loopback."""
+    async with serving(await migrated(test_settings(tmp_path).with_(env="production"))) as (_, api):
+        r = await api.http.get("/metrics")
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        assert (await api.http.get("/healthz")).status_code == 200
+
+
+async def test_without_a_metrics_token_metrics_are_for_loopback_in_development(tmp_path: Path) -> None:
+    """In development with no token, a loopback client reads /metrics; a client a trusted
+    proxy forwards from elsewhere is refused."""
+    async with serving(test_settings(tmp_path).with_(trusted_proxies=("127.0.0.1",))) as (_, api):
+        assert (await api.http.get("/metrics")).status_code == 200
+        r = await api.http.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
