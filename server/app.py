@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.signin_limiter = MemoryLimiter()  # sign-in limits while the shared limiter is away
         await directory.purge_revoked()
         await directory.load_revoked()
+        if not settings.development and not (settings.public_origin or settings.allowed_origins):
+            log.warning("HEARTH_PUBLIC_ORIGIN is not set: browsers' websocket handshakes will be refused")
         log.info("hearth ready env=%s broker=%s", settings.env, settings.broker_url.split("://")[0])
         try:
             yield

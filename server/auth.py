@@ -236,11 +236,19 @@ def check_password(password: object) -> str:
     return password
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    """No Origin (a native client), the same origin, or one of HEARTH_ALLOWED_ORIGINS."""
+def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
+    """A websocket handshake's Origin is allowed when there is none (a native client), when
+    it is HEARTH_PUBLIC_ORIGIN or one of HEARTH_ALLOWED_ORIGINS, and in development when its
+    host is the request's Host. Only in development: the Host header is the client's to
+    write, and a page on a rebound domain sends its own name in both."""
     if origin is None:
         return True
-    origin = origin.rstrip("/")
+    origin = _origin(origin)
+    allowed = {_origin(o) for o in (*settings.allowed_origins, settings.public_origin) if o}
     if origin in allowed or "*" in allowed:
         return True
-    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+    return settings.development and host is not None and urlsplit(origin).netloc == host.lower()
+
+
+def _origin(value: str) -> str:
+    return value.strip().rstrip("/").lower()

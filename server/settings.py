@@ -56,6 +56,7 @@ class Settings:
     redis_prefix: str = "hearth:"
     presence_ttl: float = 24.0  # seconds a connection's lease lives without a heartbeat
     secret_key: str | None = None
+    public_origin: str | None = None  # where browsers reach Hearth: `https://groups.example.org`
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
     metrics_token: str | None = None  # Bearer token for /metrics; without it, loopback in development only
@@ -115,6 +116,7 @@ class Settings:
             presence_ttl=float(env.get("HEARTH_PRESENCE_TTL", base.presence_ttl)),
             scheduler_interval=float(env.get("HEARTH_SCHEDULER_INTERVAL", base.scheduler_interval)),
             secret_key=env.get("HEARTH_SECRET_KEY") or None,
+            public_origin=env.get("HEARTH_PUBLIC_ORIGIN", "").strip().rstrip("/") or None,
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()
             ),

@@ -26,7 +26,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     if hub.draining:  # restarting: the client should try another worker
         await websocket.send_denial_response(PlainTextResponse("restarting", status_code=503))
         return
-    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings.allowed_origins):
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), hub.settings):
         log.info("websocket refused: origin not allowed")
         await websocket.close()  # before accept: the handshake is refused with HTTP 403
         return

@@ -5,7 +5,9 @@ point, that the worker kept serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -309,3 +311,49 @@ async def test_without_a_metrics_token_metrics_are_for_loopback_in_development(t
         assert (await api.http.get("/metrics")).status_code == 200
         r = await api.http.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+# Origin
+
+
+async def handshake(port: int, *, origin: str, host: str) -> int:
+    """The status a websocket handshake to /ws gets with this Origin and Host (101: accepted)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    lines = [
+        "GET /ws HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: hearth.v1.json",
+        f"Origin: {origin}",
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    writer.close()
+    return int(status.split()[1])
+
+
+async def test_in_production_the_origin_is_checked_against_the_public_origin_not_the_host(tmp_path: Path) -> None:
+    """A page on a rebound domain sends its own name as Origin and Host: refused in
+    production (403), where only HEARTH_PUBLIC_ORIGIN and HEARTH_ALLOWED_ORIGINS count."""
+    settings = test_settings(tmp_path).with_(
+        env="production", public_origin="https://groups.example.org", allowed_origins=("https://app.example.org",)
+    )
+    async with serving(await migrated(settings)) as (running, _):
+        port = running.port
+        assert await handshake(port, origin="https://evil.example", host="evil.example") == 403
+        assert await handshake(port, origin=f"http://127.0.0.1:{port}", host=f"127.0.0.1:{port}") == 403
+        assert await handshake(port, origin="https://groups.example.org", host="groups.example.org") == 101
+        assert await handshake(port, origin="https://GROUPS.example.org/", host="10.0.0.5:8000") == 101
+        assert await handshake(port, origin="https://app.example.org", host="groups.example.org") == 101
+
+
+async def test_in_development_an_origin_on_the_requests_own_host_is_allowed(tmp_path: Path) -> None:
+    """In development the web client served by Hearth itself connects without any setting."""
+    async with serving(test_settings(tmp_path)) as (running, _):
+        port = running.port
+        assert await handshake(port, origin=f"http://127.0.0.1:{port}", host=f"127.0.0.1:{port}") == 101
+        assert await handshake(port, origin="https://evil.example", host=f"127.0.0.1:{port}") == 403
