@@ -22,7 +22,9 @@ from tests.conftest import (
     TIMEOUT,
     Api,
     HealthProbe,
+    Running,
     ServerProcess,
+    auth,
     open_client,
     process_account,
     record_figure,
@@ -357,3 +359,79 @@ async def test_in_development_an_origin_on_the_requests_own_host_is_allowed(tmp_
         port = running.port
         assert await handshake(port, origin=f"http://127.0.0.1:{port}", host=f"127.0.0.1:{port}") == 101
         assert await handshake(port, origin="https://evil.example", host=f"127.0.0.1:{port}") == 403
+
+
+# Names
+
+
+async def name_answers(api: Api, name: str) -> list[httpx.Response]:
+    """The answers to `name` as a display name (signup), a room name and a session title."""
+    staff = await api.staff()
+    room = await api.room(staff, kind="group")
+    signup = {"username": f"n{secrets.token_hex(4)}", "password": "correct horse", "display_name": name}
+    session = {"title": name, "start": "2027-03-04T19:00", "tz": "Europe/London", "duration_minutes": 60}
+    return [
+        await api.http.post("/api/signup", json=signup),
+        await api.http.post("/api/rooms", json={"name": name, "kind": "group"}, headers=auth(staff)),
+        await api.http.post(f"/api/rooms/{room}/sessions", json=session, headers=auth(staff)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        pytest.param("\r", id="carriage return"),
+        pytest.param("\x85", id="C1 next line"),
+        pytest.param("\x9b", id="C1 control sequence introducer"),
+        pytest.param("\u202e", id="right-to-left override"),
+        pytest.param("\u202a", id="left-to-right embedding"),
+        pytest.param("\u202c", id="pop directional formatting"),
+        pytest.param("\u2067", id="right-to-left isolate"),
+        pytest.param("\u2069", id="pop directional isolate"),
+        pytest.param("\u200f", id="right-to-left mark"),
+        pytest.param("\u061c", id="arabic letter mark"),
+        pytest.param("\u200b", id="zero-width space"),
+        pytest.param("\u2060", id="word joiner"),
+        pytest.param("\ufeff", id="byte order mark"),
+        pytest.param("\u00ad", id="soft hyphen"),
+        pytest.param("\U000e0041", id="tag character"),
+        pytest.param("\u2028", id="line separator"),
+        pytest.param("\u2029", id="paragraph separator"),
+    ],
+)
+async def test_a_name_with_a_control_or_format_character_is_a_bad_request(server: Running, api: Api, char: str) -> None:
+    """Display names, room names and session titles refuse the character anywhere in them."""
+    for r in await name_answers(api, f"Maya (facilitator){char}Dr"):
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+
+
+@pytest.mark.parametrize(
+    "char", [pytest.param("\x07", id="C0 bell"), pytest.param("\n", id="line feed"), pytest.param("\t", id="tab")]
+)
+async def test_a_name_with_a_c0_control_is_still_a_bad_request(server: Running, api: Api, char: str) -> None:
+    """The controls names always refused stay refused, in every kind of name."""
+    for r in await name_answers(api, f"Maya{char}Dr"):
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+
+
+async def test_a_name_with_a_lone_surrogate_is_a_bad_request(server: Running, api: Api) -> None:
+    """A lone surrogate cannot reach a name: the body carrying it is refused."""
+    body = b'{"username": "lone-surrogate", "password": "correct horse", "display_name": "Maya\\ud800"}'
+    r = await api.http.post("/api/signup", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Zo\u00eb", id="latin"),
+        pytest.param("\u0645\u0631\u064a\u0645", id="arabic"),
+        pytest.param("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", id="persian with a zero-width non-joiner"),
+        pytest.param("Sam \U0001f469\u200d\U0001f467", id="emoji joined by a zero-width joiner"),
+    ],
+)
+async def test_names_in_any_script_and_joined_emoji_are_accepted(server: Running, api: Api, name: str) -> None:
+    """Names in other scripts, ZWNJ inside a Persian word and ZWJ inside an emoji are fine."""
+    answers = await name_answers(api, name)
+    assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
+    assert answers[0].json()["user"]["name"] == name
