@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -435,3 +437,39 @@ async def test_names_in_any_script_and_joined_emoji_are_accepted(server: Running
     answers = await name_answers(api, name)
     assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
     assert answers[0].json()["user"]["name"] == name
+
+
+# Files
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_the_data_directory_is_private_and_its_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Under a umask of 022, a fresh data directory is 0700, and the SQLite database, its
+    -wal and -shm files and the development secret are 0600."""
+    data = tmp_path / "fresh" / "data"
+    previous = os.umask(0o022)
+    try:
+        async with serving(test_settings(data).with_(secret_key=None)) as (_, api):
+            await api.signup()  # a write: the -wal file holds it
+            files = [data / name for name in ("hearth.db", "hearth.db-wal", "hearth.db-shm", "secret_key")]
+            modes = {path.name: oct(mode(path)) for path in files}
+            assert mode(data) == 0o700, oct(mode(data))
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(modes, "0o600"), modes
+
+
+async def test_the_database_of_an_older_install_is_made_private_at_start(tmp_path: Path) -> None:
+    """A database file left 0644 by an earlier version is 0600 once the server has started."""
+    async with serving(test_settings(tmp_path)) as (_, api):
+        await api.signup()
+    for name in ("hearth.db", "hearth.db-wal", "hearth.db-shm"):
+        if (tmp_path / name).exists():
+            (tmp_path / name).chmod(0o644)
+    async with serving(test_settings(tmp_path)) as (_, api):
+        await api.signup()
+        assert oct(mode(tmp_path / "hearth.db")) == "0o600"
+        assert oct(mode(tmp_path / "hearth.db-wal")) == "0o600"
