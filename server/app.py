@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.check()  # `hearth serve` checked already; this is for an app served some other way
         engines = open_engines(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
         if settings.development:
             await upgrade(engines)

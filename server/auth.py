@@ -39,13 +39,14 @@ MAX_PASSWORD = 1024
 
 
 def load_secret(settings: Settings) -> bytes:
-    """HEARTH_SECRET_KEY, or a development secret generated once in the data directory.
+    """HEARTH_SECRET_KEY, or in development a secret generated once in the data directory.
 
     Several workers may start at once: the secret is written to a private temporary file and
     linked into place, so every worker reads the one that won, never a half-written file.
     """
     if settings.secret_key:
         return settings.secret_key.encode()
+    settings.check()  # outside development a key must be given
     path = settings.data_dir / "secret_key"
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -9,6 +9,11 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting Hearth refuses to start with; the message names it and says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,18 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hearth.db'}"
+
+    def check(self) -> None:
+        """Raise ConfigError for a setting that is unsafe, or cannot work, where it is used."""
+        if not self.development and not self.secret_key:
+            raise ConfigError(
+                "HEARTH_SECRET_KEY must be set outside development: it signs every token, and each "
+                "worker would otherwise make up one of its own"
+            )
+        if self.public_origin is not None:
+            parts = urlsplit(self.public_origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ConfigError("HEARTH_PUBLIC_ORIGIN is a scheme and a host, such as https://groups.example.org")
 
     def with_(self, **changes: object) -> Self:
         return replace(self, **changes)  # type: ignore[arg-type]

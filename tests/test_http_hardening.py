@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -473,3 +474,53 @@ async def test_the_database_of_an_older_install_is_made_private_at_start(tmp_pat
         await api.signup()
         assert oct(mode(tmp_path / "hearth.db")) == "0o600"
         assert oct(mode(tmp_path / "hearth.db-wal")) == "0o600"
+
+
+# Configuration
+
+
+async def hearth_command(tmp_path: Path, *args: str, stdin: bytes = b"", **env: str) -> tuple[int, str]:
+    """Run `hearth ARGS` with `env` over a test's environment; its exit code and stderr."""
+    environ = {**os.environ, "HEARTH_DATA_DIR": str(tmp_path), "HEARTH_SECRET_KEY": "process-secret", **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", *args, env=environ,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(stdin), 3 * TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"`hearth {' '.join(args)}` was still running") from None
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_production_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
+    """`hearth serve` with HEARTH_ENV=production and no HEARTH_SECRET_KEY exits 2 at once,
+    naming the setting, instead of serving with a key of its own."""
+    production = {"HEARTH_ENV": "production", "HEARTH_SECRET_KEY": ""}
+    assert (await hearth_command(tmp_path, "migrate", **production))[0] == 0  # as a release step does
+    code, err = await hearth_command(tmp_path, "serve", "--port", "0", **production)
+    assert code == 2 and "HEARTH_SECRET_KEY must be set" in err, err
+    assert not (tmp_path / "secret_key").exists()
+
+
+async def test_the_password_is_never_taken_on_the_command_line(tmp_path: Path) -> None:
+    """`hearth user create --password …` is refused (exit 2, pointing to --password-stdin)
+    and makes no account: the same username is free for --password-stdin afterwards."""
+    code, err = await hearth_command(
+        tmp_path, "user", "create", "lee", "--role", "facilitator", "--password", "pw-12345678"
+    )
+    assert code == 2 and "--password-stdin" in err, err
+    code, err = await hearth_command(
+        tmp_path, "user", "create", "lee", "--role", "facilitator", "--password-stdin", stdin=b"pw-12345678\n"
+    )
+    assert code == 0, err
+
+
+def test_the_procfile_runs_hearth_in_production() -> None:
+    """Both Procfile processes run with HEARTH_ENV=production."""
+    procfile = (Path(__file__).resolve().parent.parent / "Procfile").read_text().splitlines()
+    assert [line.split(":", 1)[0] for line in procfile] == ["web", "release"]
+    assert all("HEARTH_ENV=production hearth " in line for line in procfile), procfile
