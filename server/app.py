@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -16,7 +17,7 @@ from starlette.websockets import WebSocket
 from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
 from server.broker.memory import MemoryLimiter
-from server.http import routes
+from server.http import SecurityHeaders, routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
 from server.scheduler import Scheduler
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *session_routes,
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
+        middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
     )
     return app

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import secrets
 import socket
 import stat
@@ -524,3 +525,45 @@ def test_the_procfile_runs_hearth_in_production() -> None:
     procfile = (Path(__file__).resolve().parent.parent / "Procfile").read_text().splitlines()
     assert [line.split(":", 1)[0] for line in procfile] == ["web", "release"]
     assert all("HEARTH_ENV=production hearth " in line for line in procfile), procfile
+
+
+# Headers
+
+WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
+
+
+async def test_every_http_response_carries_the_security_headers(tmp_path: Path) -> None:
+    """The page, its script, API answers (errors too), health and a 404 all carry a CSP
+    without inline script, nosniff, no framing and no referrer."""
+    async with serving(test_settings(tmp_path)) as (_, api):
+        answers = [
+            await api.http.get("/"),
+            await api.http.get("/app.js"),
+            await api.http.get("/api/me"),
+            await api.http.post("/api/login", json={"username": "x", "password": "y"}),
+            await api.http.get("/healthz"),
+            await api.http.get("/no/such/page"),
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 401, 401, 200, 404]
+    for r in answers:
+        csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split("; ")}
+        assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"], csp
+        assert csp["default-src"] == ["'none'"] and csp["frame-ancestors"] == ["'none'"], csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_web_client_needs_nothing_its_content_security_policy_forbids() -> None:
+    """No inline script, style or event handler in the page, and no HTML or code built
+    from strings in the script, so the page works under `script-src 'self'; style-src 'self'`."""
+    page = (WEB_CLIENT / "index.html").read_text()
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts and all('src="' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", page, re.I)
+    script = (WEB_CLIENT / "app.js").read_text()
+    for construct in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert construct not in script, construct
+    assert not re.search(r"setAttribute\(\s*['\"](style|on)", script)
+    assert not re.search(r"\bstyle\s*:", script)  # h(tag, {style: ...}) would become a style attribute
+    assert "@import" not in (WEB_CLIENT / "style.css").read_text()
