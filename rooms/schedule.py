@@ -32,7 +32,7 @@ from dateutil.rrule import rrule as Rule
 
 from rooms.errors import BadRequest, Conflict
 from rooms.model import RoomId, UserId
-from rooms.service import clean_text
+from rooms.service import clean_name, clean_text
 
 SessionId = NewType("SessionId", str)
 Freq = Literal[1, 2, 3]  # dateutil's MONTHLY, WEEKLY, DAILY
@@ -672,10 +672,7 @@ def utc_text(moment: datetime) -> str:
 def _one_line(value: object, name: str, limit: int) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"`{name}` must be a string.")
-    text = clean_text(value, max_chars=limit, what=f"`{name}`").strip()
-    if "\n" in text or "\r" in text or "\t" in text:
-        raise BadRequest(f"`{name}` must be one line.")
-    return text
+    return clean_name(value, what=f"`{name}`", max_chars=limit)
 
 
 def _long_text(value: object, name: str, limit: int) -> str:

@@ -20,6 +20,8 @@ from rooms.ports import Directory, TranscriptStore
 # unpaired surrogates.
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+_JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner: allowed in names (see clean_name)
+_NO_JOINERS = str.maketrans("", "", _JOINERS)
 MAX_NAME = 80
 MAX_EMOJI = 16
 
@@ -36,11 +38,33 @@ def clean_text(text: str, *, max_chars: int, what: str = "Text") -> str:
     return text
 
 
-def clean_name(name: str, *, what: str = "Name") -> str:
-    """A display or room name: one line, 1 to MAX_NAME characters."""
-    name = clean_text(name, max_chars=MAX_NAME, what=what).strip()
-    if "\n" in name or "\t" in name:
-        raise BadRequest(f"{what} must be one line.")
+def clean_name(name: str, *, what: str = "Name", max_chars: int = MAX_NAME) -> str:
+    """A display name, room name or title: one line of 1 to `max_chars` characters, trimmed,
+    with nothing in it that is invisible or changes how the text around it reads.
+
+    A name is shown inline, next to other people's words: in presence lists, in "Maya is
+    typing", in reminders. So beyond what message text refuses, a name refuses carriage
+    return, line feed and tab, the line and paragraph separators, every C1 control, and
+    every format character (Unicode category Cf): the bidi embeddings, overrides and isolates
+    (U+202A-U+202E, U+2066-U+2069) and marks, zero-width spaces, the BOM, soft hyphens and
+    tag characters (so the flags of England, Scotland and Wales, which are built of tags).
+    An override left open in a name reverses whatever is shown after it on the line.
+
+    The two zero-width joiners (U+200C, U+200D) are the exception: Persian and the Indic
+    scripts need ZWNJ to spell words, and ZWJ joins emoji (a family, a profession) into one.
+    They reorder nothing. Display names are not unique, so an invisible joiner adds no way to
+    pass as someone else that typing the same name did not already give. A name must still
+    hold something other than spaces and joiners.
+    """
+    name = clean_text(name, max_chars=max_chars, what=what).strip()
+    for char in name:
+        category = unicodedata.category(char)
+        if char in "\r\n\t" or category in ("Zl", "Zp"):
+            raise BadRequest(f"{what} must be one line.")
+        if category == "Cc" or (category == "Cf" and char not in _JOINERS):
+            raise BadRequest(f"{what} contains control or formatting characters.")
+    if not name.translate(_NO_JOINERS).strip():
+        raise BadRequest(f"{what} is empty.")
     return name
 
 

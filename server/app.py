@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from server.auth import Accounts, Tokens, load_secret
+from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
-from server.http import routes
+from server.broker.memory import MemoryLimiter
+from server.http import SecurityHeaders, routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
 from server.scheduler import Scheduler
@@ -35,14 +37,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.check()  # `hearth serve` checked already; this is for an app served some other way
         engines = open_engines(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
         if settings.development:
             await upgrade(engines)
         directory = SqlDirectory(engines)
         tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
-        accounts = Accounts(
-            directory, tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
-        )
+        passwords = Passwords.for_settings(settings)
+        accounts = Accounts(directory, tokens, passwords)
         broker = open_broker(settings.broker_url, prefix=settings.redis_prefix)
         await broker.start()
         shared = open_shared(broker, presence_ttl=settings.presence_ttl)
@@ -61,9 +63,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         scheduler = Scheduler(hub, schedule, interval=settings.scheduler_interval)
         scheduler.start()
         app.state.hub = hub
-        app.state.login_buckets = {}
+        app.state.signin_limiter = MemoryLimiter()  # sign-in limits while the shared limiter is away
         await directory.purge_revoked()
         await directory.load_revoked()
+        if not settings.development and not (settings.public_origin or settings.allowed_origins):
+            log.warning("HEARTH_PUBLIC_ORIGIN is not set: browsers' websocket handshakes will be refused")
         log.info("hearth ready env=%s broker=%s", settings.env, settings.broker_url.split("://")[0])
         try:
             yield
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await hub.close()
             await broker.aclose()
             await engines.dispose()
+            passwords.close()
 
     app = Starlette(
         routes=[
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *session_routes,
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
+        middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
     )
     return app

@@ -1,4 +1,5 @@
-"""Accounts: argon2 password hashes, signed expiring tokens, revocation, the Origin check."""
+"""Accounts: argon2 password hashes on a bounded pool, signed expiring tokens, revocation, the
+Origin check."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from rooms.errors import BadRequest, Forbidden, Unauthenticated
+from rooms.errors import BadRequest, Forbidden, RateLimited, Unauthenticated
 from rooms.model import SIGNUP_ROLES, Role, User, UserId
 from rooms.service import clean_name
 from server.settings import Settings
 from server.store.directory import SqlDirectory
 
 log = logging.getLogger("hearth.auth")
+T = TypeVar("T")
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{2,31}")
 MIN_PASSWORD = 8
@@ -33,16 +39,17 @@ MAX_PASSWORD = 1024
 
 
 def load_secret(settings: Settings) -> bytes:
-    """HEARTH_SECRET_KEY, or a development secret generated once in the data directory.
+    """HEARTH_SECRET_KEY, or in development a secret generated once in the data directory.
 
     Several workers may start at once: the secret is written to a private temporary file and
     linked into place, so every worker reads the one that won, never a half-written file.
     """
     if settings.secret_key:
         return settings.secret_key.encode()
+    settings.check()  # outside development a key must be given
     path = settings.data_dir / "secret_key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".secret_key.{os.getpid()}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -88,7 +95,9 @@ class Tokens:
 
     def verify(self, token: object) -> Claims:
         invalid = Unauthenticated("Your sign-in is not valid. Please sign in again.")
-        if not isinstance(token, str) or len(token) > 512 or token.count(".") != 2:
+        # ASCII only: hmac.compare_digest refuses a str with other characters (TypeError),
+        # and a lone surrogate cannot even be encoded to be signed.
+        if not isinstance(token, str) or len(token) > 512 or not token.isascii() or token.count(".") != 2:
             raise invalid
         version, payload, signature = token.split(".")
         if version != "v1" or not hmac.compare_digest(self._sign(payload), signature):
@@ -103,17 +112,80 @@ class Tokens:
         return claims
 
 
+class Passwords:
+    """Argon2 hashes and checks, on a few threads of their own with a short queue.
+
+    One hash or check costs about 0.2 s of CPU and 64 MiB (the default parameters). Through
+    asyncio.to_thread every sign-in was taken, however many came at once: a flood queued
+    unbounded work on the loop's default executor, as many jobs running as it has threads.
+    Here at most `workers` run at once and `queue` wait; any more is refused at once with
+    `rate_limited`, so a flood never builds a backlog of work, or of memory, that outlives it.
+    """
+
+    def __init__(self, *, memory_kib: int, time_cost: int, workers: int, queue: int) -> None:
+        self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hearth-argon2")
+        self._capacity = workers + queue
+        self._jobs = 0  # submitted and not finished, cancelled ones excepted
+        self._lock = threading.Lock()  # jobs finish on the pool's threads
+        self._dummy: str | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Passwords:
+        limits = settings.limits
+        return cls(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            workers=limits.hash_workers,
+            queue=limits.hash_queue,
+        )
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        with self._lock:
+            if self._jobs >= self._capacity:
+                raise RateLimited("Signing in is busy right now. Try again in a moment.", retry_after=1.0)
+            self._jobs += 1
+        future = self._threads.submit(work)
+        future.add_done_callback(self._finished)
+        return await asyncio.wrap_future(future)
+
+    def _finished(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._jobs -= 1
+
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: self.hasher.hash(password))
+
+    async def check(self, stored: str | None, password: str) -> bool:
+        """Whether `password` matches the hash `stored`. With no hash (no such user), a dummy
+        hash of the same cost is checked: a wrong password for an unknown user took 30 ms
+        and one for a known user 220 ms, which told which usernames exist."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(24))
+        against = self._dummy if stored is None else stored
+        try:
+            await self._run(lambda: self.hasher.verify(against, password))
+        except (VerificationError, InvalidHashError):
+            return False
+        return stored is not None
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self.hasher.check_needs_rehash(stored)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
 class Accounts:
     """Signup, login, logout and token checks, on the directory."""
 
-    def __init__(self, directory: SqlDirectory, tokens: Tokens, *, memory_kib: int, time_cost: int) -> None:
+    def __init__(self, directory: SqlDirectory, tokens: Tokens, passwords: Passwords) -> None:
         self.directory = directory
         self.tokens = tokens
-        self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        self.passwords = passwords
 
     async def hash_password(self, password: object) -> str:
-        password = check_password(password)
-        return await asyncio.to_thread(self.hasher.hash, password)
+        return await self.passwords.hash(check_password(password))
 
     async def create_user(self, username: object, password: object, name: str, role: Role) -> User:
         username = check_username(username)
@@ -127,17 +199,18 @@ class Accounts:
         return await self.create_user(username, password, name, role)
 
     async def login(self, username: object, password: object) -> User:
+        """The user, if the password is theirs. Known and unknown usernames cost the same
+        argon2 check, so neither the answer nor its time tells whether an account exists."""
         wrong = Unauthenticated("Wrong username or password.")
-        found = await self.directory.find_login(username) if isinstance(username, str) else None
-        if found is None or not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        if not isinstance(username, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
             raise wrong
-        user, stored = found
-        try:
-            await asyncio.to_thread(self.hasher.verify, stored, password)
-        except (VerificationError, InvalidHashError) as exc:
-            raise wrong from exc
-        if self.hasher.check_needs_rehash(stored):
-            await self.directory.set_password(user.id, await self.hash_password(password))
+        found = await self.directory.find_login(username)
+        user, stored = found if found is not None else (None, None)
+        if not await self.passwords.check(stored, password) or user is None or stored is None:
+            raise wrong
+        if self.passwords.needs_rehash(stored):
+            with contextlib.suppress(RateLimited):  # an upgrade of the hash can wait for a quieter login
+                await self.directory.set_password(user.id, await self.hash_password(password))
         return user
 
     async def authenticate(self, token: object) -> tuple[User, Claims]:
@@ -164,11 +237,19 @@ def check_password(password: object) -> str:
     return password
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    """No Origin (a native client), the same origin, or one of HEARTH_ALLOWED_ORIGINS."""
+def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
+    """A websocket handshake's Origin is allowed when there is none (a native client), when
+    it is HEARTH_PUBLIC_ORIGIN or one of HEARTH_ALLOWED_ORIGINS, and in development when its
+    host is the request's Host. Only in development: the Host header is the client's to
+    write, and a page on a rebound domain sends its own name in both."""
     if origin is None:
         return True
-    origin = origin.rstrip("/")
+    origin = _origin(origin)
+    allowed = {_origin(o) for o in (*settings.allowed_origins, settings.public_origin) if o}
     if origin in allowed or "*" in allowed:
         return True
-    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+    return settings.development and host is not None and urlsplit(origin).netloc == host.lower()
+
+
+def _origin(value: str) -> str:
+    return value.strip().rstrip("/").lower()

@@ -12,9 +12,9 @@ from typing import TypeVar
 
 from rooms.errors import HearthError
 from rooms.model import Role
-from server.auth import Accounts, Tokens, load_secret
+from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.logs import configure
-from server.settings import Settings
+from server.settings import ConfigError, Settings
 from server.store.directory import SqlDirectory
 from server.store.engine import Engines, open_engines
 from server.store.migrate import upgrade
@@ -37,9 +37,7 @@ def _with_store(settings: Settings, work: Callable[[Engines], Awaitable[T]]) -> 
 
 def _accounts(settings: Settings, engines: Engines) -> Accounts:
     tokens = Tokens(load_secret(settings), ttl=settings.token_ttl)
-    return Accounts(
-        SqlDirectory(engines), tokens, memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost
-    )
+    return Accounts(SqlDirectory(engines), tokens, Passwords.for_settings(settings))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,6 +46,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     port = settings.port if args.port is None else args.port
     settings = settings.with_(host=args.host or settings.host, port=port)
+    settings.check()
     if args.demo:
         cmd_demo(args, settings)
     if args.workers > 1:
@@ -69,10 +68,15 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
-    password = args.password
+    if args.password is not None:
+        # Refused, not merely warned about: by now it has been in the process list for
+        # everyone on the machine to read, and in the shell's history.
+        print("hearth: --password shows the password to everyone on this machine (ps); use", file=sys.stderr)
+        print("        --password-stdin, HEARTH_PASSWORD or the prompt, and change that password", file=sys.stderr)
+        return 2
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
-    elif password is None:
+    else:
         password = os.environ.get("HEARTH_PASSWORD") or getpass.getpass("Password: ")
 
     async def work(engines: Engines) -> str:
@@ -114,8 +118,10 @@ def parser() -> argparse.ArgumentParser:
     create = user.add_parser("create", help="create a user with any role")
     create.add_argument("name", help="the username")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--password", help="the password (or --password-stdin, HEARTH_PASSWORD, a prompt)")
-    create.add_argument("--password-stdin", action="store_true")
+    create.add_argument("--password", help=argparse.SUPPRESS)  # refused: see cmd_user_create
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (else HEARTH_PASSWORD, a prompt)"
+    )
     create.add_argument("--display-name")
     create.set_defaults(run=cmd_user_create)
     return p
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except HearthError as exc:
         print(f"hearth: {exc.message}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
         return 2
 
 

@@ -23,7 +23,7 @@ import asyncio
 import ipaddress
 import logging
 import resource
-from collections.abc import Container
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import httptools
@@ -56,6 +56,25 @@ def address_key(peer: Any) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
 
 
+class Proxies:
+    """The trusted proxies (HEARTH_TRUSTED_PROXIES): addresses, networks, or `*` for any."""
+
+    def __init__(self, entries: Sequence[str]) -> None:
+        self.any = "*" in entries
+        self.networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
+
+    def holds(self, peer: Any) -> bool:
+        if self.any:
+            return True
+        if not self.networks or not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+            return False
+        try:
+            address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
 class Ticket:
     """One connection's place at the gate; `release()` gives it back (once)."""
 
@@ -83,7 +102,7 @@ class Ticket:
 class Gate:
     """This worker's connections, counted and timed (see the module's docstring)."""
 
-    def __init__(self, *, limit: int, per_address: int, request_timeout: float, trusted: Container[str] = ()) -> None:
+    def __init__(self, *, limit: int, per_address: int, request_timeout: float, trusted: Sequence[str] = ()) -> None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft - FD_RESERVE < limit:
             log.warning("connection limit lowered from %d to %d by the open-files limit", limit, soft - FD_RESERVE)
@@ -91,7 +110,7 @@ class Gate:
         self.limit = limit
         self.per_address = per_address
         self.request_timeout = request_timeout
-        self.trusted = trusted
+        self.trusted = Proxies(trusted)
         self.count = 0
         self.refused = 0  # connections answered 503 since the start
         self.timed_out = 0  # connections answered 408 since the start
@@ -101,7 +120,7 @@ class Gate:
     def admit(self, peer: Any) -> Ticket | None:
         """A place for a new connection from `peer`, or None when the worker or the address is full."""
         address = address_key(peer)
-        counted = address not in self.trusted and (not isinstance(peer, tuple) or peer[0] not in self.trusted)
+        counted = not self.trusted.holds(peer)
         if self.count >= self.limit or (counted and self._by_address.get(address, 0) >= self.per_address):
             self.refused += 1
             return None

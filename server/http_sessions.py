@@ -188,7 +188,7 @@ async def _co_facilitators(request: Request, room: RoomId, lead: UserId, value: 
 
 
 async def _optional_body(request: Request) -> dict[str, Any]:
-    return await body(request) if (await request.body()).strip() else {}
+    return await body(request, optional=True)
 
 
 # Sessions

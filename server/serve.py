@@ -22,7 +22,10 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     on Hearth's own protocol (`server.transport`). The two are kept on `app.state`."""
     limits = settings.limits
     gate = app.state.gate = Gate(
-        limit=limits.connections, per_address=limits.connections_per_address, request_timeout=limits.request_timeout
+        limit=limits.connections,
+        per_address=limits.connections_per_address,
+        request_timeout=limits.request_timeout,
+        trusted=settings.trusted_proxies,
     )
     endpoint = app.state.endpoint = Endpoint(app, gate)
     websockets = WebSockets(
@@ -35,7 +38,11 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "ws": websockets,  # the upgraded connections, on Hearth's own websocket protocol
         "timeout_graceful_shutdown": 15,
         "lifespan": "on",  # whose shutdown drains the hub: acks, then 1012 to every socket
-        "proxy_headers": True,
+        # X-Forwarded-For and -Proto only from HEARTH_TRUSTED_PROXIES, and from nobody without
+        # it: uvicorn's default believes any request from 127.0.0.1, so behind nothing at all
+        # a client could name itself any address and get a fresh sign-in bucket each time.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
         "server_header": False,
         "log_config": logs.config(json=settings.log_json),
     }

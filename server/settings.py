@@ -5,10 +5,16 @@ With nothing set, Hearth runs one process on a SQLite file and the memory broker
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting Hearth refuses to start with; the message names it and says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,11 @@ class Limits:
     resume_max: int = 1000  # events a join with `since` returns at most
     reply_bytes: int = 256 * 1024  # events a join or history reply carries at most, encoded
     ring: int = 1024  # recent events per room kept in memory for resume
+    # Sign-in: per account as well as per address, and the argon2 work every sign-in costs
+    signin_account_rate: float = 1 / 60  # login attempts per second per username, all workers
+    signin_account_burst: float = 10.0
+    hash_workers: int = 2  # argon2 hashes or checks running at once per worker (64 MiB, ~0.2 s each)
+    hash_queue: int = 8  # more wait their turn (about 1 s at most); past that, `rate_limited`
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +69,10 @@ class Settings:
     redis_prefix: str = "hearth:"
     presence_ttl: float = 24.0  # seconds a connection's lease lives without a heartbeat
     secret_key: str | None = None
+    public_origin: str | None = None  # where browsers reach Hearth: `https://groups.example.org`
     allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
+    metrics_token: str | None = None  # Bearer token for /metrics; without it, loopback in development only
     signup_open: bool = True
     token_ttl: float = 30 * 24 * 3600.0
     argon2_memory_kib: int = 65536
@@ -83,6 +97,24 @@ class Settings:
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hearth.db'}"
 
+    def check(self) -> None:
+        """Raise ConfigError for a setting that is unsafe, or cannot work, where it is used."""
+        if not self.development and not self.secret_key:
+            raise ConfigError(
+                "HEARTH_SECRET_KEY must be set outside development: it signs every token, and each "
+                "worker would otherwise make up one of its own"
+            )
+        for proxy in self.trusted_proxies:
+            try:
+                if proxy != "*":
+                    ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"HEARTH_TRUSTED_PROXIES: {proxy!r} is not an address or a network") from None
+        if self.public_origin is not None:
+            parts = urlsplit(self.public_origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ConfigError("HEARTH_PUBLIC_ORIGIN is a scheme and a host, such as https://groups.example.org")
+
     def with_(self, **changes: object) -> Self:
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -103,6 +135,11 @@ class Settings:
             user_rate=float(env.get("HEARTH_USER_RATE", lim.user_rate)),
             user_burst=float(env.get("HEARTH_USER_BURST", lim.user_burst)),
             user_connections=int(env.get("HEARTH_USER_CONNECTIONS", lim.user_connections)),
+            # Sign-in
+            signin_rate=float(env.get("HEARTH_SIGNIN_RATE", lim.signin_rate)),
+            signin_burst=float(env.get("HEARTH_SIGNIN_BURST", lim.signin_burst)),
+            signin_account_rate=float(env.get("HEARTH_SIGNIN_ACCOUNT_RATE", lim.signin_account_rate)),
+            signin_account_burst=float(env.get("HEARTH_SIGNIN_ACCOUNT_BURST", lim.signin_account_burst)),
         )
         return cls(
             host=env.get("HEARTH_HOST", base.host),
@@ -115,15 +152,23 @@ class Settings:
             presence_ttl=float(env.get("HEARTH_PRESENCE_TTL", base.presence_ttl)),
             scheduler_interval=float(env.get("HEARTH_SCHEDULER_INTERVAL", base.scheduler_interval)),
             secret_key=env.get("HEARTH_SECRET_KEY") or None,
+            public_origin=env.get("HEARTH_PUBLIC_ORIGIN", "").strip().rstrip("/") or None,
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in env.get("HEARTH_ALLOWED_ORIGINS", "").split(",") if o.strip()
             ),
+            trusted_proxies=_items(env.get("HEARTH_TRUSTED_PROXIES", "")),
+            metrics_token=env.get("HEARTH_METRICS_TOKEN") or None,
             signup_open=env.get("HEARTH_SIGNUP_OPEN", "1").lower() not in ("0", "false", "no"),
             token_ttl=float(env.get("HEARTH_TOKEN_TTL", base.token_ttl)),
             sqlite_synchronous=env.get("HEARTH_SQLITE_SYNCHRONOUS", base.sqlite_synchronous).upper(),
             log_format=env.get("HEARTH_LOG_FORMAT", "").lower(),
             limits=limits,
         )
+
+
+def _items(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks left out."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def normalise_db_url(url: str) -> str:

@@ -72,7 +72,7 @@ class Endpoint:
             return 404, "Not Found\n"
         if hub.draining:  # restarting: the client should try another worker
             return 503, "Restarting: connect again.\n"
-        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), hub.settings.allowed_origins):
+        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), hub.settings):
             log.info("websocket refused: origin not allowed")
             return 403, "Origin not allowed.\n"
         return None

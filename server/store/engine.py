@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 T = TypeVar("T")
+log = logging.getLogger("hearth.store")
 
 
 class SqliteWriter:
@@ -128,7 +130,7 @@ def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
     if not path or path == ":memory:":
         raise ValueError("SQLite needs a file: every connection to :memory: is a database of its own")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _private_files(Path(path))
     if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ValueError("HEARTH_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
     pragmas = [
@@ -160,6 +162,23 @@ def open_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return Engines(writer, reader, SqliteWriter(path, pragmas))
+
+
+def _private_files(path: Path) -> None:
+    """The database's directory 0700 when it is made here, and the database with its -wal and
+    -shm files 0600: they hold password hashes and transcripts. SQLite made the database
+    0644, and gives -wal and -shm the mode of the database file, so the file is made first,
+    empty and 0600 (SQLite takes an empty file for a new database). Files of an older
+    install are narrowed to 0600 too."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            log.warning("cannot make %s readable by its owner only", file)
 
 
 def _sqlite_pragmas(engine: AsyncEngine, pragmas: list[str]) -> None:
