@@ -370,7 +370,10 @@ class ServerProcess:
             "HEARTH_BURST": "5000",
             "HEARTH_USER_RATE": "5000",
             "HEARTH_USER_BURST": "5000",
-            "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "100000",  # every test client comes from 127.0.0.1
+            # Every test client comes from 127.0.0.1: it is not one attacker.
+            "HEARTH_MAX_CONNECTIONS_PER_ADDRESS": "100000",
+            "HEARTH_SIGNIN_RATE": "1000",
+            "HEARTH_SIGNIN_BURST": "1000",
             **env,
         }
         self.proc: asyncio.subprocess.Process | None = None

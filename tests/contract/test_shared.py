@@ -91,6 +91,15 @@ async def test_a_shared_token_bucket_refuses_past_the_burst_then_refills(shared:
     assert await shared.limiter.take("u_jo:send", 20.0, 5.0) == 0  # buckets are per key
 
 
+async def test_takes_at_the_same_moment_get_the_whole_burst_between_them(shared: Shared) -> None:
+    """Sixteen takes of one bucket at once, with a burst of 16 and 8 a second of refill: every
+    one passes, and the 17th is refused (a worker fetching tokens for each take at once
+    would have drained the bucket at the fifth)."""
+    results = await asyncio.gather(*(shared.limiter.take("u_kim:signin", 8.0, 16.0) for _ in range(16)))
+    assert results == [0.0] * 16
+    assert await shared.limiter.take("u_kim:signin", 8.0, 16.0) > 0
+
+
 async def test_workers_sharing_a_bucket_stay_within_its_burst_together(redis_url: str, redis_prefix: str) -> None:
     """Two workers on one Redis, each taking tokens a few at a time: together they let at
     most the burst through (plus what refills meanwhile), and lose at most a few tokens."""
