@@ -95,6 +95,10 @@ class RoomService:
             raise Forbidden("This group is for its members. Ask its facilitator to add you.")
         return room, policy.can_manage_members(user, membership)
 
+    async def facilitates(self, user: User, room: RoomId) -> bool:
+        """Whether `user` runs `room` now (its facilitators, admins): sees its private events."""
+        return policy.can_manage_members(user, await self.directory.member_role(room, user.id))
+
     @staticmethod
     def require_room_creator(user: User) -> None:
         if not policy.can_create_room(user):

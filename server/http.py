@@ -189,7 +189,7 @@ async def logout(request: Request) -> Response:
     hub = _hub(request)
     _, claims = await signed_in(request)
     await hub.accounts.logout(claims)
-    hub.revoke(claims.jti)
+    await hub.signed_out(claims.jti)
     return JSON({})
 
 
@@ -226,7 +226,11 @@ async def add_member(request: Request) -> Response:
     if not isinstance(role, str) or role not in {r.value for r in MemberRole}:
         raise BadRequest("`role` must be member or facilitator.")
     room_id = RoomId(request.path_params["room"])
-    added = await _hub(request).service.add_member(user, room_id, UserId(_text(data, "user")), MemberRole(role))
+    target = UserId(_text(data, "user"))
+    hub = _hub(request)
+    added = await hub.service.add_member(user, room_id, target, MemberRole(role))
+    if added:
+        await hub.membership_changed(room_id, target)
     return JSON({"user": data["user"], "role": role}, status_code=201 if added else 200)
 
 

@@ -17,7 +17,7 @@ from presence.registry import ConnectionRegistry
 from presence.tracker import PresenceTracker
 from rooms.errors import HearthError, RateLimited, Unavailable
 from rooms.hours import status
-from rooms.model import Event, Room, RoomId, User
+from rooms.model import Event, Room, RoomId, User, UserId
 from rooms.paging import newest_within
 from rooms.service import RoomService
 from server.auth import Accounts
@@ -246,6 +246,27 @@ class Hub:
                 frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.frame(event))
                 conn.push(frame)
 
+    # Changes every worker must act on at once: a role in a room, a token signed out
+
+    async def membership_changed(self, room: RoomId, user: UserId) -> None:
+        """`user`'s role in `room` changed: every worker forgets what it remembered of it and
+        gives that user's open connections there the rights of the new role (a facilitator
+        made a member stops seeing the lobby's knocks and the attendance at once)."""
+        await self._recheck(room, user)
+        await self._publish_one(CONTROL, {"membership": [room, user], ORIGIN: self.worker})
+
+    async def _recheck(self, room: RoomId, user: UserId) -> None:
+        self.directory.recent.drop(("member", room, user))
+        for conn in self.registry.all():
+            if conn.user is not None and conn.user.id == user and room in conn.rooms:
+                conn.mark(room, facilitating=await self.service.facilitates(conn.user, room))
+
+    async def signed_out(self, token_id: str) -> None:
+        """A token was revoked: its sockets close on every worker now (the heartbeat's reload
+        of revocations catches any notice lost on the way)."""
+        self.revoke(token_id)
+        await self._publish_one(CONTROL, {"revoked": token_id, ORIGIN: self.worker})
+
     async def _control(self) -> None:
         """Listen on the control channel for notices from the other workers."""
         while True:
@@ -253,7 +274,14 @@ class Hub:
                 async with self.broker.subscribe(CONTROL) as messages:
                     async for raw in messages:
                         notice = msgpack.unpackb(raw, raw=False)
-                        if notice.get(ORIGIN) != self.worker:
+                        if notice.get(ORIGIN) == self.worker:
+                            continue
+                        if "membership" in notice:
+                            room, user = notice["membership"]
+                            await self._recheck(RoomId(room), UserId(user))
+                        elif "revoked" in notice:
+                            self.revoke(notice["revoked"])
+                        else:
                             self._notify_local(set(notice["users"]), notice["event"])
             except asyncio.CancelledError:
                 raise

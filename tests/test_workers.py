@@ -22,9 +22,11 @@ from tests.conftest import (
     RedisProcess,
     ServerProcess,
     TcpProxy,
+    auth,
     open_client,
     process_account,
     process_room,
+    record_figure,
 )
 
 PRESENCE_TTL = 3.0  # seconds: a dead worker's users must be gone from presence within this and a sweep
@@ -41,12 +43,14 @@ class Cluster:
         return client
 
 
-async def start_cluster(tmp_path: Path, count: int, *, redis_url: str, prefix: str, database_url: str) -> Cluster:
+async def start_cluster(
+    tmp_path: Path, count: int, *, redis_url: str, prefix: str, database_url: str, presence_ttl: float = PRESENCE_TTL
+) -> Cluster:
     env = {
         "REDIS_URL": redis_url,
         "HEARTH_REDIS_PREFIX": prefix,
         "DATABASE_URL": database_url,
-        "HEARTH_PRESENCE_TTL": str(PRESENCE_TTL),
+        "HEARTH_PRESENCE_TTL": str(presence_ttl),
         "HEARTH_SCHEDULER_INTERVAL": "0.3",
     }
     workers = [ServerProcess(tmp_path, **env) for _ in range(count)]
@@ -412,3 +416,64 @@ async def test_the_lobby_opens_once_and_the_floor_is_the_same_from_both_workers(
     assert views[0]["floor_until"] == views[1]["floor_until"]
     history = (await facilitator.call("history", room=room, limit=100))["events"]
     assert [e["action"] for e in history if e["ev"] == "session"].count("opened") == 1
+
+
+async def test_a_facilitator_made_a_member_loses_the_facilitators_view_on_every_worker_at_once(
+    cluster: Cluster,
+) -> None:
+    """A room facilitator connected to worker 2 is made a plain member through worker 1: the
+    next private lobby event (a knock) no longer reaches them, and `attendance` is refused,
+    without their reconnecting."""
+    lead = await process_account(cluster.workers[0], "facilitator")
+    helper = await process_account(cluster.workers[0], "facilitator")
+    member = await process_account(cluster.workers[0])
+    room = await process_room(cluster.workers[0], lead, kind="group")
+    async with httpx.AsyncClient(base_url=cluster.workers[0].http_url, timeout=TIMEOUT) as http:
+        for who, role in ((helper, "facilitator"), (member, "member")):
+            r = await http.post(f"/api/rooms/{room}/members", json={"user": who.id, "role": role}, headers=auth(lead))
+            assert r.status_code == 201, r.text
+        c_lead = await cluster.client(0, lead)
+        c_helper = await cluster.client(1, helper)
+        await c_lead.call("join", room=room)
+        await c_lead.call("session", room=room, action="open", title="Circle")
+        await c_helper.call("join", room=room)
+        c_member = await cluster.client(0, member)
+        assert (await c_member.call("join", room=room))["waiting"] is True
+        assert (await c_helper.event("session", room=room))["action"] in ("opened", "waiting")
+        await c_member.call("knock", room=room, text="Can I come in?")
+        while (await c_helper.event("session", room=room))["action"] != "knock":
+            pass  # a room facilitator sees the lobby
+        r = await http.post(
+            f"/api/rooms/{room}/members", json={"user": helper.id, "role": "member"}, headers=auth(lead)
+        )
+        assert r.status_code == 201, r.text
+    async with asyncio.timeout(TIMEOUT):  # the change crosses to worker 2 (no heartbeat rechecks roles)
+        while "error" not in await c_helper.request("attendance", room=room):  # noqa: ASYNC110 (polls the server)
+            await asyncio.sleep(0.05)
+    await c_member.call("knock", room=room, text="Hello again")
+    await c_lead.call("session", room=room, action="pin", kind="agenda", text="Welcome, everyone")
+    while (event := await c_helper.event("session", room=room))["action"] != "pinned":
+        assert event["action"] != "knock", "a demoted facilitator still sees the lobby's knocks"
+    assert (await c_helper.error("attendance", room=room))["code"] == "forbidden"
+
+
+async def test_a_token_signed_out_on_one_worker_closes_its_sockets_on_another_at_once(
+    tmp_path: Path, redis_url: str, redis_prefix: str, postgres_url: str
+) -> None:
+    """Logout through worker 1 closes the token's socket on worker 2 with 4401 within a
+    second, not at the next heartbeat (6 s with the default lease)."""
+    cluster = await start_cluster(
+        tmp_path, 2, redis_url=redis_url, prefix=redis_prefix, database_url=postgres_url, presence_ttl=24.0
+    )  # the default lease: the heartbeat that reloads revocations runs every 6 s
+    try:
+        account = await process_account(cluster.workers[0])
+        client = await cluster.client(1, account)
+        await client.call("ping")
+        async with httpx.AsyncClient(base_url=cluster.workers[0].http_url, timeout=TIMEOUT) as http:
+            started = asyncio.get_running_loop().time()
+            assert (await http.post("/api/logout", headers=auth(account))).status_code == 200
+        assert await asyncio.wait_for(asyncio.shield(client.closed), 1.0) == (4401, "signed out")
+        took = asyncio.get_running_loop().time() - started
+        record_figure("logout on another worker", "socket closed after", took * 1000, "ms")
+    finally:
+        await _stop(cluster)
