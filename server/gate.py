@@ -10,6 +10,8 @@ accepted, before a byte of it is parsed for the application.
   header, or half a websocket upgrade, is answered `408 Request Timeout` (if nothing was
   answered on the connection yet) and closed. Between requests, uvicorn's keep-alive
   timeout applies.
+- A request's line and headers are at most MAX_HEAD bytes (uvicorn and httptools keep
+  every header they are sent, with no limit of their own): past it, `431` and closed.
 
 uvicorn runs the HTTP side: `Gate.http` is the factory it is given as `http=`, which puts a
 `Guard` in front of uvicorn's own HTTP protocol. A connection upgraded to a websocket
@@ -35,6 +37,11 @@ FULL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\nToo many connections.\n"
 )
+TOO_BIG: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\nRequest head too big\n"
+)
+MAX_HEAD: Final = 64 * 1024  # bytes received while in a request's line and headers
 TOO_SLOW: Final = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\nRequest took too long\n"
@@ -155,7 +162,7 @@ class Guard(asyncio.Protocol):
     """In front of uvicorn's HTTP protocol for one connection: admits it at the gate, and
     times each request with a parser of its own (httptools, as uvicorn's)."""
 
-    __slots__ = ("gate", "state", "inner", "transport", "ticket", "parser", "answered")
+    __slots__ = ("gate", "state", "inner", "transport", "ticket", "parser", "answered", "head")
 
     def __init__(self, gate: Gate, uvicorn_state: dict[str, Any]) -> None:
         self.gate = gate
@@ -165,6 +172,7 @@ class Guard(asyncio.Protocol):
         self.ticket: Ticket | None = None
         self.parser: Any = None
         self.answered = False  # a request completed: uvicorn may be writing its response
+        self.head = 0  # bytes received in the current request's head so far; -1 past its head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
@@ -181,8 +189,16 @@ class Guard(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.inner is None:
+        if self.inner is None or self.transport is None:
             return
+        if self.head >= 0:  # in a request's head: what arrives counts against MAX_HEAD
+            self.head += len(data)
+            if self.head > MAX_HEAD:
+                self.parser = None
+                if not self.answered:
+                    self.transport.write(TOO_BIG)
+                self.transport.close()
+                return
         if self.parser is not None:
             try:
                 self.parser.feed_data(data)
@@ -219,7 +235,11 @@ class Guard(asyncio.Protocol):
             ticket.timer = asyncio.get_running_loop().call_later(self.gate.request_timeout, self._expired)
 
     def on_message_begin(self) -> None:
+        self.head = 0
         self._arm()
+
+    def on_headers_complete(self) -> None:
+        self.head = -1
 
     def on_message_complete(self) -> None:
         self.answered = True
