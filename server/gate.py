@@ -172,7 +172,7 @@ class Guard(asyncio.Protocol):
         self.ticket: Ticket | None = None
         self.parser: Any = None
         self.answered = False  # a request completed: uvicorn may be writing its response
-        self.head = 0  # bytes received in the current request's head so far; -1 past its head
+        self.head = 0  # bytes received while in the current request's head; -1 once it is whole
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
@@ -191,14 +191,6 @@ class Guard(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.inner is None or self.transport is None:
             return
-        if self.head >= 0:  # in a request's head: what arrives counts against MAX_HEAD
-            self.head += len(data)
-            if self.head > MAX_HEAD:
-                self.parser = None
-                if not self.answered:
-                    self.transport.write(TOO_BIG)
-                self.transport.close()
-                return
         if self.parser is not None:
             try:
                 self.parser.feed_data(data)
@@ -206,6 +198,14 @@ class Guard(asyncio.Protocol):
                 self.parser = None  # the websocket takes it from here (Gate.take)
             except httptools.HttpParserError:
                 self.parser = None  # uvicorn answers 400 and closes
+        if self.head >= 0:  # still in a request's head after this: it counts against MAX_HEAD
+            self.head += len(data)
+            if self.head > MAX_HEAD:
+                self.parser = None
+                if not self.answered:
+                    self.transport.write(TOO_BIG)
+                self.transport.close()
+                return
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
