@@ -17,6 +17,10 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = now
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled to its burst: as good as a new one."""
+        return self._tokens + (now - self._stamp) * self.rate >= self.burst
+
     def take(self, now: float) -> float:
         """Spend a token; returns 0 on success, else the seconds until one is available."""
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +16,6 @@ from starlette.staticfiles import StaticFiles
 
 from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
-from server.broker.memory import MemoryLimiter
 from server.http import SecurityHeaders, routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
@@ -26,6 +27,8 @@ from server.store.migrate import upgrade
 from server.store.outbox import SqlOutbox
 from server.store.schedule import SqlSchedule
 from server.store.sql import SqlTranscriptStore
+from server.workpool import WorkPool
+from server.ws import Endpoint
 
 log = logging.getLogger("hearth")
 
@@ -63,7 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         scheduler = Scheduler(hub, schedule, interval=settings.scheduler_interval)
         scheduler.start()
         app.state.hub = hub
-        app.state.signin_limiter = MemoryLimiter()  # sign-in limits while the shared limiter is away
+        calendars = app.state.calendars = WorkPool(
+            "calendar", workers=1, queue=4, busy="Calendars are busy right now. Try again in a moment."
+        )
         await directory.purge_revoked()
         await directory.load_revoked()
         if not settings.development and not (settings.public_origin or settings.allowed_origins):
@@ -74,10 +79,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await scheduler.close()
             await hub.drain()
+            endpoint: Endpoint | None = getattr(app.state, "endpoint", None)  # (set by `hearth serve`)
+            if endpoint is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.drain_timeout):
+                        await endpoint.close()
             await hub.close()
             await broker.aclose()
             await engines.dispose()
             passwords.close()
+            calendars.close()
 
     app = Starlette(
         routes=[

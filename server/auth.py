@@ -3,7 +3,6 @@ Origin check."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -12,12 +11,10 @@ import logging
 import os
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,6 +26,7 @@ from rooms.model import SIGNUP_ROLES, Role, User, UserId
 from rooms.service import clean_name
 from server.settings import Settings
 from server.store.directory import SqlDirectory
+from server.workpool import WorkPool
 
 log = logging.getLogger("hearth.auth")
 T = TypeVar("T")
@@ -113,21 +111,14 @@ class Tokens:
 
 
 class Passwords:
-    """Argon2 hashes and checks, on a few threads of their own with a short queue.
-
-    One hash or check costs about 0.2 s of CPU and 64 MiB (the default parameters). Through
-    asyncio.to_thread every sign-in was taken, however many came at once: a flood queued
-    unbounded work on the loop's default executor, as many jobs running as it has threads.
-    Here at most `workers` run at once and `queue` wait; any more is refused at once with
-    `rate_limited`, so a flood never builds a backlog of work, or of memory, that outlives it.
-    """
+    """Argon2 hashes and checks, on a pool of their own (server.workpool): one costs about
+    0.2 s of CPU and 64 MiB with the default parameters, so at most `workers` run at once and
+    `queue` wait, and a sign-in beyond that is refused at once."""
 
     def __init__(self, *, memory_kib: int, time_cost: int, workers: int, queue: int) -> None:
         self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
-        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hearth-argon2")
-        self._capacity = workers + queue
-        self._jobs = 0  # submitted and not finished, cancelled ones excepted
-        self._lock = threading.Lock()  # jobs finish on the pool's threads
+        busy = "Signing in is busy right now. Try again in a moment."
+        self._pool = WorkPool("argon2", workers=workers, queue=queue, busy=busy)
         self._dummy: str | None = None
 
     @classmethod
@@ -141,17 +132,7 @@ class Passwords:
         )
 
     async def _run(self, work: Callable[[], T]) -> T:
-        with self._lock:
-            if self._jobs >= self._capacity:
-                raise RateLimited("Signing in is busy right now. Try again in a moment.", retry_after=1.0)
-            self._jobs += 1
-        future = self._threads.submit(work)
-        future.add_done_callback(self._finished)
-        return await asyncio.wrap_future(future)
-
-    def _finished(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._jobs -= 1
+        return await self._pool.run(work)
 
     async def hash(self, password: str) -> str:
         return await self._run(lambda: self.hasher.hash(password))
@@ -173,7 +154,7 @@ class Passwords:
         return self.hasher.check_needs_rehash(stored)
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
 
 class Accounts:

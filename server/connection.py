@@ -32,6 +32,8 @@ class Wire(Protocol):
 
     def close_with(self, code: int, reason: str) -> None: ...
 
+    def allow_messages(self, size: int) -> None: ...
+
     def receive(self) -> Awaitable[Message]: ...
 
 
@@ -119,7 +121,7 @@ class Connection:
         False if it was dropped. Closes with 4408 rather than hold too many. A `momentary`
         frame (typing) is dropped instead of held back: by the time a phone that is behind
         gets to it, it would only delay what matters."""
-        if self._close is not None:
+        if self._close is not None or self._gone:  # (late acks and notices of a socket that is gone)
             return False
         if self._backlog or self.wire.paused:
             if momentary:

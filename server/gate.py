@@ -7,11 +7,13 @@ accepted, before a byte of it is parsed for the application.
   not counted per address (cap clients at the proxy; docs/security.md).
 - A request must arrive whole (head and body) within `request_timeout` seconds of the
   connection, or of the request's first byte: a client that sends nothing, or half a
-  header, or half a websocket upgrade, is answered `408 Request Timeout` (if nothing was
-  answered on the connection yet) and closed. Between requests, uvicorn's keep-alive
-  timeout applies.
+  header, or half a websocket upgrade, is answered `408 Request Timeout` and closed (only
+  closed once a head arrived whole: uvicorn may be answering it). Between requests,
+  uvicorn's keep-alive timeout applies.
 - A request's line and headers are at most MAX_HEAD bytes (uvicorn and httptools keep
   every header they are sent, with no limit of their own): past it, `431` and closed.
+- A response the client does not read is given `request_timeout` seconds to drain before
+  the connection is reset (uvicorn would hold the connection and its request for ever).
 
 uvicorn runs the HTTP side: `Gate.http` is the factory it is given as `http=`, which puts a
 `Guard` in front of uvicorn's own HTTP protocol. A connection upgraded to a websocket
@@ -25,11 +27,14 @@ import asyncio
 import ipaddress
 import logging
 import resource
+import socket
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import httptools
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from server.transport import SEND_BUFFER
 
 log = logging.getLogger("hearth.gate")
 
@@ -49,18 +54,18 @@ TOO_SLOW: Final = (
 FD_RESERVE: Final = 64  # file descriptors kept for the database, Redis, logs and the listener
 
 
-def address_key(peer: Any) -> str:
-    """Whom a connection is counted against: its IPv4 address, or its IPv6 /64."""
-    host = peer[0] if isinstance(peer, tuple) and peer else ""
-    if not isinstance(host, str) or ":" not in host:
-        return host if isinstance(host, str) else ""
+def address_key(host: str) -> str:
+    """Whom a client is counted as: its IPv4 address, or the /64 of its IPv6 address (the
+    block one subscriber is usually given); an IPv4 address mapped into IPv6 as itself."""
     try:
-        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+        address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return host
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 class Proxies:
@@ -120,13 +125,13 @@ class Gate:
         self.trusted = Proxies(trusted)
         self.count = 0
         self.refused = 0  # connections answered 503 since the start
-        self.timed_out = 0  # connections answered 408 since the start
+        self.timed_out = 0  # connections closed for a request or response that did not move
         self._by_address: dict[str, int] = {}
-        self._upgrading: dict[asyncio.BaseTransport, Ticket] = {}
+        self._tickets: dict[asyncio.BaseTransport, Ticket] = {}  # connections in the guard's hands
 
     def admit(self, peer: Any) -> Ticket | None:
         """A place for a new connection from `peer`, or None when the worker or the address is full."""
-        address = address_key(peer)
+        address = address_key(peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else "")
         counted = not self.trusted.holds(peer)
         if self.count >= self.limit or (counted and self._by_address.get(address, 0) >= self.per_address):
             self.refused += 1
@@ -148,7 +153,7 @@ class Gate:
     def take(self, transport: asyncio.BaseTransport) -> Ticket | None:
         """The ticket of a connection being upgraded to a websocket, for the socket to keep
         (and to release when it is lost); its request deadline stops here."""
-        ticket = self._upgrading.pop(transport, None)
+        ticket = self._tickets.pop(transport, None)
         if ticket is not None:
             ticket.stop_timer()
         return ticket
@@ -159,10 +164,14 @@ class Gate:
 
 
 class Guard(asyncio.Protocol):
-    """In front of uvicorn's HTTP protocol for one connection: admits it at the gate, and
-    times each request with a parser of its own (httptools, as uvicorn's)."""
+    """In front of uvicorn's HTTP protocol for one connection: admits it at the gate, times
+    each request and bounds its head with a parser of its own (httptools, as uvicorn's), and
+    lets a connection go whose responses are not read."""
 
-    __slots__ = ("gate", "state", "inner", "transport", "ticket", "parser", "answered", "head")
+    __slots__ = (
+        "gate", "state", "inner", "transport", "ticket", "parser", "heard", "in_head", "head", "tail", "fired",
+        "stall",
+    )  # fmt: skip
 
     def __init__(self, gate: Gate, uvicorn_state: dict[str, Any]) -> None:
         self.gate = gate
@@ -171,8 +180,12 @@ class Guard(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ticket: Ticket | None = None
         self.parser: Any = None
-        self.answered = False  # a request completed: uvicorn may be writing its response
-        self.head = 0  # bytes received while in the current request's head; -1 once it is whole
+        self.heard = False  # a request's head arrived whole: uvicorn may be answering it
+        self.in_head = True  # within a request's line and headers (or waiting for the first)
+        self.head = 0  # bytes of the current head's line and headers, as httptools gave them
+        self.tail = 0  # at most this many bytes more of it, not given whole yet (a header in parts)
+        self.fired = False  # httptools gave a piece of the head during the current read
+        self.stall: asyncio.TimerHandle | None = None  # a response not read: abort when it fires
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
@@ -182,7 +195,10 @@ class Guard(asyncio.Protocol):
             transport.write(FULL)
             transport.close()
             return
-        self.gate._upgrading[transport] = self.ticket
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)  # as a websocket's
+        self.gate._tickets[transport] = self.ticket
         self.parser = httptools.HttpRequestParser(self)
         self._arm()
         self.inner = AutoHTTPProtocol(**self.state)
@@ -192,42 +208,59 @@ class Guard(asyncio.Protocol):
         if self.inner is None or self.transport is None:
             return
         if self.parser is not None:
+            self.fired = False
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
                 self.parser = None  # the websocket takes it from here (Gate.take)
             except httptools.HttpParserError:
                 self.parser = None  # uvicorn answers 400 and closes
-        if self.head >= 0:  # still in a request's head after this: it counts against MAX_HEAD
-            self.head += len(data)
-            if self.head > MAX_HEAD:
-                self.parser = None
-                if not self.answered:
-                    self.transport.write(TOO_BIG)
-                self.transport.close()
-                return
+            if self.in_head:  # what is not given whole yet is at most what came since the last piece
+                self.tail = len(data) if self.fired else self.tail + len(data)
+                if self.head + self.tail > MAX_HEAD:
+                    self.parser = None
+                    if not self.heard:
+                        self.transport.write(TOO_BIG)
+                    self.transport.close()
+                    return
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         if self.transport is not None:
-            self.gate._upgrading.pop(self.transport, None)
+            self.gate._tickets.pop(self.transport, None)
         if self.ticket is not None:
             self.ticket.release()
         if self.inner is not None:
             self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        """A response is backed up: the client has `request_timeout` seconds to read some of it
+        (uvicorn waits for ever, holding the connection and its request's task)."""
+        if self.stall is None:
+            self.stall = asyncio.get_running_loop().call_later(self.gate.request_timeout, self._stalled)
         if self.inner is not None:
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         if self.inner is not None:
             self.inner.resume_writing()
 
-    # The request deadline (httptools' callbacks)
+    def _stalled(self) -> None:
+        self.stall = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.gate.timed_out += 1
+            self.transport.abort()
+
+    # The request deadline and the size of its head (httptools' callbacks)
 
     def _arm(self) -> None:
         ticket = self.ticket
@@ -235,24 +268,35 @@ class Guard(asyncio.Protocol):
             ticket.timer = asyncio.get_running_loop().call_later(self.gate.request_timeout, self._expired)
 
     def on_message_begin(self) -> None:
-        self.head = 0
+        self.in_head, self.head, self.tail = True, 0, 0
         self._arm()
 
+    def on_url(self, url: bytes) -> None:
+        self.head += len(url) + 16  # with the method and the protocol
+        self.fired = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head += len(name) + len(value) + 4  # with ": " and CRLF
+        self.fired = True
+
     def on_headers_complete(self) -> None:
-        self.head = -1
+        self.heard, self.in_head = True, False
 
     def on_message_complete(self) -> None:
-        self.answered = True
         if self.ticket is not None:
             self.ticket.stop_timer()
 
     def _expired(self) -> None:
+        """A request still incomplete: 408 if no head arrived whole on this connection (else
+        uvicorn may be writing a response already), and closed."""
         transport = self.transport
         if self.ticket is not None:
             self.ticket.timer = None
         if transport is None or transport.is_closing():
             return
         self.gate.timed_out += 1
-        if not self.answered:
+        if not self.heard:
             transport.write(TOO_SLOW)
-        transport.close()
+            transport.close()
+        else:
+            transport.abort()

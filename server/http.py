@@ -27,13 +27,13 @@ from rooms.errors import (
 )
 from rooms.model import MemberRole, Role, RoomId, RoomKind, User, UserId
 from server.auth import Claims
-from server.broker.memory import MemoryLimiter
+from server.gate import address_key
 from server.hub import Hub
 from server.settings import Settings
 
 log = logging.getLogger("hearth.http")
 MAX_BODY = 16 * 1024
-Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BodyTooLarge(TooLarge):
@@ -51,7 +51,7 @@ def _hub(request: Request) -> Hub:
     return hub
 
 
-def api(handler: Endpoint) -> Endpoint:
+def api(handler: Handler) -> Handler:
     """Turn HearthErrors into `{"error": {...}}` with the matching status."""
 
     async def endpoint(request: Request) -> Response:
@@ -115,14 +115,18 @@ async def throttle(request: Request) -> None:
 
 
 async def throttle_account(request: Request, username: object) -> None:
-    """Login attempts per account (the username asked for, whether it exists or not), from
-    whatever address. Anyone's attempts spend the account's bucket: while it is under attack
-    its owner waits too, but devices already signed in keep their tokens."""
+    """Login attempts per account (the username asked for, whether it exists or not): from
+    one address, `signin_account_rate` and `_burst`; from all addresses together, ten times
+    the rate and three times the burst. A guesser spends its own address's share first, so
+    one address cannot keep an account's owner out (it could keep 60 accounts out before,
+    at its 1 attempt a second); many addresses still can, for the time they keep at it."""
     if isinstance(username, str):
         # Hashed: a username may be 16 KiB of anything, and the limiter needs no usernames.
         name = hashlib.sha256(username.lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
         limits = _hub(request).limits
-        await _take(request, f"signin:acct:{name}", limits.signin_account_rate, limits.signin_account_burst)
+        rate, burst = limits.signin_account_rate, limits.signin_account_burst
+        await _take(request, f"signin:acct:{name}:{client_address(request)}", rate, burst)
+        await _take(request, f"signin:acct:{name}", rate * 10, burst * 3)
 
 
 async def _take(request: Request, key: str, rate: float, burst: float) -> None:
@@ -131,26 +135,15 @@ async def _take(request: Request, key: str, rate: float, burst: float) -> None:
     try:
         wait = await _hub(request).shared.limiter.take(key, rate, burst)
     except Unavailable:
-        fallback: MemoryLimiter = request.app.state.signin_limiter
-        wait = await fallback.take(key, rate, burst)
+        wait = await _hub(request).fallback.take(key, rate, burst)
     if wait:
         raise RateLimited("Too many sign-in attempts. Wait a moment.", retry_after=wait)
 
 
 def client_address(request: Request) -> str:
     """The address sign-ins are counted by: the peer's or, from a proxy listed in
-    HEARTH_TRUSTED_PROXIES, the one it forwarded. An IPv6 client counts by its /64, which
-    one subscriber usually holds whole."""
-    host = request.client.host if request.client else "?"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return host
+    HEARTH_TRUSTED_PROXIES, the one it forwarded; an IPv6 client by its /64."""
+    return address_key(request.client.host if request.client else "?")
 
 
 def _session(hub: Hub, user: User, status: int = 200) -> Response:

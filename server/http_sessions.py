@@ -10,7 +10,6 @@ only read, and why the access log shows `/api/calendar/<token>.ics` instead of t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -18,6 +17,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,7 @@ from server.auth import load_secret
 from server.http import JSON, api, body, signed_in
 from server.hub import Hub
 from server.store.schedule import Attendance, SqlSchedule
+from server.workpool import WorkPool
 
 log = logging.getLogger("hearth.http")
 
@@ -315,10 +316,12 @@ async def unregister(request: Request) -> Response:
 # Calendars
 
 
-async def _ics(name: str, entries: Iterable[tuple[Session, Occurrence, str | None]]) -> Response:
-    """An iCalendar feed of the first MAX_FEED_EVENTS `entries` by start, rendered off the event loop."""
+async def _ics(request: Request, name: str, entries: Iterable[tuple[Session, Occurrence, str | None]]) -> Response:
+    """An iCalendar feed of the first MAX_FEED_EVENTS `entries` by start, rendered off the
+    event loop on the calendars' pool: one at a time, four waiting, the next refused (429)."""
     chosen = sorted(entries, key=lambda e: (e[1].start, e[1].session))[:MAX_FEED_EVENTS]
-    body = await asyncio.to_thread(_calendar, name, chosen)
+    calendars: WorkPool = request.app.state.calendars
+    body = await calendars.run(partial(_calendar, name, chosen))
     headers = {"Cache-Control": "private, max-age=300", "Referrer-Policy": "no-referrer"}
     return Response(body, media_type=ICS_TYPE, headers=headers)
 
@@ -373,7 +376,7 @@ async def room_calendar(request: Request) -> Response:
     for session in sessions:
         for occurrence in await schedule.occurrences(session, start, start + FEED_PAST + FEED_AHEAD):
             entries.append((session, occurrence, None))
-    return await _ics(f"Hearth: {room.name}", entries)
+    return await _ics(request, f"Hearth: {room.name}", entries)
 
 
 async def _my_calendar(request: Request, user: User) -> Response:
@@ -390,7 +393,7 @@ async def _my_calendar(request: Request, user: User) -> Response:
             visible[session.room] = room is not None and policy.can_see_schedule(user, room, membership)
         if visible[session.room]:
             entries.append((session, occurrence, status))
-    return await _ics("Hearth: my sessions", entries)
+    return await _ics(request, "Hearth: my sessions", entries)
 
 
 @api

@@ -22,6 +22,7 @@ from rooms.paging import newest_within
 from rooms.service import RoomService
 from server.auth import Accounts
 from server.broker import Backend, Saturated, Shared
+from server.broker.memory import MemoryLimiter
 from server.closecodes import CLOSE_RESTARTING, CLOSE_UNAUTHENTICATED
 from server.codec import Codec, make_codecs
 from server.committer import GroupCommitter, Outgoing
@@ -72,6 +73,7 @@ class Hub:
         self.outbox = outbox  # where reminders for e-mail and SMS go
         self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
         self.budgets: dict[str, Budget] = {}  # bytes held back per user, for their connections here
+        self.fallback = MemoryLimiter()  # this worker's own limits, while the shared ones are away
         self.local = PresenceTracker()  # this worker's connections per room (what heartbeats renew)
         self.feeds: dict[RoomId, RoomFeed] = {}
         self._feed_locks: dict[RoomId, asyncio.Lock] = {}
@@ -99,8 +101,11 @@ class Hub:
         """A connection signed in; refuses one over the user's connection limit (all workers)."""
         if self.draining:
             raise Unavailable("Hearth is restarting. Reconnect and resume.")
-        allowed = await self._shared(self.shared.limiter.open_conn(user.id, conn.id, self.limits.user_connections))
-        if allowed is False:
+        limit = self.limits.user_connections
+        allowed = await self._shared(self.shared.limiter.open_conn(user.id, conn.id, limit))
+        if allowed is None:  # shared state is away: this worker's own count, at least
+            allowed = sum(c.user_id == user.id for c in self.registry.all()) < limit
+        if not allowed:
             raise RateLimited("Too many open connections for this account. Close one and retry.", retry_after=5.0)
         conn.user = user
         conn.token_id = token_id
@@ -109,10 +114,12 @@ class Hub:
         self.registry.add(conn)
 
     async def check_user_rate(self, user: User) -> None:
-        """The per-user rate of durable events, counted across every worker."""
-        wait = await self._shared(
-            self.shared.limiter.take(f"{user.id}:events", self.limits.user_rate, self.limits.user_burst)
-        )
+        """The per-user rate of durable events, counted across every worker (by this worker
+        alone while shared state is away)."""
+        key, rate, burst = f"{user.id}:events", self.limits.user_rate, self.limits.user_burst
+        wait = await self._shared(self.shared.limiter.take(key, rate, burst))
+        if wait is None:
+            wait = await self.fallback.take(key, rate, burst)
         if wait:
             raise RateLimited("You are sending too fast. Slow down.", retry_after=wait)
 
@@ -252,8 +259,8 @@ class Hub:
         """`user`'s role in `room` changed: every worker forgets what it remembered of it and
         gives that user's open connections there the rights of the new role (a facilitator
         made a member stops seeing the lobby's knocks and the attendance at once)."""
-        await self._recheck(room, user)
         await self._publish_one(CONTROL, {"membership": [room, user], ORIGIN: self.worker})
+        await self._recheck(room, user)
 
     async def _recheck(self, room: RoomId, user: UserId) -> None:
         self.directory.recent.drop(("member", room, user))
@@ -274,21 +281,28 @@ class Hub:
                 async with self.broker.subscribe(CONTROL) as messages:
                     async for raw in messages:
                         notice = msgpack.unpackb(raw, raw=False)
-                        if notice.get(ORIGIN) == self.worker:
-                            continue
-                        if "membership" in notice:
-                            room, user = notice["membership"]
-                            await self._recheck(RoomId(room), UserId(user))
-                        elif "revoked" in notice:
-                            self.revoke(notice["revoked"])
-                        else:
-                            self._notify_local(set(notice["users"]), notice["event"])
+                        if notice.get(ORIGIN) != self.worker:
+                            await self._act_on(notice)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._note_degraded("broker")
                 log.debug("control channel: %s", type(exc).__name__)
             await asyncio.sleep(1.0)
+
+    async def _act_on(self, notice: Mapping[str, Any]) -> None:
+        """One notice from another worker. A failure here (the store, for a role) is logged
+        and the listening goes on: the subscription is not what failed."""
+        try:
+            if "membership" in notice:
+                room, user = notice["membership"]
+                await self._recheck(RoomId(room), UserId(user))
+            elif "revoked" in notice:
+                self.revoke(notice["revoked"])
+            else:
+                self._notify_local(set(notice["users"]), notice["event"])
+        except Exception:
+            log.exception("control notice failed")
 
     @staticmethod
     def card(conn: Connection, room: RoomId) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
     )
     endpoint = app.state.endpoint = Endpoint(app, gate)
     websockets = WebSockets(
-        endpoint, max_size=limits.hard_frame, ping_interval=limits.ping_interval, close_timeout=limits.close_timeout
+        endpoint, max_size=limits.auth_frame, ping_interval=limits.ping_interval, close_timeout=limits.close_timeout
     )
     options: dict[str, object] = {
         "host": settings.host,

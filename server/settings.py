@@ -24,6 +24,7 @@ class Limits:
     # Frames
     max_frame: int = 64 * 1024  # bytes; larger frames get `too_large`
     hard_frame: int = 1024 * 1024  # bytes; larger frames are refused by the websocket layer (1009)
+    auth_frame: int = 4096  # bytes a frame may be before `auth` succeeded (an `auth` is a few hundred)
     max_text: int = 4000  # characters of a message
     max_depth: int = 16  # nesting of maps and lists in one frame
     # Timeouts

@@ -11,9 +11,11 @@ thousands of mostly idle phones needs:
   (`Codec.frame`: whole, unmasked frames, as a server's always are) and hands the same
   bytes to every member's `write_frame`, which writes them while the socket is open: no
   task, no copy, no await per member.
-- One message at a time. A complete message waits in the socket's inbox for the
-  connection's reader, and the socket stops reading until it is taken: a client cannot
-  pile messages up in the server's memory, TCP holds them back instead.
+- Reading only while it costs nothing. The socket stops reading while a message waits in
+  its inbox for the connection's reader, and while its own writes are backed up (a client
+  that does not read cannot make it answer pings into memory without end): TCP holds the
+  client back instead. Before `auth`, a message may be 4 KiB at most, refused as its
+  header arrives (`allow_messages` raises it once the socket is signed in).
 - A keepalive ping, and a close that always ends. Once a close is under way (either side,
   or a keepalive that got no pong) the socket keeps reading, so the client's close frame
   and pongs are taken in, and at most `close_timeout` seconds later it is aborted if it is
@@ -24,7 +26,9 @@ thousands of mostly idle phones needs:
   read soon after the phone reads again.
 
 uvicorn parses the HTTP request and hands the upgraded connection over (`WebSockets`, the
-factory given to uvicorn as `ws=`); `tests/contract/test_uvicorn.py` holds that hand-over.
+factory given to uvicorn as `ws=`); `tests/contract/test_libraries.py` holds that hand-over,
+and the two places where this module reaches past websockets' documented API (`release`,
+`Socket.allow_messages`).
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ class Socket(asyncio.Protocol):
 
     __slots__ = (
         "endpoint", "ws", "transport", "slot", "on_writable", "_loop", "_open", "_paused", "_read_paused",
-        "_inbox", "_waiter", "_parts", "_parts_text", "_ping", "_ping_timer", "_pong_timer", "_abort_timer",
+        "_queued", "_inbox", "_waiter", "_parts", "_parts_text", "_ping", "_ping_timer", "_pong_timer",
+        "_abort_timer",
         "_ping_interval", "_ping_timeout", "_close_timeout", "__weakref__",
     )  # fmt: skip
 
@@ -125,6 +130,7 @@ class Socket(asyncio.Protocol):
         self._open = False  # the handshake is done and no close has been sent or received
         self._paused = False  # the transport's buffer is over its high-water mark
         self._read_paused = False
+        self._queued = 0  # messages in the inbox that the reader has not taken
         self._inbox: list[Message] = []
         self._waiter: asyncio.Future[None] | None = None
         self._parts: list[bytes] | None = None  # the frames of a fragmented message so far
@@ -180,17 +186,38 @@ class Socket(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._sync_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._sync_reading()
         if self.on_writable is not None:
             self.on_writable()
+
+    def _sync_reading(self) -> None:
+        """Read from the client unless a message of theirs waits to be taken, or what is
+        written to them is backed up (pongs and close replies are written whatever the
+        backlog, so a client that does not read must not be read from either)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        stop = self._paused or self._queued > 0
+        if stop != self._read_paused:
+            self._read_paused = stop
+            if stop:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     # The websocket's side
 
     def _handshake(self, request: Request) -> None:
-        refused = self.endpoint.check(request, self)
         ws = self.ws
+        try:
+            refused = self.endpoint.check(request, self)
+        except Exception:
+            log.exception("websocket handshake check failed")
+            refused = (500, "Internal Server Error\n")
         response: Response = ws.reject(*refused) if refused is not None else ws.accept(request)
         ws.send_response(response)
         if response.status_code != 101:
@@ -200,7 +227,11 @@ class Socket(asyncio.Protocol):
         if self._ping_interval > 0:
             self._ping_timer = self._loop.call_later(self._ping_interval, self._send_ping)
         self._write_pending()  # the 101 goes out before anything the endpoint writes
-        self.endpoint.opened(self, request)
+        try:
+            self.endpoint.opened(self, request)
+        except Exception:
+            log.exception("websocket start failed")
+            self.close_with(1011, "internal error")
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -240,9 +271,8 @@ class Socket(asyncio.Protocol):
         if not self._open:
             return  # past a close: read and dropped, until the client's close frame arrives
         self._put(Incoming(text, data))
-        if not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
+        self._queued += 1
+        self._sync_reading()
 
     def _write_pending(self) -> None:
         """Write what websockets has for the network; its empty bytes mean: end the stream."""
@@ -258,12 +288,9 @@ class Socket(asyncio.Protocol):
             self._close_soon()
 
     def _close_soon(self) -> None:
-        """The connection is ending: keep reading (the client's close frame, its pongs), and
-        abort it if it is still there `close_timeout` seconds from now. `transport.close()`
+        """The connection is ending: it is read as before (for the client's close frame), and
+        aborted if it is still there `close_timeout` seconds from now. `transport.close()`
         alone would wait for ever for a client that stopped reading to take what is buffered."""
-        if self._read_paused and self.transport is not None and not self.transport.is_closing():
-            self._read_paused = False
-            self.transport.resume_reading()
         if self._abort_timer is None and self.transport is not None:
             self._abort_timer = self._loop.call_later(self._close_timeout, self._abort)
 
@@ -292,6 +319,9 @@ class Socket(asyncio.Protocol):
         self._pong_timer = self._loop.call_later(self._ping_timeout, self._no_pong)
 
     def _no_pong(self) -> None:
+        if self._queued:  # the pong may be waiting unread behind a command still being run
+            self._pong_timer = self._loop.call_later(self._ping_timeout, self._no_pong)
+            return
         self._pong_timer = None
         self._ping = None
         log.info("no pong to the keepalive ping: closing")
@@ -332,10 +362,15 @@ class Socket(asyncio.Protocol):
             finally:
                 self._waiter = None
         message = self._inbox.pop(0)
-        if self._read_paused and not self._inbox and self.transport is not None and not self.transport.is_closing():
-            self._read_paused = False
-            self.transport.resume_reading()
+        if isinstance(message, Incoming):
+            self._queued -= 1
+            self._sync_reading()
         return message
+
+    def allow_messages(self, size: int) -> None:
+        """Take messages of up to `size` bytes from now on (the socket is signed in). websockets
+        reads its `max_message_size` for each frame it parses; it has no documented setter."""
+        self.ws.max_message_size = size
 
     def _put(self, message: Message) -> None:
         if isinstance(message, Closed) and any(isinstance(m, Closed) for m in self._inbox):
@@ -366,6 +401,7 @@ class WebSockets:
     request already and passes it on as bytes, which the socket parses once more."""
 
     def __init__(self, endpoint: Endpoint, *, max_size: int, ping_interval: float, close_timeout: float) -> None:
+        """`max_size`: the most a message may be until the socket is signed in."""
         self.endpoint = endpoint
         self.max_size = max_size
         self.ping_interval = ping_interval

@@ -3,7 +3,7 @@ task per connection: `auth` first, then commands until the socket closes.
 
 A frame costs nothing before it has been paid for and is small enough: its size is checked
 on the bytes, and, once signed in, a token of the connection's rate is spent, before it is
-decoded. Before `auth` only a small first frame is decoded at all.
+decoded. Before `auth` the socket takes messages of `limits.auth_frame` bytes at most.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from server.transport import Incoming, Socket
 log = logging.getLogger("hearth.ws")
 
 PATH = "/ws"
-AUTH_FRAME = 4096  # bytes: the most a first frame may be (an `auth` is a few hundred)
 
 
 def select(ws: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -56,7 +55,7 @@ class Endpoint:
     def __init__(self, app: Starlette, gate: Gate) -> None:
         self.app = app
         self.gate = gate
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.serving: dict[asyncio.Task[None], Connection] = {}  # every socket's task, signed in or not
 
     @property
     def hub(self) -> Hub:
@@ -72,7 +71,10 @@ class Endpoint:
             return 404, "Not Found\n"
         if hub.draining:  # restarting: the client should try another worker
             return 503, "Restarting: connect again.\n"
-        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), hub.settings):
+        origins, hosts = request.headers.get_all("Origin"), request.headers.get_all("Host")
+        if len(origins) > 1 or len(hosts) > 1:
+            return 400, "One Origin and one Host, please.\n"
+        if not origin_allowed(origins[0] if origins else None, hosts[0] if hosts else None, hub.settings):
             log.info("websocket refused: origin not allowed")
             return 403, "Origin not allowed.\n"
         return None
@@ -86,8 +88,20 @@ class Endpoint:
         if chosen is None and offered:
             conn.close_soon(CLOSE_PROTOCOL, "unknown encoding")
         task = asyncio.get_running_loop().create_task(serve(hub, conn))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.serving[task] = conn
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        del self.serving[task]
+
+    async def close(self) -> None:
+        """Shutting down: close the sockets still open (those not signed in: the hub's drain
+        closed the others) with 1012, and wait for their tasks to end (bound it by the caller's
+        timeout: a socket is reset `close_timeout` after its close at the latest)."""
+        for conn in list(self.serving.values()):
+            conn.close_soon(CLOSE_RESTARTING, "restarting: reconnect and resume")
+        if self.serving:
+            await asyncio.wait(list(self.serving))
 
 
 async def serve(hub: Hub, conn: Connection) -> None:
@@ -155,12 +169,8 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
     frame: dict[str, Any] | None = None
     try:
         async with asyncio.timeout(hub.limits.auth_timeout):
-            message = conn.payload(await conn.receive())
-            if len(message.data) > AUTH_FRAME:
-                reply_error(conn, None, TooLarge("Authenticate first, with a small `auth` frame."))
-                conn.close_soon(CLOSE_UNAUTHENTICATED, "authenticate first")
-                return False
-            frame = decode(conn, message)
+            # (over `limits.auth_frame`, the socket refused it as its header arrived: 1009)
+            frame = decode(conn, conn.payload(await conn.receive()))
             if conn.closing:
                 return False
             if frame is None or frame.get("op") != "auth" or command_id(frame) is None:
@@ -168,6 +178,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
                 return False
             user, claims = await hub.accounts.authenticate(frame.get("token"))
             await hub.register(conn, user, claims.jti)
+            conn.wire.allow_messages(hub.limits.hard_frame)
     except TimeoutError:
         conn.close_soon(CLOSE_UNAUTHENTICATED, "authentication timed out")
         return False

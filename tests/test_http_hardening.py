@@ -138,7 +138,8 @@ async def test_a_trusted_proxys_forwarded_address_is_counted_by_itself(tmp_path:
 
 async def test_concurrent_wrong_passwords_for_one_account_stop_at_its_burst(tmp_path: Path) -> None:
     """24 wrong passwords for one account at once, from as many addresses: the account's
-    burst (5) are checked, the rest get 429 with retry_after, the right password too."""
+    burst from all addresses together (3 x 5) are checked, the rest get 429 with
+    retry_after, the right password too."""
     settings = test_settings(tmp_path, signin_account_rate=0.001, signin_account_burst=5)
     settings = settings.with_(trusted_proxies=("127.0.0.1",))
     async with serving(settings) as (_, api):
@@ -146,9 +147,21 @@ async def test_concurrent_wrong_passwords_for_one_account_stop_at_its_burst(tmp_
         answers = await asyncio.gather(
             *(login(api.http, account.username.upper(), **{"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(24))
         )
-        assert sorted(answers) == [401] * 5 + [429] * 19
-        assert await login(api.http, account.username, "correct horse") == 429
+        assert sorted(answers) == [401] * 15 + [429] * 9
+        assert await login(api.http, account.username, "correct horse", **{"X-Forwarded-For": "198.51.100.7"}) == 429
         assert await login(api.http, "someone-else", "correct horse") == 401  # other accounts are not held up
+
+
+async def test_one_address_guessing_an_account_does_not_keep_its_owner_out(tmp_path: Path) -> None:
+    """Ten wrong passwords from one address stop at that address's burst for the account
+    (5); the owner, from another address, signs in."""
+    settings = test_settings(tmp_path, signin_account_rate=0.001, signin_account_burst=5)
+    settings = settings.with_(trusted_proxies=("127.0.0.1",))
+    async with serving(settings) as (_, api):
+        account = await api.signup()
+        guesses = [await login(api.http, account.username, **{"X-Forwarded-For": "203.0.113.9"}) for _ in range(10)]
+        assert guesses == [401] * 5 + [429] * 5
+        assert await login(api.http, account.username, "correct horse", **{"X-Forwarded-For": "198.51.100.7"}) == 200
 
 
 async def test_an_accounts_sign_in_limit_counts_attempts_on_every_worker(

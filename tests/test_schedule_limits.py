@@ -251,6 +251,26 @@ async def test_a_room_feed_of_six_daily_sessions_holds_1000_events_and_the_worke
     assert len(starts) == 1000 and starts[-1] < datetime.now(UTC) + timedelta(days=200)  # the first by start
 
 
+async def test_a_flood_of_calendar_feeds_is_shed_with_429_and_the_worker_keeps_serving(daily: Group) -> None:
+    """Twelve room feeds at once, each of 1000 events: one renders at a time and four wait,
+    the rest get 429 at once (every one used to be taken, a queue of work without end)."""
+    g = daily
+    for hour in range(10, 15):
+        fields = {**DAILY, "start": f"2026-12-03T{hour}:00"}
+        r = await g.http.post(f"/api/rooms/{g.room}/sessions", json=fields, headers=auth(g.staff))
+        assert r.status_code == 201, r.text
+    async with HealthProbe(g.proc.http_url) as probe:
+        answers = await asyncio.gather(
+            *(g.http.get(f"/api/rooms/{g.room}/calendar.ics", headers=auth(g.member)) for _ in range(12))
+        )
+    statuses = sorted(r.status_code for r in answers)
+    record_figure("twelve room feeds at once", "/healthz worst", probe.worst * 1000, "ms")
+    assert statuses.count(200) >= 5 and set(statuses) <= {200, 429}, statuses
+    assert statuses.count(429) >= 1, statuses
+    assert all(r.json()["error"]["code"] == "rate_limited" for r in answers if r.status_code == 429)
+    assert probe.worst < STALL, f"/healthz waited {probe.worst:.3f} s"
+
+
 async def test_a_calendar_token_with_characters_outside_base64url_gets_401(server: Running, api: Api) -> None:
     """hmac.compare_digest raised TypeError on a non-ASCII signature: a 500. Now a plain 401."""
     member = await api.signup()

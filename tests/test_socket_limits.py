@@ -7,6 +7,10 @@ everyone else is still served."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -29,6 +33,7 @@ from tests.conftest import (
     process_room,
     record_figure,
     serving,
+    start_server,
     test_settings,
 )
 
@@ -82,20 +87,71 @@ async def proc(tmp_path: Path) -> Any:
 
 @pytest.mark.parametrize("encoding", [JSON, MSGPACK])
 async def test_a_huge_first_frame_is_refused_unread_while_others_are_served(proc: ServerProcess, encoding: str) -> None:
-    """A first frame of a million empty arrays, with no sign-in, on four sockets at once: each
-    gets `too_large` and 4401 without being decoded, and /healthz answers all the while."""
+    """A first frame of a million empty arrays, with no sign-in, on four sockets at once:
+    each is refused with 1009 as its header arrives (before `auth` a message is 4 KiB at
+    most), never decoded, and /healthz answers all the while."""
     frame = million_arrays(encoding)
     sockets = [await raw_socket(proc, encoding) for _ in range(4)]
     async with HealthProbe(proc.http_url) as probe:
         await asyncio.gather(*(ws.send(frame if encoding == MSGPACK else frame.decode()) for ws in sockets))
         for ws in sockets:
-            reply = read(encoding, await asyncio.wait_for(ws.recv(), TIMEOUT))
-            assert reply["id"] is None and reply["error"]["code"] == "too_large"
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), TIMEOUT)
-            assert ws.close_code == 4401
+            assert ws.close_code == 1009
     record_figure("huge first frame", "slowest /healthz", probe.worst * 1000, "ms")
     assert probe.worst < 0.25, f"/healthz waited {probe.worst:.3f} s"  # decoding one took 0.36-0.6 s
+
+
+async def test_sockets_not_signed_in_cannot_make_the_worker_hold_big_frames(proc: ServerProcess) -> None:
+    """100 sockets without `auth`, each sending a first frame just under 1 MiB: each is
+    refused by its header (1009), and the worker does not buffer them (it grew by 108 MB
+    when it took up to 1 MiB before sign-in)."""
+    assert proc.proc is not None
+    reset_peak(proc.proc.pid)
+    before = vm_kb(proc.proc.pid, "VmRSS")
+    sockets = [await raw_socket(proc, MSGPACK) for _ in range(100)]
+    await asyncio.gather(*(ws.send(b"\x00" * (MIB - 1)) for ws in sockets), return_exceptions=True)
+    for ws in sockets:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 1009
+    grown = (vm_kb(proc.proc.pid, "VmHWM") - before) / 1024
+    record_figure("100 big first frames", "worker memory grown", grown, "MB")
+    assert grown < 30, f"the worker grew by {grown:.0f} MB"
+
+
+async def test_a_socket_that_pings_without_reading_cannot_grow_the_worker(proc: ServerProcess) -> None:
+    """A socket, not signed in, that sends pings for 4 s and reads none of the pongs: the
+    worker stops reading from it once its answers back up, and grows by a few megabytes at
+    most (its buffer for the pongs reached 183 MB in 8 s when it read on)."""
+    assert proc.proc is not None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", proc.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    ping = bytes([0x89, 0x80 | 125]) + b"\x00\x00\x00\x00" + b"p" * 125  # masked with zeros
+    reset_peak(proc.proc.pid)
+    before = vm_kb(proc.proc.pid, "VmRSS")
+    deadline = time.monotonic() + 4
+    sent = 0
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while time.monotonic() < deadline:
+            writer.write(ping * 64)
+            async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                await writer.drain()  # blocks once the worker stops reading
+            sent += 64 * len(ping)
+    grown = (vm_kb(proc.proc.pid, "VmHWM") - before) / 1024
+    record_figure("pings never read", "worker memory grown", grown, "MB")
+    record_figure("pings never read", "pings taken", sent / MIB, "MB")
+    writer.transport.abort()
+    assert grown < 20, f"the worker grew by {grown:.0f} MB"
 
 
 @pytest.mark.parametrize("encoding", [JSON, MSGPACK])
@@ -386,3 +442,84 @@ async def test_a_request_head_past_64_kib_is_answered_431_and_closed(tmp_path: P
         assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"reset", answer[:100]
         assert (await api.http.get("/healthz")).status_code == 200
         writer.close()
+
+
+async def test_a_request_head_split_over_reads_is_cut_at_64_kib_all_the_same(tmp_path: Path) -> None:
+    """120 KiB of headers in two reads of 60 KiB: refused like one read of them."""
+    async with serving(test_settings(tmp_path)) as (running, api):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        lines = b"".join(b"X-Filler-%04d: " % i + b"a" * 84 + b"\r\n" for i in range(1200))
+        answer = b""
+        try:
+            for part in (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines[:60_000], lines[60_000:] + b"\r\n"):
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            answer = await read_all(reader)
+        except ConnectionError:
+            answer = b"reset"
+        assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"reset", answer[:100]
+        writer.close()
+
+
+async def test_a_response_not_read_does_not_hold_the_connection(tmp_path: Path) -> None:
+    """Five clients that each ask for the page 200 times over and read none of it: each is
+    let go `request_timeout` (2 s here) after its answers back up, not held for ever."""
+    async with serving(test_settings(tmp_path, request_timeout=2.0)) as (running, api):
+        await api.http.aclose()
+        gate, loop = running.app.state.gate, asyncio.get_running_loop()
+        sockets = []
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", running.port))
+            await loop.sock_sendall(sock, b"GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 200)
+            sockets.append(sock)
+        started = time.monotonic()
+        async with asyncio.timeout(4 * TIMEOUT):
+            while gate.count:  # noqa: ASYNC110 (the server's count: no event to wait on)
+                await asyncio.sleep(0.05)
+        record_figure("responses never read", "connections let go after", (time.monotonic() - started) * 1000, "ms")
+        for sock in sockets:
+            sock.close()
+
+
+async def test_an_early_answer_is_not_followed_by_a_408(tmp_path: Path) -> None:
+    """A request whose body never comes, answered without reading it: one answer, then the
+    connection is closed at the deadline, with no 408 written after the 200."""
+    async with serving(test_settings(tmp_path, request_timeout=1.0)) as (running, api):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n")
+        try:
+            answer = await read_all(reader)
+        except ConnectionResetError:
+            answer = b""
+        assert answer.count(b"HTTP/1.1 ") <= 1 and b" 408 " not in answer, answer
+        writer.close()
+
+
+async def test_a_handshake_with_two_origins_is_refused_with_400(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two Origin headers (or two Host headers): 400, and nothing fails on the way."""
+    async with serving(test_settings(tmp_path)) as (running, api):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: http://evil.example\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = await read_all(reader)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_sockets_not_signed_in_are_closed_with_1012_when_the_worker_stops(tmp_path: Path) -> None:
+    """A socket that has not sent `auth` when the worker stops is told to reconnect (1012)."""
+    running = await start_server(test_settings(tmp_path))
+    client = await open_client(running)
+    await running.stop()
+    assert await client.close_code() == 1012

@@ -4,6 +4,7 @@ for every backend."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -60,20 +61,35 @@ _: type[Broker] = MemoryBroker
 
 
 class MemoryLimiter:
-    """Limits of a single process: token buckets and connection counts in dicts."""
+    """Limits of a single process: token buckets and connection counts in dicts.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    At most `size` buckets are kept. Past that, buckets that have refilled are dropped (a new
+    one is the same), then the least recently used: never all at once, which would hand
+    everyone their burst again (and anyone can make keys: every username tried makes one).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, size: int = 100_000) -> None:
         self.clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
+        self.size = size
+        self._buckets: dict[str, TokenBucket] = {}  # least recently used first
         self._conns: dict[str, set[str]] = {}
 
     async def take(self, key: str, rate: float, burst: float) -> float:
-        bucket = self._buckets.get(key)
+        now = self.clock()
+        bucket = self._buckets.pop(key, None)
         if bucket is None:
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()
-            bucket = self._buckets[key] = TokenBucket(rate, burst, self.clock())
-        return bucket.take(self.clock())
+            if len(self._buckets) >= self.size:
+                self._evict(now)
+            bucket = TokenBucket(rate, burst, now)
+        self._buckets[key] = bucket
+        return bucket.take(now)
+
+    def _evict(self, now: float) -> None:
+        full = [key for key, bucket in self._buckets.items() if bucket.full(now)]
+        if len(full) < self.size // 4:
+            full += list(itertools.islice(self._buckets, self.size // 4 - len(full)))
+        for key in full:
+            self._buckets.pop(key, None)
 
     async def open_conn(self, user: UserId, conn: str, limit: int) -> bool:
         conns = self._conns.setdefault(user, set())

@@ -244,7 +244,6 @@ class RedisCommands:
 # What each failure means, for the log: the exception's own text may carry addresses or
 # arguments, so only its type and this sentence are shown.
 _MEANINGS: list[tuple[type[BaseException], str]] = [
-    (rx.MaxConnectionsError, "Every pooled Redis connection of this worker was in use."),
     (rx.AuthenticationError, "Redis refused the credentials."),
     (rx.BusyLoadingError, "Redis is loading its data set."),
     (rx.ConnectionError, "Redis refused or dropped the connection."),
@@ -259,11 +258,11 @@ _MEANINGS: list[tuple[type[BaseException], str]] = [
 
 
 def unavailable(exc: BaseException) -> Unavailable:
-    """A Redis failure as the error callers handle, its message saying what it means; running
-    out of pooled connections is this worker's load (`Saturated`), not Redis down."""
+    """A Redis failure as the error callers handle, its message saying what it means. (The
+    pool never runs out: it holds a connection per lane, and no more lanes than that fly.)"""
     if isinstance(exc, Unavailable):
         return exc
     for kind, meaning in _MEANINGS:
         if isinstance(exc, kind):
-            return Saturated(meaning) if kind is rx.MaxConnectionsError else Unavailable(meaning)
+            return Unavailable(meaning)
     return Unavailable("A call to Redis failed unexpectedly.")
