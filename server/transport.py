@@ -105,8 +105,7 @@ class Socket(asyncio.Protocol):
     __slots__ = (
         "endpoint", "ws", "transport", "slot", "on_writable", "_loop", "_open", "_paused", "_read_paused",
         "_queued", "_inbox", "_waiter", "_parts", "_parts_text", "_ping", "_ping_timer", "_pong_timer",
-        "_abort_timer",
-        "_ping_interval", "_ping_timeout", "_close_timeout", "__weakref__",
+        "_abort_timer", "_ping_interval", "_ping_timeout", "_close_timeout", "__weakref__",
     )  # fmt: skip
 
     def __init__(
