@@ -1,10 +1,12 @@
 """Group commit: sends waiting at the same moment share one transaction.
 
-The commit rate, not the message rate, bounds the store. Each event is acknowledged only
-after its transaction committed. A second task publishes committed events to the other
-workers, in commit order, without holding the next commit back for the broker's round trip
-(events committed meanwhile go out together); this worker's members get them right after
-that publish is written.
+The path of one `send` (server.dispatch.op_send → `submit`): the event waits in the queue;
+`_commit` writes it to the store with the others of its batch, acknowledges each sender
+(the reply carries the seq), hands the events to the publisher task for the other workers,
+and delivers them to this worker's members (`server.fanout.Fanout.deliver`, which puts them
+in each room's feed: `server.feed.RoomFeed`). The commit rate, not the message rate, bounds
+the store; the publisher writes to the broker in commit order without holding the next
+commit back for its round trip (events committed meanwhile go out together).
 """
 
 from __future__ import annotations
@@ -13,34 +15,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 
 from rooms.errors import HearthError, Internal
-from rooms.model import Event, NewEvent, RoomId
+from rooms.model import Event, NewEvent
 from rooms.ports import TranscriptStore
+from server.fanout import Fanout, Outgoing
 from server.metrics import Metrics
 
 log = logging.getLogger("hearth.commit")
-
-Outgoing = tuple[RoomId, bytes]  # an event for the broker: its room and its packed bytes
 
 
 class GroupCommitter:
     """Two tasks per worker, one committing and one publishing; `submit()` queues an event
     and returns its future."""
 
-    def __init__(
-        self,
-        store: TranscriptStore,
-        prepare: Callable[[list[Event]], tuple[list[Outgoing], Callable[[], None]]],
-        broadcast: Callable[[list[Outgoing]], Awaitable[None]],
-        *,
-        max_batch: int,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, store: TranscriptStore, fanout: Fanout, *, max_batch: int, metrics: Metrics) -> None:
         self.store = store
-        self.prepare = prepare  # what the broker carries, and the delivery here (never raises)
-        self.broadcast = broadcast  # to the other workers
+        self.fanout = fanout
         self.metrics = metrics
         self.max_batch = max_batch
         self._queue: deque[tuple[NewEvent, asyncio.Future[Event]]] = deque()
@@ -112,7 +103,8 @@ class GroupCommitter:
         committed = [result for result in results if isinstance(result, Event)]
         if not committed:
             return
-        outgoing, deliver = self.prepare(committed)
+        batches = self.fanout.batches(committed)
+        outgoing = self.fanout.outgoing(batches)
         if outgoing:  # (nothing to publish with a broker inside this process)
             self._outgoing.extend(outgoing)
             self._sent.clear()
@@ -120,7 +112,7 @@ class GroupCommitter:
             # One turn of the loop: the publisher writes them to the broker before this
             # worker's members are written to, so the other workers start sooner.
             await asyncio.sleep(0)
-        deliver()
+        self.fanout.deliver(batches)
 
     async def _publish(self) -> None:
         while True:
@@ -129,7 +121,7 @@ class GroupCommitter:
             while self._outgoing:
                 outgoing, self._outgoing = self._outgoing, []
                 try:
-                    await self.broadcast(outgoing)
+                    await self.fanout.publish(outgoing)
                 except Exception:  # durable already; other workers fill the gap from the store
                     log.exception("publish of %d events failed", len(outgoing))
             self._sent.set()

@@ -18,7 +18,7 @@ from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal,
 from rooms.model import Event, RoomId, Seq, UserId, iso_ts
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
-from server.fanout import RoomFeed
+from server.feed import RoomFeed
 from server.hub import Hub
 from server.live import now_ms
 
@@ -90,12 +90,12 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     conn.mark(room.id, on_duty=on_duty)
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
-    await hub.join(conn, room, since, reply, facilitator=facilitator)
+    await hub.joins.join(conn, room, since, reply, facilitator=facilitator)
     return None
 
 
 async def op_leave(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    await hub.leave(conn, joined_room(conn, args))
+    await hub.joins.leave(conn, joined_room(conn, args))
     return {}
 
 
@@ -106,9 +106,9 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     client_id = arg_str(args, "client_id", max_len=64)
     reply_to = arg_int(args, "reply_to", low=1, optional=True)
     may_post(hub, conn, room, message=True)
-    latest = hub.feeds[room].last
+    latest = hub.fanout.feeds[room].last
     new = hub.service.new_message(conn.user, room, text, client_id, reply_to, latest)
-    await hub.check_user_rate(conn.user)
+    await hub.quotas.events(conn.user)
     return hub.committer.submit(new)
 
 
@@ -120,7 +120,7 @@ async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     text = arg_str(args, "text", max_len=hub.limits.max_frame)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
     new = await hub.service.new_edit(conn.user, room, target, text, client_id)
-    await hub.check_user_rate(conn.user)
+    await hub.quotas.events(conn.user)
     return hub.committer.submit(new)
 
 
@@ -131,7 +131,7 @@ async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Repl
     target = Seq(arg_int(args, "target", low=1))
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
     new = await hub.service.new_delete(conn.user, room, target, client_id)
-    await hub.check_user_rate(conn.user)
+    await hub.quotas.events(conn.user)
     return hub.committer.submit(new)
 
 
@@ -143,14 +143,14 @@ async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply
     emoji = arg_str(args, "emoji", max_len=64)
     client_id = arg_str(args, "client_id", max_len=64, optional=True)
     new = hub.service.new_reaction(conn.user, room, target, emoji, arg_bool(args, "remove"), client_id)
-    await hub.check_user_rate(conn.user)
+    await hub.quotas.events(conn.user)
     return hub.committer.submit(new)
 
 
 def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, str]:
     room = joined_room(conn, args)
     assert conn.user is not None
-    return hub.feeds[room], conn.user.id
+    return hub.fanout.feeds[room], conn.user.id
 
 
 async def room_staff(hub: Hub, room: RoomId, user: str) -> bool:
@@ -163,7 +163,7 @@ async def room_staff(hub: Hub, room: RoomId, user: str) -> bool:
 def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
     """The lobby and removal rules for anything a member does in a room; for a `message`,
     mute and floor-only mode too."""
-    live.may_send(hub.feeds[room].live, conn.user_id, staff=room in conn.facilitating, message=message)
+    live.may_send(hub.fanout.feeds[room].live, conn.user_id, staff=room in conn.facilitating, message=message)
 
 
 Plan = Callable[[], Mapping[str, Any] | list[dict[str, Any]]]
@@ -173,12 +173,12 @@ async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> R
     """Plan a session change against the current state and commit it, one change at a time
     per room across workers (so two facilitators cannot both take the last place)."""
     assert conn.user is not None
-    await hub.check_user_rate(conn.user)  # before queueing for the turn: a refused storm holds no lease
+    await hub.quotas.events(conn.user)  # before queueing for the turn: a refused storm holds no lease
     async with hub.desk.turn(feed.room, feed):
         planned = plan()
         bodies = planned if isinstance(planned, list) else [planned]
         for _ in bodies[1:]:  # a command that commits several events (a check-in answer) pays for each
-            await hub.check_user_rate(conn.user)
+            await hub.quotas.events(conn.user)
         event = await hub.desk.commit(feed, conn.user, *bodies)
     return _stamp(event)
 
@@ -212,7 +212,7 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             capacity=arg_int(args, "capacity", low=1, high=1000, optional=True),
             auto_admit=False,  # automatic admission is for registered members of a scheduled session
             registered=[],
-            present=[c["id"] for c in await hub.members(feed.room)],
+            present=[c["id"] for c in await hub.roster.members(feed.room)],
         )
     elif action in ("start", "end"):
         plan = partial(live.plan_state, feed.live, user, action)
@@ -304,7 +304,7 @@ async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     """start (facilitators) | answer with `mood` 1–5 and an optional `word`, or `pass`"""
     feed, user = live_room(hub, conn, args)
     if args.get("action") == "start":
-        present = [c["id"] for c in await hub.members(feed.room)]
+        present = [c["id"] for c in await hub.roster.members(feed.room)]
         return await committed(hub, conn, feed, partial(live.plan_checkin_start, feed.live, user, present))
     mood = arg_int(args, "mood", low=1, high=5, optional=True)
     word = arg_str(args, "word", max_len=hub.limits.max_frame, optional=True)
@@ -327,17 +327,17 @@ async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     limit = arg_int(args, "limit", low=1, high=hub.limits.history_max, optional=True) or 50
     events = await hub.store.read_before(room, before, limit)
     wire = [e.to_wire() for e in events]
-    if conn.id in hub.feeds[room].waiting:  # in a session's lobby: its outline and their own
+    if conn.id in hub.fanout.feeds[room].waiting:  # in a session's lobby: its outline and their own
         shown = [dict(seen) for e in wire if (seen := live.for_lobby(e, conn.user_id)) is not None]
     else:
         shown = [e for e in wire if conn.sees(room, e)]
-    return {"events": hub.within_reply(conn, shown)}
+    return {"events": hub.joins.within_reply(conn, shown)}
 
 
 async def op_typing(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room = joined_room(conn, args)
     may_post(hub, conn, room)
-    await hub.typing(conn, room)
+    await hub.joins.typing(conn, room)
     return {}
 
 

@@ -132,10 +132,7 @@ async def throttle_account(request: Request, username: object) -> None:
 async def _take(request: Request, key: str, rate: float, burst: float) -> None:
     """A token from the shared limiter, so every worker's attempts count (this worker's own
     while the shared one is away)."""
-    try:
-        wait = await _hub(request).shared.limiter.take(key, rate, burst)
-    except Unavailable:
-        wait = await _hub(request).fallback.take(key, rate, burst)
+    wait = await _hub(request).quotas.take(key, rate, burst)
     if wait:
         raise RateLimited("Too many sign-in attempts. Wait a moment.", retry_after=wait)
 
@@ -182,7 +179,7 @@ async def logout(request: Request) -> Response:
     hub = _hub(request)
     _, claims = await signed_in(request)
     await hub.accounts.logout(claims)
-    await hub.signed_out(claims.jti)
+    await hub.notices.signed_out(claims.jti)
     return JSON({})
 
 
@@ -223,7 +220,7 @@ async def add_member(request: Request) -> Response:
     hub = _hub(request)
     added = await hub.service.add_member(user, room_id, target, MemberRole(role))
     if added:
-        await hub.membership_changed(room_id, target)
+        await hub.notices.role_changed(room_id, target)
     return JSON({"user": data["user"], "role": role}, status_code=201 if added else 200)
 
 
@@ -245,10 +242,10 @@ async def metrics(request: Request) -> Response:
     to nobody otherwise (the figures name the pid, memory, and what every op is doing)."""
     hub = _hub(request)
     _metrics_reader(request, hub.settings)
-    hub.metrics.connections.set(len(hub.registry))
-    hub.metrics.rooms.set(len(hub.feeds))
-    hub.metrics.broker_up.set(1 if hub.broker.healthy else 0)
-    hub.metrics.broker_reconnects.set(getattr(hub.broker, "reconnects", 0))
+    hub.metrics.connections.set(len(hub.clients.registry))
+    hub.metrics.rooms.set(len(hub.fanout.feeds))
+    hub.metrics.broker_up.set(1 if hub.health.broker.healthy else 0)
+    hub.metrics.broker_reconnects.set(getattr(hub.health.broker, "reconnects", 0))
     return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -281,14 +278,14 @@ async def readyz(request: Request) -> Response:
     """200 `ready`; 200 `degraded` while the broker is down (sends still commit, fan-out to other
     workers waits); 503 while the store is down or the worker is draining."""
     hub = _hub(request)
-    checks = {"store": "ok", "broker": "ok" if hub.broker.healthy else "down"}
+    checks = {"store": "ok", "broker": "ok" if hub.health.broker.healthy else "down"}
     try:
         await hub.store.ping()
     except Unavailable:
         checks["store"] = "down"
     if checks["store"] == "down" or hub.draining:
         return JSON({"status": "unavailable", "checks": checks}, status_code=503)
-    return JSON({"status": "degraded" if hub.degraded else "ready", "checks": checks})
+    return JSON({"status": "degraded" if hub.health.degraded else "ready", "checks": checks})
 
 
 def _text(data: dict[str, Any], name: str) -> str:

@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from rooms import live
 from rooms.errors import HearthError, Unavailable
 from rooms.model import Event, EventKind, NewEvent, Role, RoomId, User, UserId
+from rooms.ports import Locks, TranscriptStore
+from server.committer import GroupCommitter
+from server.fanout import Fanout
+from server.feed import RoomFeed
+from server.quotas import Quotas
+from server.roster import Roster
 
 if TYPE_CHECKING:
     from server.connection import Connection
-    from server.fanout import RoomFeed
-    from server.hub import Hub
 
 log = logging.getLogger("hearth.live")
 
@@ -47,10 +51,26 @@ class Turn:
 
 
 class LiveDesk:
-    """Session work of one worker, on the hub's feeds, committer and shared locks."""
+    """Session work of one worker: commits session changes one at a time per room (across
+    workers, by the room's lease), places arrivals in the lobby or the room, and runs the
+    session clocks. `on_admitted` is told of each connection let in from a lobby."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        store: TranscriptStore,
+        locks: Locks,
+        roster: Roster,
+        fanout: Fanout,
+        quotas: Quotas,
+    ) -> None:
+        self.committer = committer
+        self.store = store
+        self.locks = locks
+        self.roster = roster
+        self.fanout = fanout
+        self.quotas = quotas
+        self.on_admitted: Callable[[Connection, RoomId], Awaitable[None]] | None = None
         self._admitted: asyncio.Queue[tuple[Connection, RoomId]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._turns: dict[RoomId, Turn] = {}  # this worker's side of each room's turn, while in use
@@ -97,7 +117,7 @@ class LiveDesk:
                 await lock.acquire()
                 held = True
                 while True:  # a lease in Redis: there is nothing to wait on but time
-                    lease = await self.hub.shared.locks.acquire(f"session:{room}", 10)
+                    lease = await self.locks.acquire(f"session:{room}", 10)
                     if lease is not None:
                         break
                     await asyncio.sleep(0.02)
@@ -110,17 +130,17 @@ class LiveDesk:
                 raise Unavailable("The session is busy. Please retry.") from exc
             raise
         try:
-            if feed is not None and not await feed.reach(await self.hub.store.last_seq(room)):
+            if feed is not None and not await feed.reach(await self.store.last_seq(room)):
                 raise Unavailable("The session is catching up. Please retry.")
             yield
         finally:
             lock.release()
             if lease is not None:
-                await self.hub.shared.locks.release(lease)
+                await self.locks.release(lease)
 
     async def commit(self, feed: RoomFeed, sender: User, *bodies: Mapping[str, Any]) -> Event:
         """Commit session events in order; return the first once this worker has applied all."""
-        futures = [self.hub.committer.submit(NewEvent(feed.room, EventKind.SESSION, sender, body)) for body in bodies]
+        futures = [self.committer.submit(NewEvent(feed.room, EventKind.SESSION, sender, body)) for body in bodies]
         done = [await future for future in futures]
         await feed.reach(done[-1].seq)
         return done[0]
@@ -130,7 +150,7 @@ class LiveDesk:
     async def charge(self, user: User, tokens: int) -> None:
         """Take `tokens` from the user's bucket of durable events; RateLimited when it is empty."""
         for _ in range(tokens):
-            await self.hub.check_user_rate(user)
+            await self.quotas.events(user)
 
     async def arrive(self, feed: RoomFeed, conn: Connection, facilitator: bool) -> bool:
         """Someone joins a room: True when they must wait in the session's lobby.
@@ -206,7 +226,7 @@ class LiveDesk:
 
     async def _promote(self, feed: RoomFeed, session: live.LiveSession) -> None:
         """The lead facilitator's last connection dropped: a co-facilitator present takes over."""
-        present = {card["id"] for card in await self.hub.shared.presence.members(feed.room)}
+        present = {card["id"] for card in await self.roster.members(feed.room)}
         heir = next((f for f in session.facilitators[1:] if f in present), None)
         if heir is None:
             return
@@ -220,7 +240,8 @@ class LiveDesk:
             conn, room = await self._admitted.get()
             if room in conn.rooms and conn.user is not None and not conn.closing:
                 try:
-                    await self.hub.arrived(conn, room)
+                    if self.on_admitted is not None:
+                        await self.on_admitted(conn, room)
                 except Exception:
                     log.exception("admission bookkeeping failed conn=%s", conn.id)
 
@@ -231,7 +252,7 @@ class LiveDesk:
         long past their end. Each change is committed once, whichever worker sees it first."""
         while True:
             await asyncio.sleep(TICK)
-            for feed in list(self.hub.feeds.values()):
+            for feed in list(self.fanout.feeds.values()):
                 session = feed.live.active
                 if session is None:
                     continue

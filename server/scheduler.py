@@ -96,7 +96,7 @@ class Scheduler:
             }
             fresh = await self.hub.outbox.enqueue("reminder", users, occurrence.session, occurrence.key_text, event)
             if fresh:
-                await self.hub.notify(fresh, event)
+                await self.hub.notices.notify(fresh, event)
                 log.info("reminder session=%s users=%d", occurrence.session, len(fresh))
         finally:
             await self.hub.shared.locks.release(lease)
@@ -125,7 +125,7 @@ class Scheduler:
                 capacity=occurrence.capacity,
                 auto_admit=occurrence.auto_admit,
                 registered=await self.schedule.registered(occurrence.session, occurrence.key),
-                present=[card["id"] for card in await self.hub.members(occurrence.room)],
+                present=[card["id"] for card in await self.hub.roster.members(occurrence.room)],
             )
             await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))
         log.info("lobby opened room=%s session=%s", occurrence.room, occurrence.session)

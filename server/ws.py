@@ -84,7 +84,7 @@ class Endpoint:
         offered = request.headers.get_all("Sec-WebSocket-Protocol")
         chosen = socket.ws.subprotocol
         codec = hub.codecs[chosen if chosen is not None else JSON_PROTOCOL]
-        conn = hub.connection(socket, codec)
+        conn = hub.clients.connection(socket, codec)
         if chosen is None and offered:
             conn.close_soon(CLOSE_PROTOCOL, "unknown encoding")
         task = asyncio.get_running_loop().create_task(serve(hub, conn))
@@ -122,7 +122,8 @@ async def serve(hub: Hub, conn: Connection) -> None:
         conn.close_soon(CLOSE_INTERNAL, "internal error")
     finally:
         conn.wire.on_writable = None  # the socket no longer refers back to the connection
-        await hub.forget(conn)
+        await hub.joins.leave_all(conn)
+        await hub.clients.forget(conn)
         if conn.user is not None:
             log.info("disconnected conn=%s user=%s", conn.id, conn.user.id)
 
@@ -177,7 +178,7 @@ async def authenticate(hub: Hub, conn: Connection) -> bool:
                 conn.close_soon(CLOSE_UNAUTHENTICATED, "authenticate first")
                 return False
             user, claims = await hub.accounts.authenticate(frame.get("token"))
-            await hub.register(conn, user, claims.jti)
+            await hub.clients.register(conn, user, claims.jti)
             conn.wire.allow_messages(hub.limits.hard_frame)
     except TimeoutError:
         conn.close_soon(CLOSE_UNAUTHENTICATED, "authentication timed out")

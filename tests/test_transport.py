@@ -175,7 +175,7 @@ async def test_a_closed_connection_is_freed_at_once_without_the_cycle_collector(
     room = await api.room(await api.staff())
 
     def ours() -> set[Socket]:
-        return {c.wire for c in server.hub.registry.all() if isinstance(c.wire, Socket)}
+        return {c.wire for c in server.hub.clients.registry.all() if isinstance(c.wire, Socket)}
 
     before = ours()
     opened = [await open_client(server, await api.signup()) for _ in range(3)]

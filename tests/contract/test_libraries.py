@@ -129,7 +129,7 @@ async def test_uvicorn_hands_connections_to_the_gate_and_upgrades_to_hearths_soc
                 await asyncio.sleep(0.01)
         writer.close()
         client = await open_client(running, account)
-        [conn] = [c for c in running.hub.registry.all() if c.user_id == account.id]
+        [conn] = [c for c in running.hub.clients.registry.all() if c.user_id == account.id]
         assert isinstance(conn.wire, Socket) and conn.wire.slot is not None
         await client.close()
         async with asyncio.timeout(TIMEOUT):

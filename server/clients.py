@@ -1,0 +1,81 @@
+"""Clients: this worker's connections once signed in, and what is kept per user for them.
+
+A connection is counted against its user's quota when it signs in (`register`) and given
+back when it is gone (`forget`). The bytes held back for a user's sockets that are not
+reading share one budget per user (`server.connection.Budget`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from presence.registry import ConnectionRegistry
+from rooms.errors import Unavailable
+from rooms.model import RoomId, User, UserId
+from server.closecodes import CLOSE_UNAUTHENTICATED
+from server.codec import Codec
+from server.connection import Budget, Connection, Wire
+from server.metrics import Metrics
+from server.quotas import Quotas
+from server.settings import Limits
+
+
+class Clients:
+    def __init__(self, quotas: Quotas, limits: Limits, metrics: Metrics, clock: Callable[[], float]) -> None:
+        self.quotas = quotas
+        self.limits = limits
+        self.metrics = metrics
+        self.clock = clock
+        self.registry: ConnectionRegistry[Connection] = ConnectionRegistry()
+        self.budgets: dict[str, Budget] = {}  # bytes held back per user, for their connections here
+        self.draining = False
+        self._emptied = asyncio.Event()
+
+    def connection(self, wire: Wire, codec: Codec) -> Connection:
+        return Connection(wire, codec, self.limits, self.clock(), self.metrics)
+
+    async def register(self, conn: Connection, user: User, token_id: str) -> None:
+        """A connection signed in; refused past the user's connection quota (all workers)."""
+        if self.draining:
+            raise Unavailable("Hearth is restarting. Reconnect and resume.")
+        await self.quotas.open(user.id, conn.id, here=sum(c.user_id == user.id for c in self.registry.all()))
+        conn.user = user
+        conn.token_id = token_id
+        budget = conn.budget = self.budgets.get(user.id) or self.budgets.setdefault(user.id, Budget())
+        budget.users += 1
+        self.registry.add(conn)
+
+    async def forget(self, conn: Connection) -> None:
+        """The connection is gone (and has left its rooms): give back what it was counted for."""
+        conn.forget()
+        user = conn.user
+        if user is not None:  # set only once `register` counted the connection
+            budget = conn.budget
+            if budget is not None:
+                budget.users -= 1
+                if not budget.users and self.budgets.get(user.id) is budget:
+                    del self.budgets[user.id]
+            await self.quotas.close(user.id, conn.id)
+        self.registry.discard(conn)
+        if not len(self.registry):
+            self._emptied.set()
+
+    def revoke(self, token_id: str) -> None:
+        """Close every socket signed in with a token that was just revoked."""
+        for conn in self.registry.with_token(token_id):
+            conn.close_soon(CLOSE_UNAUTHENTICATED, "signed out")
+
+    async def recheck(self, room: RoomId, user: UserId, facilitates: Callable[[User], Awaitable[bool]]) -> None:
+        """`user`'s role in `room` changed: their connections there take the new role's rights."""
+        for conn in self.registry.all():
+            if conn.user is not None and conn.user.id == user and room in conn.rooms:
+                conn.mark(room, facilitating=await facilitates(conn.user))
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection and return once all are gone."""
+        for conn in self.registry.all():
+            conn.close_soon(code, reason)
+        while len(self.registry):
+            self._emptied.clear()
+            await self._emptied.wait()

@@ -1,0 +1,126 @@
+"""Notices: what every worker must act on at once, over the broker's control channel.
+
+- an event for some people wherever they are connected (a reminder);
+- a role changed in a room (its user's connections take the new role's rights);
+- a token signed out (its sockets close).
+
+A notice lost while the broker is away is made good later where it matters: revocations
+are reloaded from the store by each heartbeat, and a role is read again at the next join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from rooms.model import RoomId, User, UserId
+from server.broker import Backend
+from server.clients import Clients
+from server.fanout import Fanout
+from server.feed import pack
+from server.health import Health
+
+log = logging.getLogger("hearth.hub")
+
+CONTROL = RoomId("_control")  # the broker channel for notices to people, not rooms
+
+Facilitates = Callable[[User, RoomId], Awaitable[bool]]
+Forget = Callable[[RoomId, UserId], None]
+
+
+class Notices:
+    def __init__(
+        self,
+        broker: Backend,
+        fanout: Fanout,
+        health: Health,
+        clients: Clients,
+        *,
+        facilitates: Facilitates,
+        forget_role: Forget,
+        worker: str,
+    ) -> None:
+        self.broker = broker
+        self.fanout = fanout
+        self.health = health
+        self.clients = clients
+        self.facilitates = facilitates  # whether a user runs a room, read afresh
+        self.forget_role = forget_role  # drop what this worker remembers of a role
+        self.worker = worker
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="control channel")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # Sending
+
+    async def notify(self, users: Sequence[str], event: Mapping[str, Any]) -> None:
+        """Push `event` to every connection of `users`, on every worker."""
+        self._notify_here(set(users), event)
+        await self._send({"users": list(users), "event": dict(event)})
+
+    async def role_changed(self, room: RoomId, user: UserId) -> None:
+        """`user`'s role in `room` changed: on every worker, what was remembered of it is
+        dropped and their connections there take the rights of the new role."""
+        await self._send({"membership": [room, user]})
+        await self._recheck(room, user)
+
+    async def signed_out(self, token_id: str) -> None:
+        """A token was revoked: its sockets close on every worker now."""
+        self.clients.revoke(token_id)
+        await self._send({"revoked": token_id})
+
+    async def _send(self, notice: dict[str, Any]) -> None:
+        await self.fanout.publish([(CONTROL, pack({**notice, "origin": self.worker}))])
+
+    # Acting on them
+
+    def _notify_here(self, users: set[str], event: Mapping[str, Any]) -> None:
+        frames: dict[str, bytes] = {}
+        for conn in self.clients.registry.all():
+            if conn.user_id in users:
+                frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.frame(event))
+                conn.push(frame)
+
+    async def _recheck(self, room: RoomId, user: UserId) -> None:
+        self.forget_role(room, user)
+        await self.clients.recheck(room, user, lambda member: self.facilitates(member, room))
+
+    async def _listen(self) -> None:
+        """Listen on the control channel for notices from the other workers."""
+        while True:
+            try:
+                async with self.broker.subscribe(CONTROL) as messages:
+                    async for raw in messages:
+                        notice = msgpack.unpackb(raw, raw=False)
+                        if notice.get("origin") != self.worker:
+                            await self._act_on(notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.health.note("broker")
+                log.debug("control channel: %s", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    async def _act_on(self, notice: Mapping[str, Any]) -> None:
+        """One notice from another worker. A failure here (the store, for a role) is logged
+        and the listening goes on: the subscription is not what failed."""
+        try:
+            if "membership" in notice:
+                room, user = notice["membership"]
+                await self._recheck(RoomId(room), UserId(user))
+            elif "revoked" in notice:
+                self.clients.revoke(notice["revoked"])
+            else:
+                self._notify_here(set(notice["users"]), notice["event"])
+        except Exception:
+            log.exception("control notice failed")
