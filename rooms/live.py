@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -566,6 +567,54 @@ def attendance_report(events: Sequence[Mapping[str, Any]], now: int) -> dict[str
         seconds[user] += max(0, end - at) / 1000
     attendees = [{"user": u, "seconds": round(t)} for u, t in sorted(seconds.items(), key=lambda kv: -kv[1])]
     return {"session": {"key": opened["key"], "title": opened["title"]}, "attendees": attendees}
+
+
+# Where people are: the lobby, the room, or out
+
+
+class Place(StrEnum):
+    ROOM = "room"
+    LOBBY = "lobby"
+    OUT = "out"  # removed from the session: their sockets in the room close (4403)
+
+
+def place(room: LiveRoom, user: str, *, lobby: bool) -> Place:
+    """Where someone joining goes, by the session as it stands when their join completes
+    (it may have moved on while the join read the store): out if they were removed, the
+    lobby if they were to wait and still must, else the room."""
+    session = room.active
+    if session is not None and user in session.removed:
+        return Place.OUT
+    if lobby and session is not None and not session.inside(user):
+        return Place.LOBBY
+    return Place.ROOM
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """What a session event does to the people in the room: whom it lets in from the
+    lobby (`everyone`, when the session ends), and whom it puts out."""
+
+    admit: frozenset[str] = frozenset()
+    everyone: bool = False
+    out: str | None = None
+
+    def admits(self, user: str) -> bool:
+        return self.everyone or user in self.admit
+
+
+NO_MOVES = Moves()
+
+
+def moves(event: Mapping[str, Any]) -> Moves:
+    action = event["action"]
+    if action == "admitted":
+        return Moves(admit=frozenset(event["users"]))
+    if action == "ended":
+        return Moves(everyone=True)
+    if action == "removed":
+        return Moves(out=event["user"])
+    return NO_MOVES
 
 
 # Who sees what

@@ -22,7 +22,8 @@ from typing import Any
 import msgpack
 
 from rooms.errors import BadRequest, Unavailable
-from rooms.live import LiveRoom, for_lobby, parse_ts
+from rooms.live import NO_MOVES, LiveRoom, Place, for_lobby, moves, parse_ts
+from rooms.live import place as live_place
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore
 from server.closecodes import CLOSE_REMOVED
@@ -287,21 +288,21 @@ class RoomFeed:
             self._session_changed(event)
 
     def _session_changed(self, event: dict[str, Any]) -> None:
-        """Fold the event, then move connections it concerns: let the admitted in, everyone
-        in when the session ends, and close the removed one's sockets (4403)."""
+        """Fold the event, then move the connections it concerns (`rooms.live.moves`): let
+        the admitted in from the lobby, and close the sockets of whoever was put out (4403)."""
         self.live.apply(event)
-        action = event["action"]
-        if action in ("admitted", "ended"):
-            users = set(event.get("users", ())) if action == "admitted" else None
-            for conn in list(self.waiting.values()):
-                if users is None or conn.user_id in users:
-                    del self.waiting[conn.id]
-                    self.members[conn.id] = conn
-                    if self.on_admitted is not None:
-                        self.on_admitted(conn, self.room)
-        elif action == "removed":
+        moved = moves(event)
+        if moved is NO_MOVES:
+            return
+        for conn in list(self.waiting.values()):
+            if moved.admits(conn.user_id):
+                del self.waiting[conn.id]
+                self.members[conn.id] = conn
+                if self.on_admitted is not None:
+                    self.on_admitted(conn, self.room)
+        if moved.out is not None:
             for conn in [*self.members.values(), *self.waiting.values()]:
-                if conn.user_id == event["user"]:
+                if conn.user_id == moved.out:
                     conn.close_soon(CLOSE_REMOVED, "removed from the session")
 
     def tick(self, event: Mapping[str, Any]) -> None:
@@ -441,12 +442,11 @@ class RoomFeed:
         place: dict[ConnId, Connection],
     ) -> None:
         if not conn.closing:
-            # The session may have moved on while this join read the store: place it by now.
-            session = self.live.active
-            if session is not None and conn.user_id in session.removed:
+            where = live_place(self.live, conn.user_id, lobby=place is self.waiting)
+            if where is Place.OUT:
                 conn.close_soon(CLOSE_REMOVED, "removed from the session")
                 return
-            if place is self.waiting and (session is None or session.inside(conn.user_id)):
+            if where is Place.ROOM and place is self.waiting:  # let in while the join read the store
                 place = self.members
                 if self.on_admitted is not None:
                     self.on_admitted(conn, self.room)
