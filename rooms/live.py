@@ -13,25 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from rooms.clock import iso_ms, parse_ts
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
-from rooms.model import iso_ts
 from rooms.service import clean_name, clean_text
 
 LOBBY, LIVE, ENDED = "lobby", "live", "ended"
-
-
-def parse_ts(text: str) -> int:
-    """An ISO 8601 UTC time (`…Z`) as epoch milliseconds."""
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as the protocol's ISO 8601 UTC time."""
-    return iso_ts(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 PIN_KINDS = ("agenda", "resource")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, NewType
+
+from rooms.clock import iso_ts
 
 UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
@@ -122,8 +124,3 @@ class Event:
         if self.client_id is not None:
             wire["client_id"] = self.client_id
         return wire
-
-
-def iso_ts(ts: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and a `Z`, as the protocol shows."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # "…+00:00" → "…Z"

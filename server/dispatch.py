@@ -14,13 +14,13 @@ from functools import partial
 from typing import Any
 
 from rooms import live, policy
+from rooms.clock import iso_ts, now_ms
 from rooms.errors import BadRequest, Conflict, Forbidden, HearthError, Internal, RateLimited, Unavailable
-from rooms.model import Event, RoomId, Seq, UserId, iso_ts
+from rooms.model import Event, RoomId, Seq, UserId
 from server.closecodes import CLOSE_TOO_MANY
 from server.connection import Connection
 from server.feed import RoomFeed
 from server.hub import Hub
-from server.live import now_ms
 
 log = logging.getLogger("hearth.dispatch")
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import msgpack
 
+from rooms.clock import parse_ts
 from rooms.errors import BadRequest, Unavailable
-from rooms.live import NO_MOVES, LiveRoom, Place, for_lobby, moves, parse_ts
+from rooms.live import NO_MOVES, LiveRoom, Place, for_lobby, moves
 from rooms.live import place as live_place
 from rooms.model import ConnId, RoomId, Seq
 from rooms.ports import Broker, TranscriptStore

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from rooms import live
+from rooms.clock import now_ms, parse_ts
 from rooms.errors import HearthError, Unavailable
 from rooms.model import Event, EventKind, NewEvent, Role, RoomId, User, UserId
 from rooms.ports import Locks, TranscriptStore
@@ -34,10 +34,6 @@ TICK = 1.0  # seconds between checks of the session clocks
 # (`left_lobby`, attendance ending). Unmetered beyond that, and bounded: an admission's
 # attendance (once per user and session) and a lead handed on when the lead leaves.
 ARRIVAL_COST = 2
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Turn:
@@ -274,7 +270,7 @@ class LiveDesk:
             elif left % 5 == 0 or left <= 10:
                 feed.tick({"ev": "floor_time", "room": feed.room, "user": session.floor, "seconds_left": left,
                            "warning": left <= 30})  # fmt: skip
-        if live.parse_ts(session.ends_at) + END_GRACE * 1000 < now:
+        if parse_ts(session.ends_at) + END_GRACE * 1000 < now:
             async with self.turn(feed.room, feed):
                 if feed.live.active is session:
                     await self.commit(feed, HEARTH, {"action": "ended", "reason": "time"})

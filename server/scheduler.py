@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rooms import live
+from rooms.clock import iso_ts
 from rooms.errors import HearthError
-from rooms.model import EventKind, NewEvent, RoomId, iso_ts
+from rooms.model import EventKind, NewEvent, RoomId
 from rooms.schedule import Occurrence
 from server.live import END_GRACE, HEARTH
 

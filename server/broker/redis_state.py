@@ -9,7 +9,6 @@ storm, a heartbeat) share pipelines, and fail as `Unavailable` saying why.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,15 +16,12 @@ import orjson
 from redis.commands.core import AsyncScript
 
 from presence.ports import PresenceLease, PresenceStore
+from rooms.clock import now_ms
 from rooms.model import UserId
 from rooms.ports import Lease, Limiter, Locks
 from server.broker.redis_commands import Command, RedisCommands, command, script
 
 LUA = Path(__file__).with_name("lua")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Scripts:

@@ -15,11 +15,12 @@ import orjson
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from rooms.clock import now_us
 from rooms.errors import Conflict
 from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.ports import Directory
 from server.store.engine import Engines
-from server.store.sql import guarded, now_us
+from server.store.sql import guarded
 from server.store.tables import revoked_tokens, room_members, rooms, users
 
 T = TypeVar("T")

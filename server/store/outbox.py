@@ -15,9 +15,10 @@ import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from rooms.clock import now_us
 from rooms.model import UserId
 from server.store.engine import Engines
-from server.store.sql import guarded, now_us
+from server.store.sql import guarded
 from server.store.tables import notification_outbox
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rooms.clock import from_us, now_us
 from rooms.errors import Conflict, NotFound
 from rooms.model import RoomId, UserId
 from rooms.schedule import (
@@ -35,7 +36,7 @@ from rooms.schedule import (
 )
 from server.store.directory import new_id
 from server.store.engine import Engines
-from server.store.sql import from_us, guarded, now_us
+from server.store.sql import guarded
 from server.store.tables import registrations, session_exceptions, session_facilitators, sessions
 
 REGISTERED = "registered"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -30,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rooms.clock import from_us, now_us
 from rooms.errors import Conflict, HearthError, NotFound, Unavailable
 from rooms.model import Event, EventKind, NewEvent, RoomId, Seq
 from rooms.ports import TranscriptStore
@@ -40,14 +39,6 @@ log = logging.getLogger("hearth.store")
 T = TypeVar("T")
 
 _DOWN = (OperationalError, InterfaceError, OSError, TimeoutError, ConnectionError)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
 async def guarded(call: Callable[[], Awaitable[T]]) -> T:
