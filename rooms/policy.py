@@ -5,6 +5,7 @@ Least privilege: each function answers for one action and grants nothing by defa
 
 from __future__ import annotations
 
+from rooms.errors import Forbidden
 from rooms.model import MemberRole, Role, Room, RoomKind, User
 
 
@@ -38,3 +39,15 @@ def can_schedule(user: User, membership: MemberRole | None) -> bool:
 def can_see_schedule(user: User, room: Room, membership: MemberRole | None) -> bool:
     """Whoever may join a room may see its sessions and their occurrences."""
     return can_join(user, room, membership)
+
+
+def require_on_duty(user: User, on_duty: bool) -> None:
+    """Only staff are shown as on duty in a room."""
+    if on_duty and not user.role.is_staff:
+        raise Forbidden("Only staff can be on duty.")
+
+
+def require_room_facilitator(facilitates: bool, refusal: str) -> None:
+    """What only a room's facilitators (and admins) do: open a session, see attendance."""
+    if not facilitates:
+        raise Forbidden(refusal)

@@ -84,16 +84,34 @@ class RoomService:
 
     # Rooms and membership
 
-    async def open_room(self, user: User, room_id: RoomId) -> tuple[Room, bool]:
-        """The room `user` asks to join, once they are allowed in, and whether they may run
-        sessions there (its facilitators and admins)."""
+    async def room(self, room_id: RoomId) -> Room:
+        """The room named, or NotFound."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
+        return room
+
+    async def managed_room(self, actor: User, room_id: RoomId, refusal: str) -> Room:
+        """The room named, once `actor` runs it (its facilitators, admins); else Forbidden(`refusal`)."""
+        room = await self.room(room_id)
+        if not await self.facilitates(actor, room.id):
+            raise Forbidden(refusal)
+        return room
+
+    async def open_room(self, user: User, room_id: RoomId) -> tuple[Room, bool]:
+        """The room `user` asks to join, once they are allowed in, and whether they may run
+        sessions there (its facilitators and admins)."""
+        room = await self.room(room_id)
         membership = await self.directory.member_role(room.id, user.id)
         if not policy.can_join(user, room, membership):
             raise Forbidden("This group is for its members. Ask its facilitator to add you.")
         return room, policy.can_manage_members(user, membership)
+
+    async def runs(self, room: RoomId, user_id: UserId) -> bool:
+        """Whether `user_id` is one of the room's staff (its facilitators, admins): whom a
+        session's facilitators may not mute or remove. An unknown user runs nothing."""
+        user = await self.directory.get_user(user_id)
+        return user is not None and await self.facilitates(user, room)
 
     async def facilitates(self, user: User, room: RoomId) -> bool:
         """Whether `user` runs `room` now (its facilitators, admins): sees its private events."""
@@ -110,11 +128,7 @@ class RoomService:
 
     async def set_open_hours(self, actor: User, room_id: RoomId, hours: object) -> Room:
         """Set (or, with None, clear) a drop-in room's open hours: its facilitators and admins."""
-        room = await self.directory.get_room(room_id)
-        if room is None:
-            raise NotFound("There is no such room.")
-        if not policy.can_manage_members(actor, await self.directory.member_role(room.id, actor.id)):
-            raise Forbidden("Only this room's facilitators can change its open hours.")
+        room = await self.managed_room(actor, room_id, "Only this room's facilitators can change its open hours.")
         if room.kind is not RoomKind.DROP_IN:
             raise BadRequest("Open hours are for drop-in rooms.")
         checked = check_hours(hours)
@@ -128,11 +142,7 @@ class RoomService:
                 raise BadRequest("Co-facilitators must be facilitators of this room.")
 
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
-        room = await self.directory.get_room(room_id)
-        if room is None:
-            raise NotFound("There is no such room.")
-        if not policy.can_manage_members(actor, await self.directory.member_role(room.id, actor.id)):
-            raise Forbidden("Only this room's facilitators can add members.")
+        room = await self.managed_room(actor, room_id, "Only this room's facilitators can add members.")
         target = await self.directory.get_user(user_id)
         if target is None:
             raise NotFound("There is no such user.")
