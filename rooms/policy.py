@@ -5,7 +5,12 @@ Least privilege: each function answers for one action and grants nothing by defa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rooms.model import MemberRole, Role, Room, RoomKind, User
+
+if TYPE_CHECKING:
+    from rooms.schedule import Session  # which imports this module, through rooms.service
 
 
 def can_join(user: User, room: Room, membership: MemberRole | None) -> bool:
@@ -38,3 +43,11 @@ def can_schedule(user: User, membership: MemberRole | None) -> bool:
 def can_see_schedule(user: User, room: Room, membership: MemberRole | None) -> bool:
     """Whoever may join a room may see its sessions and their occurrences."""
     return can_join(user, room, membership)
+
+
+def can_manage_session(user: User, session: Session, membership: MemberRole | None) -> bool:
+    """A session's own facilitators, while they are staff and still in its room, and admins
+    change it (its fields, and cancel or move its occurrences)."""
+    if user.role is Role.ADMIN:
+        return True
+    return user.id in session.facilitators and membership is not None and user.role.is_staff

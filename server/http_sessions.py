@@ -28,14 +28,13 @@ from starlette.routing import Route
 
 from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.model import MemberRole, Room, RoomId, RoomKind, User, UserId
 from rooms.schedule import (
     LATEST,
     Occurrence,
     Session,
     SessionId,
     build_session,
-    can_manage,
     check_reason,
     check_window,
     parse_instant,
@@ -165,7 +164,7 @@ async def _managed_session(request: Request) -> tuple[User, Session]:
     """The signed-in user and the session of the path, which they must be able to change."""
     user, _ = await signed_in(request)
     session, membership = await _session(request, user)
-    if not can_manage(user.id, user.role is Role.ADMIN, session, membership is not None and user.role.is_staff):
+    if not policy.can_manage_session(user, session, membership):
         raise Forbidden("Only this session's facilitators can change it.")
     return user, session
 

@@ -19,20 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rooms.errors import Conflict, NotFound
 from rooms.model import RoomId, UserId
-from rooms.schedule import (
-    LOCAL_FORMAT,
-    Change,
-    Occurrence,
-    Session,
-    SessionId,
-    check_changeable,
-    check_move,
-    check_reach,
-    check_registrable,
-    check_window,
-    keys_near,
-    to_utc,
-)
+from rooms.schedule import LOCAL_FORMAT, Change, Occurrence, Session, SessionId, check_window, keys_near, to_utc
+from rooms.schedule_rules import check_changeable, check_move, check_reach, check_registrable
 from server.store.directory import new_id
 from server.store.engine import Engines
 from server.store.sql import from_us, guarded, now_us
