@@ -45,9 +45,20 @@ def can_see_schedule(user: User, room: Room, membership: MemberRole | None) -> b
     return can_join(user, room, membership)
 
 
+def can_register(membership: MemberRole | None) -> bool:
+    """A group's members and facilitators register for its sessions; an admin who is not in
+    the group sees them and does not take a place."""
+    return membership is not None
+
+
 def can_manage_session(user: User, session: Session, membership: MemberRole | None) -> bool:
     """A session's own facilitators, while they are staff and still in its room, and admins
     change it (its fields, and cancel or move its occurrences)."""
     if user.role is Role.ADMIN:
         return True
     return user.id in session.facilitators and membership is not None and user.role.is_staff
+
+
+def can_co_facilitate(user: User, membership: MemberRole | None) -> bool:
+    """A session's co-facilitators are staff members of its room."""
+    return user.role.is_staff and membership is not None

@@ -13,8 +13,8 @@ it listed with `cancelled=True`; moving one gives it a new start under the same 
 HORIZON of it (`rooms.schedule_rules.check_move`), so a window of starts needs only the
 changes whose keys lie within HORIZON of it (`keys_near`).
 
-Every date a client gives lies in the years 2000 to 2100. When an occurrence takes
-registrations and changes is `rooms.schedule_rules`.
+Every date a client gives lies in the years 2000 to 2100. What may be done with a session
+and its occurrences, and by whom, is `rooms.schedule_rules` and `rooms.schedule_service`.
 
 Pure: values in, values or `rooms.errors` out; no clock, no I/O.
 """

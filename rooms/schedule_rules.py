@@ -1,14 +1,101 @@
-"""The rules of an occurrence: when it takes registrations, cancellations and moves.
+"""The rules of an occurrence: when it takes registrations and changes, who gets a place and
+who waits, and who leaves the waitlist when a place frees.
+
+Places for an occurrence are served first come, first served: a newcomer gets a place
+while there is one and nobody is waiting, and joins the end of the waitlist otherwise; the
+first on the waitlist takes each place that frees, and all of them take the places a larger
+capacity (or none) makes. The `places` these rules read are one occurrence's, in the order
+they were asked for (`rooms.ports.SessionTx.places`).
 
 Pure: values in, values or `rooms.errors` out; no clock, no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
 from rooms.errors import BadRequest, Conflict
-from rooms.schedule import HORIZON, Occurrence
+from rooms.model import UserId
+from rooms.schedule import HORIZON, Change, Occurrence, Session, to_utc
+
+Status = Literal["registered", "waitlisted"]
+REGISTERED: Status = "registered"
+WAITLISTED: Status = "waitlisted"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A place held for one occurrence: registered, or on its waitlist."""
+
+    user: UserId
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Where one user stands for one occurrence; `position` counts from 1 on the waitlist."""
+
+    status: Status
+    position: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"status": self.status}
+        if self.position is not None:
+            wire["position"] = self.position
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class Attendance:
+    """Counts for one occurrence, and where the asking user stands."""
+
+    registered: int = 0
+    waitlisted: int = 0
+    mine: Status | None = None
+
+
+# Places
+
+
+def standing(places: Sequence[Place], user: UserId) -> Registration | None:
+    """Where `user` stands among `places`, or None when they hold none."""
+    waiting = 0
+    for place in places:
+        if place.status == WAITLISTED:
+            waiting += 1
+        if place.user == user:
+            return Registration(REGISTERED) if place.status == REGISTERED else Registration(WAITLISTED, waiting)
+    return None
+
+
+def newcomer(places: Sequence[Place], capacity: int | None) -> Status:
+    """A new registration's place: registered while a place is free and nobody waits for one
+    (a free place with people waiting is theirs, not the newcomer's), else the waitlist."""
+    taken = sum(place.status == REGISTERED for place in places)
+    waiting = len(places) - taken
+    full = capacity is not None and (taken >= capacity or waiting > 0)
+    return WAITLISTED if full else REGISTERED
+
+
+def promoted(places: Sequence[Place], capacity: int | None) -> list[UserId]:
+    """Who leaves the waitlist for a place: the first waiting, one for each free place, or
+    everyone waiting when there is no capacity."""
+    waiting = [place.user for place in places if place.status == WAITLISTED]
+    if capacity is None:
+        return waiting
+    free = capacity - sum(place.status == REGISTERED for place in places)
+    return waiting[: max(free, 0)]
+
+
+def frees_places(old: Session, new: Session) -> bool:
+    """Whether a change of the session makes room for its waitlists: a capacity removed or raised."""
+    return new.capacity is None or (old.capacity is not None and new.capacity > old.capacity)
+
+
+# Reach
 
 
 def check_changeable(occurrence: Occurrence, now: datetime) -> None:
@@ -50,3 +137,32 @@ def check_move(key: datetime, start: datetime, now: datetime) -> None:
         raise BadRequest("A session can only be moved to a time within the next 366 days.")
     if abs(start - key) > HORIZON:
         raise BadRequest("A session can only be moved to within 366 days of its original time.")
+
+
+def changed(
+    session: Session,
+    occurrence: Occurrence,
+    current: Change | None,
+    now: datetime,
+    *,
+    cancel: bool = False,
+    moved_to: datetime | None = None,
+    reason: str | None = None,
+) -> Change | None:
+    """The exception `occurrence` gets when cancelled, or moved to `moved_to` (naive local
+    time); None when nothing changes (cancelling it again). A move keeps a cancellation's
+    reason unless given another, and a cancellation keeps a move."""
+    check_changeable(occurrence, now)
+    check_reach(occurrence, now)
+    if cancel and occurrence.cancelled:
+        return None
+    if moved_to is not None and occurrence.cancelled:
+        raise Conflict("This session was cancelled; it cannot be moved.")
+    if moved_to is not None:
+        check_move(occurrence.key, to_utc(moved_to, session.zone), now)
+    return Change(
+        occurrence.key,
+        cancelled=cancel,
+        moved_to=moved_to if moved_to is not None else (current.moved_to if current else None),
+        reason=reason if reason is not None else (current.reason if current else None),
+    )

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from rooms import live
 from rooms.errors import HearthError
 from rooms.model import EventKind, NewEvent, RoomId, iso_ts
+from rooms.ports import ScheduleStore
 from rooms.schedule import Occurrence
 from server.live import END_GRACE, HEARTH
 
 if TYPE_CHECKING:
     from server.hub import Hub
-    from server.store.schedule import SqlSchedule
 
 log = logging.getLogger("hearth.scheduler")
 
@@ -34,7 +34,7 @@ LOOK_AHEAD = timedelta(hours=25)  # reminders are at most a day ahead
 
 
 class Scheduler:
-    def __init__(self, hub: Hub, schedule: SqlSchedule, *, interval: float) -> None:
+    def __init__(self, hub: Hub, schedule: ScheduleStore, *, interval: float) -> None:
         self.hub = hub
         self.schedule = schedule
         self.interval = interval
