@@ -1,5 +1,5 @@
 """The rules of an occurrence: when it takes registrations and changes, who gets a place and
-who waits, and who leaves the waitlist when a place frees.
+who waits, who leaves the waitlist when a place frees, and what the calendar makes happen.
 
 Places for an occurrence are served first come, first served: a newcomer gets a place
 while there is one and nobody is waiting, and joins the end of the waitlist otherwise; the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from rooms.errors import BadRequest, Conflict
@@ -165,4 +165,32 @@ def changed(
         cancelled=cancel,
         moved_to=moved_to if moved_to is not None else (current.moved_to if current else None),
         reason=reason if reason is not None else (current.reason if current else None),
+    )
+
+
+# The calendar
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What the calendar makes happen for one occurrence at one moment."""
+
+    remind: bool = False  # remind those registered
+    open: bool = False  # open the lobby
+    end: bool = False  # end the session, if it is still open
+
+
+def due(occurrence: Occurrence, now: datetime, *, end_grace: timedelta) -> Due:
+    """Nothing for a cancelled occurrence. Reminders from `reminder_minutes` before the start
+    until the start (none at 0); the lobby's opening from `lobby_minutes` before the start
+    until the end; and the end once the occurrence has been over for `end_grace`."""
+    if occurrence.cancelled:
+        return Due()
+    remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
+    opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
+    opens = opens_at <= now < occurrence.end
+    return Due(
+        remind=bool(occurrence.reminder_minutes) and remind_at <= now < occurrence.start,
+        open=opens,
+        end=not opens and occurrence.end + end_grace < now,
     )

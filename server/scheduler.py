@@ -22,6 +22,7 @@ from rooms.errors import HearthError
 from rooms.model import EventKind, NewEvent, RoomId, iso_ts
 from rooms.ports import ScheduleStore
 from rooms.schedule import Occurrence
+from rooms.schedule_rules import due
 from server.live import END_GRACE, HEARTH
 
 if TYPE_CHECKING:
@@ -60,21 +61,18 @@ class Scheduler:
 
     async def tick(self, now: datetime) -> None:
         for occurrence in await self.schedule.occurrences_between(now - LOOK_BACK, now + LOOK_AHEAD):
-            if occurrence.cancelled:
-                continue
             try:  # one occurrence's trouble does not hold up the others
                 await self._due(occurrence, now)
             except HearthError as exc:
                 log.warning("scheduler session=%s: %s", occurrence.session, exc.code)
 
     async def _due(self, occurrence: Occurrence, now: datetime) -> None:
-        remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
-        if occurrence.reminder_minutes and remind_at <= now < occurrence.start:
+        what = due(occurrence, now, end_grace=timedelta(seconds=END_GRACE))
+        if what.remind:
             await self._remind(occurrence)
-        opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
-        if opens_at <= now < occurrence.end:
+        if what.open:
             await self._open(occurrence)
-        elif occurrence.end + timedelta(seconds=END_GRACE) < now:
+        if what.end:
             await self._end(occurrence)
 
     async def _remind(self, occurrence: Occurrence) -> None:

@@ -1,9 +1,9 @@
 """The schedule service in the domain, on the memory ports and a manual clock: permits, reach
-in time and the waitlist's rules."""
+in time, the waitlist's rules and what the calendar makes happen."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
 from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.schedule import Session, SessionId
-from rooms.schedule_rules import Place, Registration, newcomer, promoted, standing
+from rooms.schedule_rules import Place, Registration, due, newcomer, promoted, standing
 from rooms.schedule_service import Action, ScheduleService
 from tests.schedule_memory import MemoryDirectory, MemorySchedule
 
@@ -122,3 +122,24 @@ def test_a_newcomer_waits_behind_whoever_waits_even_beside_a_free_place() -> Non
     assert promoted([Place(sam, "registered"), Place(jo, "registered"), Place(kim, "waitlisted")], 1) == []
     assert standing([*places, Place(kim, "waitlisted")], kim) == Registration("waitlisted", 2)
     assert standing(places, kim) is None
+
+
+async def test_the_calendar_makes_each_thing_happen_in_its_own_window() -> None:
+    """Reminders before the start, the lobby from its opening to the end, the end after the grace."""
+    w = await world(Clock(datetime(2027, 1, 1, tzinfo=UTC)))
+    session = await w.session(**WEEKLY, reminder_minutes=30, lobby_minutes=10)
+    [occurrence] = await w.service.store.occurrences(session, FIRST, FIRST + timedelta(days=1))
+    grace = timedelta(minutes=15)
+
+    def at(minutes: int) -> tuple[bool, bool, bool]:
+        what = due(occurrence, FIRST + timedelta(minutes=minutes), end_grace=grace)
+        return what.remind, what.open, what.end
+
+    assert at(-31) == (False, False, False)
+    assert at(-30) == (True, False, False)
+    assert at(-10) == (True, True, False)
+    assert at(0) == (False, True, False)
+    assert at(60) == (False, False, False)  # over, within the grace
+    assert at(76) == (False, False, True)
+    assert due(replace(occurrence, cancelled=True), FIRST, end_grace=grace).open is False
+    assert due(replace(occurrence, reminder_minutes=0), FIRST - timedelta(minutes=1), end_grace=grace).remind is False
