@@ -5,8 +5,8 @@ has a calendar feed token: `c1.<user>.<HMAC-SHA256>` under a key of its own (der
 app secret with another label than sign-in tokens). It opens that user's .ics feed, read
 only, and nothing else: it is never accepted as a Bearer token and a Bearer token is never
 accepted in its place. This is the one place a secret travels in a URL, which is why it can
-only read, and why the access log shows `/api/calendar/<token>.ics` instead of the token
-(`server.http_sessions`).
+only read, and why the access log names the route's template, `/api/calendar/{token}.ics`,
+and never the path (`server.accesslog`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ and malformed is answered as refused.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -25,20 +24,6 @@ from server.http import JSON, api, body, signed_in
 from server.hub import Hub
 from server.ics import ics_response
 from server.workpool import WorkPool
-
-
-class _HideFeedTokens(logging.Filter):
-    """Keeps calendar feed tokens out of uvicorn's access log (its args: client, method, path, …)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) > 2 and str(args[2]).startswith("/api/calendar/"):
-            record.args = (*args[:2], "/api/calendar/<token>.ics", *args[3:])
-        return True
-
-
-logging.getLogger("uvicorn.access").addFilter(_HideFeedTokens())
-
 
 # Wiring
 
