@@ -5,8 +5,13 @@ Least privilege: each function answers for one action and grants nothing by defa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rooms.errors import Forbidden
 from rooms.model import MemberRole, Role, Room, RoomKind, User
+
+if TYPE_CHECKING:
+    from rooms.schedule import Session  # which imports this module, through rooms.service
 
 
 def can_join(user: User, room: Room, membership: MemberRole | None) -> bool:
@@ -51,3 +56,22 @@ def require_room_facilitator(facilitates: bool, refusal: str) -> None:
     """What only a room's facilitators (and admins) do: open a session, see attendance."""
     if not facilitates:
         raise Forbidden(refusal)
+
+
+def can_register(membership: MemberRole | None) -> bool:
+    """A group's members and facilitators register for its sessions; an admin who is not in
+    the group sees them and does not take a place."""
+    return membership is not None
+
+
+def can_manage_session(user: User, session: Session, membership: MemberRole | None) -> bool:
+    """A session's own facilitators, while they are staff and still in its room, and admins
+    change it (its fields, and cancel or move its occurrences)."""
+    if user.role is Role.ADMIN:
+        return True
+    return user.id in session.facilitators and membership is not None and user.role.is_staff
+
+
+def can_co_facilitate(user: User, membership: MemberRole | None) -> bool:
+    """A session's co-facilitators are staff members of its room."""
+    return user.role.is_staff and membership is not None

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rooms.errors import HearthError
 from rooms.model import Event, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+
+if TYPE_CHECKING:  # rooms.schedule imports rooms.service, which imports this module
+    from rooms.schedule import Change, Occurrence, Session, SessionId
+    from rooms.schedule_rules import Attendance, Place, Status
 
 
 class Broker(Protocol):
@@ -111,3 +116,93 @@ class Locks(Protocol):
 
     async def release(self, lease: Lease) -> None:
         """Give the lock up early (a no-op when it is no longer ours)."""
+
+
+class ScheduleStore(Protocol):
+    """Scheduled sessions, the exceptions to their rules, and the places taken in their
+    occurrences. Implementation: SqlSchedule (SQLite, PostgreSQL); the tests hold a memory one.
+
+    It reads and writes and decides nothing: the rules are `rooms.schedule_rules`, applied by
+    `rooms.schedule_service`. Reads see every committed write. A write that depends on what
+    is stored (a place against the capacity, the waitlist, an exception) is made inside
+    `session_locked`. Raises `Unavailable` when the store cannot be reached; then nothing
+    was committed.
+    """
+
+    def new_id(self) -> SessionId:
+        """A session id never given before."""
+
+    async def create(self, session: Session, creator: UserId) -> None:
+        """Store a new session and its facilitators (lead first), in one transaction."""
+
+    async def get(self, session_id: SessionId) -> Session | None: ...
+
+    async def list_room(self, room: RoomId) -> list[Session]:
+        """A room's sessions, oldest first."""
+
+    async def occurrences(self, session: Session, start: datetime, end: datetime) -> list[Occurrence]:
+        """`session`'s occurrences starting in [start, end) (`Session.occurrences`, with its
+        stored exceptions), cancelled ones included, by start."""
+
+    async def occurrences_between(self, start: datetime, end: datetime) -> list[Occurrence]:
+        """Every room's occurrences starting in [start, end), cancelled ones included, by start
+        (then session and key)."""
+
+    async def registered(self, session_id: SessionId, key: datetime) -> list[UserId]:
+        """Who holds a place (not the waitlist) for the occurrence `key`, in the order they asked."""
+
+    async def attendance(
+        self, session_id: SessionId, keys: Sequence[datetime], user: UserId
+    ) -> dict[datetime, Attendance]:
+        """For every one of `keys`: how many are registered and waitlisted, and `user`'s status."""
+
+    async def registrations_of(
+        self, user: UserId, start: datetime, end: datetime
+    ) -> list[tuple[Session, Occurrence, Status]]:
+        """The occurrences starting in [start, end) that `user` holds a place for, with its
+        status. Costs what the window holds, not everything the user ever registered for."""
+
+    def session_locked(self, session_id: SessionId) -> AbstractAsyncContextManager[LockedSession]:
+        """One transaction on one session, entered once the session's lock is held.
+
+        Serialised per session across workers: a second `session_locked` of the same session
+        enters only once the first has committed or rolled back, and reads what it wrote.
+        The block's writes commit together when it exits, and none of them when it raises.
+        """
+
+
+class LockedSession(Protocol):
+    """One session inside `ScheduleStore.session_locked`: what it held when the lock was
+    taken, and the reads and writes the schedule's rules need. Valid inside that block only."""
+
+    @property
+    def session(self) -> Session | None:
+        """The session as stored, its save in this block included; None when there is none."""
+
+    @property
+    def changes(self) -> Mapping[datetime, Change]:
+        """Every exception of the session, by key, those saved in this block included."""
+
+    async def places(self, key: datetime) -> list[Place]:
+        """Every place for the occurrence `key`, registered or waitlisted, in the order they
+        were asked for: the waitlist's order."""
+
+    async def waitlisted(self) -> list[datetime]:
+        """The keys of the session's occurrences with someone on their waitlist."""
+
+    async def add_place(self, key: datetime, user: UserId, status: Status) -> None:
+        """Give `user`, who holds none, a place for `key`, after every place asked for before."""
+
+    async def remove_place(self, key: datetime, user: UserId) -> None:
+        """Take `user`'s place for `key` away (nothing when they hold none)."""
+
+    async def promote(self, key: datetime, users: Sequence[UserId]) -> None:
+        """Turn the waitlisted places of `users` for `key` into registered ones; the order of
+        places stays as it was."""
+
+    async def save(self, session: Session) -> None:
+        """Replace the session's fields and facilitators with `session`'s."""
+
+    async def save_change(self, change: Change, actor: UserId) -> None:
+        """Record `change` as the exception of the occurrence `change.key` (replacing the one
+        it had), made by `actor`."""

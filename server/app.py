@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from server.accesslog import AccessLog
 from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
 from server.http import SecurityHeaders, routes
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *session_routes,
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(AccessLog), Middleware(SecurityHeaders)],
         lifespan=lifespan,
     )
     return app

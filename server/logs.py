@@ -1,8 +1,8 @@
 """Logging: one JSON object per line in production (text in development), for Hearth and
 uvicorn alike. Log lines carry ids (connection, user, room, op), never message text, names
 or tokens. Tokens travel in frames and headers; the one path that holds a secret, a
-calendar feed's, shows as `<token>` in the access log, and errors name the route's
-template rather than the path."""
+calendar feed's, is never logged: the access log (`server.accesslog`) and errors name the
+route's template rather than the path."""
 
 from __future__ import annotations
 

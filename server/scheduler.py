@@ -21,12 +21,13 @@ from rooms import live
 from rooms.clock import iso_ts
 from rooms.errors import HearthError
 from rooms.model import EventKind, NewEvent, RoomId
+from rooms.ports import ScheduleStore
 from rooms.schedule import Occurrence
+from rooms.schedule_rules import due
 from server.live import END_GRACE, HEARTH
 
 if TYPE_CHECKING:
     from server.hub import Hub
-    from server.store.schedule import SqlSchedule
 
 log = logging.getLogger("hearth.scheduler")
 
@@ -35,7 +36,7 @@ LOOK_AHEAD = timedelta(hours=25)  # reminders are at most a day ahead
 
 
 class Scheduler:
-    def __init__(self, hub: Hub, schedule: SqlSchedule, *, interval: float) -> None:
+    def __init__(self, hub: Hub, schedule: ScheduleStore, *, interval: float) -> None:
         self.hub = hub
         self.schedule = schedule
         self.interval = interval
@@ -61,21 +62,18 @@ class Scheduler:
 
     async def tick(self, now: datetime) -> None:
         for occurrence in await self.schedule.occurrences_between(now - LOOK_BACK, now + LOOK_AHEAD):
-            if occurrence.cancelled:
-                continue
             try:  # one occurrence's trouble does not hold up the others
                 await self._due(occurrence, now)
             except HearthError as exc:
                 log.warning("scheduler session=%s: %s", occurrence.session, exc.code)
 
     async def _due(self, occurrence: Occurrence, now: datetime) -> None:
-        remind_at = occurrence.start - timedelta(minutes=occurrence.reminder_minutes)
-        if occurrence.reminder_minutes and remind_at <= now < occurrence.start:
+        what = due(occurrence, now, end_grace=timedelta(seconds=END_GRACE))
+        if what.remind:
             await self._remind(occurrence)
-        opens_at = occurrence.start - timedelta(minutes=occurrence.lobby_minutes)
-        if opens_at <= now < occurrence.end:
+        if what.open:
             await self._open(occurrence)
-        elif occurrence.end + timedelta(seconds=END_GRACE) < now:
+        if what.end:
             await self._end(occurrence)
 
     async def _remind(self, occurrence: Occurrence) -> None:

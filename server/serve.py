@@ -44,6 +44,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: object) -> u
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies),
         "server_header": False,
+        "access_log": False,  # Hearth writes its own, with route templates (server.accesslog)
         "log_config": logs.config(json=settings.log_json),
     }
     options.update(overrides)

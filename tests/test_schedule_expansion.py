@@ -13,6 +13,7 @@ from dateutil.rrule import rrule
 
 from rooms.errors import BadRequest
 from rooms.model import RoomId, UserId
+from rooms.recurrence import parse_rrule
 from rooms.schedule import (
     EARLIEST,
     HORIZON,
@@ -21,7 +22,6 @@ from rooms.schedule import (
     Session,
     SessionId,
     build_session,
-    parse_rrule,
     to_utc,
 )
 

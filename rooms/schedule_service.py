@@ -1,0 +1,322 @@
+"""The schedule service: who may see, schedule, change and register for sessions, and what
+each of those does, through the `ScheduleStore` and `Directory` ports.
+
+A call that acts on a session takes a `Permit`, which `permit` gives only to a user allowed
+to do that: whoever may join the room sees its sessions, its members register, and the
+session's own facilitators and admins change it (`rooms.policy`). Asking for the permit
+first keeps the order of answers fixed: no such session or room (404), then not allowed
+(403), and only then whatever is wrong with the request itself (400, 409).
+
+Every decision that depends on what is stored (a place against the capacity, the waitlist,
+a cancellation or a move) is made inside `ScheduleStore.session_locked`, so it holds however
+many workers take registrations at once: the facts are read under the session's lock, the
+rules of `rooms.schedule_rules` decide, and the writes commit with the lock still held.
+
+Values in (a user, ids, the plain fields of a request), values or `rooms.errors` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from rooms import policy
+from rooms.errors import BadRequest, Forbidden, NotFound
+from rooms.model import MemberRole, Room, RoomId, RoomKind, User, UserId
+from rooms.ports import Directory, LockedSession, ScheduleStore
+from rooms.schedule import (
+    LATEST,
+    Occurrence,
+    Session,
+    SessionId,
+    build_session,
+    check_reason,
+    check_window,
+    parse_local,
+)
+from rooms.schedule_rules import (
+    Attendance,
+    Place,
+    Registration,
+    Status,
+    changed,
+    check_changeable,
+    check_registrable,
+    frees_places,
+    newcomer,
+    promoted,
+    standing,
+)
+
+# Windows
+DEFAULT_WINDOW = timedelta(days=60)  # occurrences listed when no `to` is given
+FEED_PAST = timedelta(days=30)
+FEED_AHEAD = timedelta(days=336)  # with FEED_PAST, one 366-day expansion
+
+# Limits
+MAX_CO_FACILITATORS = 10
+
+FeedEntry = tuple[Session, Occurrence, Status | None]
+
+
+class Action(StrEnum):
+    """What a `Permit` allows on a session. Every permit allows seeing it."""
+
+    SEE = "see"
+    REGISTER = "register"
+    MANAGE = "manage"
+
+
+_REFUSED = {
+    Action.SEE: "This group is for its members. Ask its facilitator to add you.",
+    Action.REGISTER: "Only members of this group can register for its sessions.",
+    Action.MANAGE: "Only this session's facilitators can change it.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """`user` may `action` `session`, as `ScheduleService.permit` found."""
+
+    user: User
+    session: Session
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPermit:
+    """`user` may schedule sessions in `room`, as `ScheduleService.permit_scheduling` found."""
+
+    user: User
+    room: Room
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ScheduleService:
+    """What members and facilitators do with scheduled sessions, on the ports given (and a
+    clock, the time every rule is checked at)."""
+
+    def __init__(self, store: ScheduleStore, directory: Directory, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.store = store
+        self.directory = directory
+        self.clock = clock
+
+    # Access
+
+    async def permit(self, user: User, session_id: SessionId, action: Action) -> Permit:
+        """`user`'s permit for `action` on the session: NotFound without one (or without its
+        room), Forbidden when they may not."""
+        session = await self.store.get(session_id)
+        if session is None:
+            raise NotFound("There is no such session.")
+        _, membership = await self._visible_room(user, session.room)
+        if action is Action.REGISTER and not policy.can_register(membership):
+            raise Forbidden(_REFUSED[action])
+        if action is Action.MANAGE and not policy.can_manage_session(user, session, membership):
+            raise Forbidden(_REFUSED[action])
+        return Permit(user, session, action)
+
+    async def permit_scheduling(self, user: User, room_id: RoomId) -> RoomPermit:
+        """`user`'s permit to schedule sessions in the room, which must be a group room."""
+        room = await self.directory.get_room(room_id)
+        if room is None:
+            raise NotFound("There is no such room.")
+        if not policy.can_schedule(user, await self.directory.member_role(room.id, user.id)):
+            raise Forbidden("Only this room's facilitators can schedule sessions.")
+        if room.kind is not RoomKind.GROUP:
+            raise BadRequest("Only group rooms have scheduled sessions.")
+        return RoomPermit(user, room)
+
+    async def _visible_room(self, user: User, room_id: RoomId) -> tuple[Room, MemberRole | None]:
+        """The room and the user's role in it, once they may see its schedule."""
+        room = await self.directory.get_room(room_id)
+        if room is None:
+            raise NotFound("There is no such room.")
+        membership = await self.directory.member_role(room.id, user.id)
+        if not policy.can_see_schedule(user, room, membership):
+            raise Forbidden(_REFUSED[Action.SEE])
+        return room, membership
+
+    # Sessions
+
+    async def sessions(self, user: User, room_id: RoomId) -> list[Session]:
+        """The room's sessions, oldest first (none for a drop-in room)."""
+        room, _ = await self._visible_room(user, room_id)
+        return await self.store.list_room(room.id) if room.kind is RoomKind.GROUP else []
+
+    async def create(self, permit: RoomPermit, fields: Mapping[str, object]) -> Session:
+        """A new session of the permit's room, led by its user, from the fields of a request
+        (`rooms.schedule.FIELDS`, and `co_facilitators`)."""
+        fields = dict(fields)
+        room, lead = permit.room.id, permit.user.id
+        co = await self._co_facilitators(room, lead, fields.pop("co_facilitators", []))
+        session = build_session(id=self.store.new_id(), room=room, facilitators=(lead, *co), fields=fields)
+        await self.store.create(session, lead)
+        return session
+
+    async def update(self, permit: Permit, fields: Mapping[str, object]) -> Session:
+        """The session with `fields` changed. A capacity raised or removed promotes the
+        waitlists of its occurrences at once."""
+        _need(permit, Action.MANAGE)
+        fields = dict(fields)
+        session = permit.session
+        lead, co = session.facilitators[0], list(session.facilitators[1:])
+        if "co_facilitators" in fields:
+            co = await self._co_facilitators(session.room, lead, fields.pop("co_facilitators"))
+        new = build_session(id=session.id, room=session.room, facilitators=(lead, *co), fields=fields, base=session)
+        async with self.store.session_locked(session.id) as locked:
+            old = locked.session
+            if old is None:
+                raise NotFound("There is no such session.")
+            await locked.save(new)
+            if frees_places(old, new):
+                for key in await locked.waitlisted():
+                    await _promote(locked, key, await locked.places(key), new.capacity)
+        return new
+
+    async def _co_facilitators(self, room: RoomId, lead: UserId, value: object) -> list[UserId]:
+        """Staff members of the room, in the order given, without the lead or repeats."""
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadRequest("`co_facilitators` must be a list of user ids.")
+        if len(value) > MAX_CO_FACILITATORS:
+            raise BadRequest(f"A session has at most {MAX_CO_FACILITATORS} co-facilitators.")
+        chosen: list[UserId] = []
+        for user_id in dict.fromkeys(UserId(v) for v in value):
+            if user_id == lead:
+                continue
+            user = await self.directory.get_user(user_id)
+            if user is None or not policy.can_co_facilitate(user, await self.directory.member_role(room, user_id)):
+                raise BadRequest("Co-facilitators must be staff members of this room.")
+            chosen.append(user_id)
+        return chosen
+
+    # Occurrences
+
+    async def occurrences(
+        self, permit: Permit, start: datetime | None, end: datetime | None
+    ) -> list[tuple[Occurrence, Attendance]]:
+        """The occurrences starting in [start, end), from now and for DEFAULT_WINDOW when not
+        given, each with its attendance as the permit's user sees it."""
+        start = self.clock() if start is None else start
+        end = min(start + DEFAULT_WINDOW, LATEST) if end is None else end
+        check_window(start, end)
+        found = await self.store.occurrences(permit.session, start, end)
+        attendance = await self.store.attendance(permit.session.id, [o.key for o in found], permit.user.id)
+        return [(o, attendance[o.key]) for o in found]
+
+    async def cancel(self, permit: Permit, key: datetime, *, reason: object = None) -> tuple[Occurrence, Attendance]:
+        """Cancel the occurrence `key` (again changes nothing); it stays listed, cancelled."""
+        _need(permit, Action.MANAGE)
+        return await self._change(permit, key, cancel=True, reason=check_reason(reason))
+
+    async def move(
+        self, permit: Permit, key: datetime, *, start: object, reason: object = None
+    ) -> tuple[Occurrence, Attendance]:
+        """Move the occurrence `key` to the local time `start`; it keeps its key and places."""
+        _need(permit, Action.MANAGE)
+        moved_to = parse_local(start, "start")
+        return await self._change(permit, key, moved_to=moved_to, reason=check_reason(reason))
+
+    async def _change(
+        self, permit: Permit, key: datetime, *, cancel: bool = False, moved_to: datetime | None = None,
+        reason: str | None = None,
+    ) -> tuple[Occurrence, Attendance]:  # fmt: skip
+        async with self.store.session_locked(permit.session.id) as locked:
+            session, occurrence = _found(locked, key)
+            change = changed(
+                session, occurrence, locked.changes.get(key), self.clock(), cancel=cancel, moved_to=moved_to,
+                reason=reason,
+            )  # fmt: skip
+            if change is not None:
+                await locked.save_change(change, permit.user.id)
+                occurrence = _found(locked, key)[1]
+        attendance = await self.store.attendance(permit.session.id, [key], permit.user.id)
+        return occurrence, attendance[key]
+
+    # Registration
+
+    async def register(self, permit: Permit, key: datetime) -> tuple[Registration, bool]:
+        """A place for the permit's user, or one on the waitlist when the occurrence is full;
+        and whether it is new (asking again answers with the place they hold)."""
+        _need(permit, Action.REGISTER)
+        user = permit.user.id
+        async with self.store.session_locked(permit.session.id) as locked:
+            session, occurrence = _found(locked, key)
+            check_registrable(occurrence, self.clock())
+            places = await locked.places(key)
+            held = standing(places, user)
+            if held is not None:
+                return held, False
+            status = newcomer(places, session.capacity)
+            await locked.add_place(key, user, status)
+        place = standing([*places, Place(user, status)], user)
+        assert place is not None
+        return place, True
+
+    async def unregister(self, permit: Permit, key: datetime) -> None:
+        """Give up a place, or one on the waitlist (holding none is fine); the first waiting
+        takes a place that frees."""
+        user = permit.user.id
+        async with self.store.session_locked(permit.session.id) as locked:
+            session, occurrence = _found(locked, key)
+            check_changeable(occurrence, self.clock())
+            places = await locked.places(key)
+            if standing(places, user) is not None:
+                await locked.remove_place(key, user)
+            await _promote(locked, key, [p for p in places if p.user != user], session.capacity)
+
+    # Calendars
+
+    async def room_feed(self, user: User, room_id: RoomId) -> tuple[Room, list[FeedEntry]]:
+        """The room, and its sessions' occurrences from FEED_PAST ago to FEED_AHEAD from now."""
+        room, _ = await self._visible_room(user, room_id)
+        start = self.clock() - FEED_PAST
+        entries: list[FeedEntry] = []
+        for session in await self.store.list_room(room.id) if room.kind is RoomKind.GROUP else []:
+            for occurrence in await self.store.occurrences(session, start, start + FEED_PAST + FEED_AHEAD):
+                entries.append((session, occurrence, None))
+        return room, entries
+
+    async def my_feed(self, user: User) -> list[FeedEntry]:
+        """The occurrences `user` holds a place for, from FEED_PAST ago to FEED_AHEAD from now,
+        in rooms they may still see."""
+        start = self.clock() - FEED_PAST
+        entries: list[FeedEntry] = []
+        visible: dict[RoomId, bool] = {}
+        for session, occurrence, status in await self.store.registrations_of(
+            user.id, start, start + FEED_PAST + FEED_AHEAD
+        ):
+            if session.room not in visible:
+                room = await self.directory.get_room(session.room)
+                membership = await self.directory.member_role(session.room, user.id)
+                visible[session.room] = room is not None and policy.can_see_schedule(user, room, membership)
+            if visible[session.room]:
+                entries.append((session, occurrence, status))
+        return entries
+
+
+def _need(permit: Permit, action: Action) -> None:
+    """Fail closed on a permit for another action (a caller that skipped asking for this one)."""
+    if permit.action is not action:
+        raise Forbidden(_REFUSED[action])
+
+
+def _found(locked: LockedSession, key: datetime) -> tuple[Session, Occurrence]:
+    if locked.session is None:
+        raise NotFound("There is no such session.")
+    occurrence = locked.session.occurrence(key, locked.changes)
+    if occurrence is None:
+        raise NotFound("This session has no occurrence at that time.")
+    return locked.session, occurrence
+
+
+async def _promote(locked: LockedSession, key: datetime, places: list[Place], capacity: int | None) -> None:
+    """Give the places that are free to the first waiting for them."""
+    lucky = promoted(places, capacity)
+    if lucky:
+        await locked.promote(key, lucky)
