@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rooms import live
 from rooms.clock import iso_ts
@@ -113,7 +113,7 @@ class Scheduler:
             state = await self._state(occurrence.room)  # again, now that nobody else changes it
             if not self._due_to_open(state, occurrence):
                 return
-            body: dict[str, Any] = live.plan_open(
+            body = live.plan_open(
                 state,
                 key=occurrence.key_text,
                 title=occurrence.title,

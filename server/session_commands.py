@@ -15,13 +15,14 @@ from typing import Any
 from rooms import fields, live, policy
 from rooms.clock import iso_ts, now_ms
 from rooms.errors import BadRequest
+from rooms.live.events import SessionBody
 from rooms.model import UserId
 from server.commands import Handler, Reply, joined_room, signed_in, stamp, text
 from server.connection import Connection
 from server.feed import RoomFeed
 from server.hub import Hub
 
-Plan = Callable[[], Mapping[str, Any] | list[dict[str, Any]]]
+Plan = Callable[[], SessionBody | list[SessionBody]]
 
 
 def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, str]:
