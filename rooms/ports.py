@@ -57,6 +57,12 @@ class TranscriptStore(Protocol):
     async def last_seq(self, room: RoomId) -> Seq:
         """The latest committed seq of `room` (0 when it has none)."""
 
+    async def last_seqs(self, rooms: list[RoomId]) -> dict[RoomId, Seq]:
+        """The latest committed seq of each of `rooms` that has one, in one read."""
+
+    async def ping(self) -> None:
+        """Return once the store answers; `Unavailable` when it does not."""
+
 
 class Directory(Protocol):
     """Users, rooms and membership. Implementation: SqlDirectory."""
@@ -77,6 +83,38 @@ class Directory(Protocol):
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         """Add or update a membership; False when it already was exactly that."""
+
+    def forget_role(self, room: RoomId, user: UserId) -> None:
+        """Drop what this worker remembers of `user`'s role in `room` (changed elsewhere):
+        the next read is the store's."""
+
+
+class Revocations(Protocol):
+    """Tokens signed out before they expire. Implementation: SqlDirectory.
+
+    Kept in memory by each worker once loaded, so a sign-in reads nothing; `load_revoked`
+    (each heartbeat) takes in those revoked on other workers."""
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Revoke the token `jti` (it expires at `expires_at`, microseconds since the epoch)."""
+
+    async def is_revoked(self, jti: str) -> bool: ...
+
+    async def load_revoked(self) -> set[str]:
+        """Every revoked token that has not expired anyway, read again from the store."""
+
+    async def purge_revoked(self) -> None:
+        """Forget revocations of tokens that have expired anyway."""
+
+
+class Outbox(Protocol):
+    """Notices for someone to send by e-mail or SMS (reminders). Implementation: SqlOutbox."""
+
+    async def enqueue(
+        self, kind: str, users: Sequence[UserId], session: str, occurrence: str, payload: Mapping[str, Any]
+    ) -> list[UserId]:
+        """Add the notice for each user who does not have it yet (once, whatever the worker);
+        returns those users."""
 
 
 class Limiter(Protocol):

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -23,9 +23,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from rooms.errors import BadRequest, Forbidden, RateLimited, Unauthenticated
 from rooms.model import SIGNUP_ROLES, Role, User, UserId
+from rooms.ports import Revocations
 from rooms.service import clean_name
 from server.settings import Settings
-from server.store.directory import SqlDirectory
 from server.workpool import WorkPool
 
 log = logging.getLogger("hearth.auth")
@@ -157,10 +157,24 @@ class Passwords:
         self._pool.close()
 
 
+class AccountStore(Revocations, Protocol):
+    """What accounts need of the store (implementation: server.store.directory.SqlDirectory)."""
+
+    async def get_user(self, user: UserId) -> User | None: ...
+
+    async def find_login(self, username: str) -> tuple[User, str] | None:
+        """The user and their password hash, by username (case-insensitive)."""
+
+    async def create_user(self, username: str, name: str, role: Role, password_hash: str) -> User:
+        """A new user; Conflict when the username is taken."""
+
+    async def set_password(self, user: UserId, password_hash: str) -> None: ...
+
+
 class Accounts:
     """Signup, login, logout and token checks, on the directory."""
 
-    def __init__(self, directory: SqlDirectory, tokens: Tokens, passwords: Passwords) -> None:
+    def __init__(self, directory: AccountStore, tokens: Tokens, passwords: Passwords) -> None:
         self.directory = directory
         self.tokens = tokens
         self.passwords = passwords

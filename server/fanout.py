@@ -16,12 +16,12 @@ from typing import Any
 
 from rooms.errors import Unavailable
 from rooms.model import Event, RoomId
+from rooms.ports import TranscriptStore
 from server.broker import Backend
 from server.feed import RoomFeed, envelope, pack
 from server.health import Health
 from server.metrics import Metrics
 from server.settings import Settings
-from server.store.sql import SqlTranscriptStore
 
 log = logging.getLogger("hearth.fanout")
 
@@ -33,7 +33,7 @@ class Fanout:
     def __init__(
         self,
         broker: Backend,
-        store: SqlTranscriptStore,
+        store: TranscriptStore,
         health: Health,
         metrics: Metrics,
         settings: Settings,

@@ -14,14 +14,12 @@ import asyncio
 import logging
 
 from rooms.errors import Unavailable
-from rooms.ports import Limiter
+from rooms.ports import Limiter, Revocations, TranscriptStore
 from server.clients import Clients
 from server.fanout import Fanout
 from server.health import Health
 from server.live import LiveDesk
 from server.roster import Roster
-from server.store.directory import SqlDirectory
-from server.store.sql import SqlTranscriptStore
 
 log = logging.getLogger("hearth.hub")
 
@@ -31,8 +29,8 @@ class Heartbeat:
         self,
         every: float,
         *,
-        store: SqlTranscriptStore,
-        directory: SqlDirectory,
+        store: TranscriptStore,
+        directory: Revocations,
         limiter: Limiter,
         health: Health,
         fanout: Fanout,

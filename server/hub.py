@@ -22,7 +22,9 @@ import asyncio
 import logging
 import secrets
 import time
+from typing import Protocol
 
+from rooms.ports import Directory, Outbox, Revocations, TranscriptStore
 from rooms.service import RoomService
 from server.auth import Accounts
 from server.broker import Backend, Shared
@@ -40,11 +42,12 @@ from server.notices import Notices
 from server.quotas import Quotas
 from server.roster import Roster
 from server.settings import Settings
-from server.store.directory import SqlDirectory
-from server.store.outbox import SqlOutbox
-from server.store.sql import SqlTranscriptStore
 
 log = logging.getLogger("hearth.hub")
+
+
+class Records(Directory, Revocations, Protocol):
+    """Users, rooms, memberships and revoked tokens (implementation: SqlDirectory)."""
 
 
 class Hub:
@@ -52,12 +55,12 @@ class Hub:
         self,
         settings: Settings,
         *,
-        store: SqlTranscriptStore,
-        directory: SqlDirectory,
+        store: TranscriptStore,
+        directory: Records,
         broker: Backend,
         shared: Shared,
         accounts: Accounts,
-        outbox: SqlOutbox,
+        outbox: Outbox,
     ) -> None:
         self.settings = settings
         self.limits = limits = settings.limits
@@ -86,7 +89,7 @@ class Hub:
             health,
             clients,
             facilitates=self.service.facilitates,
-            forget_role=lambda room, user: directory.recent.drop(("member", room, user)),
+            forget_role=directory.forget_role,
             worker=worker,
         )
         self.heartbeat = Heartbeat(

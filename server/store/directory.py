@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from rooms.clock import now_us
 from rooms.errors import Conflict
 from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
-from rooms.ports import Directory
+from rooms.ports import Directory, Revocations
 from server.store.engine import Engines
 from server.store.sql import guarded
 from server.store.tables import revoked_tokens, room_members, rooms, users
@@ -195,6 +195,9 @@ class SqlDirectory:
         await self._write(*statements)
         return room
 
+    def forget_role(self, room: RoomId, user: UserId) -> None:
+        self.recent.drop(("member", room, user))
+
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         self.recent.drop(("member", room, user))  # decide on what the database says now
         current = await self.member_role(room, user)
@@ -242,3 +245,4 @@ class SqlDirectory:
 
 
 _: type[Directory] = SqlDirectory
+_revocations: type[Revocations] = SqlDirectory

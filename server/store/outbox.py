@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rooms.clock import now_us
 from rooms.model import UserId
+from rooms.ports import Outbox
 from server.store.engine import Engines
 from server.store.sql import guarded
 from server.store.tables import notification_outbox
@@ -71,3 +72,6 @@ class SqlOutbox:
                 return [dict(row._mapping) for row in rows]
 
         return await guarded(run)
+
+
+_: type[Outbox] = SqlOutbox
