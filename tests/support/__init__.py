@@ -1,0 +1,12 @@
+"""What Hearth's tests are made of, one concept a module.
+
+- `deadlines`: the time unit every wait is scaled by;
+- `servers`: a server in the test's own process (`test_settings`, `serving`, `Running`);
+- `processes`: `hearth serve` in a process of its own (`ServerProcess`);
+- `api`: the HTTP API as a client calls it (`Api`, `Account`, `auth`);
+- `client`: the websocket client as an app would write it (`Client`, `open_client`);
+- `services`: PostgreSQL and Redis, a Redis of a test's own, a proxy to cut;
+- `measurement`: `HealthProbe` and `record_figure`.
+
+`tests/conftest.py` makes fixtures of them and re-exports every name.
+"""
