@@ -22,7 +22,7 @@ pytest.register_assert_rewrite("tests.support")
 
 from tests.support.api import Account, Api, auth
 from tests.support.client import ENCODINGS, JSON, MSGPACK, Client, open_client
-from tests.support.deadlines import TIMEOUT, UNIT
+from tests.support.deadlines import TIMEOUT, UNIT, eventually
 from tests.support.measurement import FIGURES, HealthProbe, record_figure
 from tests.support.processes import ServerProcess, process_account, process_room
 from tests.support.servers import Running, serving, start_server, test_settings
@@ -54,6 +54,7 @@ __all__ = [
     "ServerProcess",
     "TcpProxy",
     "auth",
+    "eventually",
     "need_service",
     "open_client",
     "process_account",

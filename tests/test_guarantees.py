@@ -11,6 +11,7 @@ import pytest
 
 from server.settings import normalise_db_url
 from tests.conftest import (
+    TIMEOUT,
     Api,
     Client,
     Running,
@@ -265,16 +266,17 @@ async def test_acknowledged_messages_survive_kill_9(
     client = await open_client(proc, sender)
     await client.call("join", room=room)
     acked: dict[int, str] = {}
+    busy = asyncio.Event()
 
     async def send(i: int) -> None:
         reply = await client.request("send", room=room, text=f"kept {i}", client_id=f"k{i}")
         if "result" in reply:
             acked[reply["result"]["seq"]] = f"kept {i}"
+        if len(acked) >= 150:
+            busy.set()
 
     tasks = [asyncio.create_task(send(i)) for i in range(400)]
-    while len(acked) < 150:
-        await asyncio.sleep(0)
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED, timeout=0.001)
+    await asyncio.wait_for(busy.wait(), 6 * TIMEOUT)  # 150 acked: kill it while the rest are on their way
     assert await proc.signal(signal.SIGKILL) == -signal.SIGKILL
     await asyncio.gather(*tasks, return_exceptions=True)
     await client.close()

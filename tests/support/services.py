@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.support.deadlines import TIMEOUT
+from tests.support.deadlines import TIMEOUT, eventually
 
 PG_ADMIN_URL = os.environ.get("HEARTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HEARTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -100,14 +100,17 @@ class RedisProcess:
             "--dir", str(self.directory), stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         client = aioredis.Redis.from_url(self.url)
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                try:
-                    await client.ping()
-                    break
-                except Exception:
-                    await asyncio.sleep(0.05)
-        await client.aclose()
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except Exception:  # not listening yet
+                return False
+
+        try:
+            await eventually(answers, within=TIMEOUT, every=0.05)
+        finally:
+            await client.aclose()
         return self
 
     async def kill(self) -> None:
