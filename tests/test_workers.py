@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import (
     TIMEOUT,
@@ -140,7 +141,8 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_message_and_its_users_le
         for i in range(count):
             try:
                 reply = await client.request("send", room=room, text=f"{tag} {i}", client_id=f"{tag}{i}")
-            except Exception:
+            except ConnectionClosed:
+                assert client is doomed, "a connection to the surviving worker closed"
                 return  # the connection died with its worker
             if "result" in reply:
                 acked.add(reply["result"]["seq"])
