@@ -55,12 +55,14 @@ def nested(depth: int) -> Any:
     return value
 
 
+def is_reply(frame: dict[str, Any]) -> bool:
+    """Whether a frame nobody waits for is a reply (with `"id": null`) rather than an event."""
+    return "ev" not in frame
+
+
 async def unreplied(client: Client) -> dict[str, Any]:
     """The next frame that is neither an event nor a reply someone waits for: an `"id": null` reply."""
-    while True:
-        frame = await asyncio.wait_for(client.events.get(), TIMEOUT)
-        if "ev" not in frame:
-            return frame
+    return await client.event(where=is_reply)
 
 
 async def own_message(client: Client, room: str, client_id: str) -> dict[str, Any]:
@@ -184,8 +186,7 @@ async def expect_close(scene: Scene, client: Client, frame: str | bytes, code: i
     await send_raw(client, frame)
     assert await client.close_code() == code
     assert client.replies == {}
-    while not client.events.empty():
-        assert "ev" in client.events.get_nowait(), "no reply to a frame that closes the connection"
+    await client.no_event(where=is_reply, within=0)  # no reply to a frame that closes the connection
     await scene.witness.check()
 
 
@@ -420,7 +421,7 @@ async def test_an_op_that_is_not_a_string_is_a_bad_request(scene: Scene, op: Any
     """An op that is a number, null, a list, a map or a boolean is a bad_request naming `op`."""
     client = await scene.offender()
     # the Client helper only sends string ops, so wait for this reply by its id
-    future = client.replies[41] = asyncio.get_running_loop().create_future()
+    future = client.reply_to(41)
     await send_raw(client, pack(scene.encoding, {"id": 41, "op": op, "room": scene.room, "text": "x"}))
     reply = await asyncio.wait_for(future, TIMEOUT)
     assert reply["id"] == 41 and reply["error"]["code"] == "bad_request" and "op" in reply["error"]["message"]
@@ -430,7 +431,7 @@ async def test_an_op_that_is_not_a_string_is_a_bad_request(scene: Scene, op: Any
 async def test_a_command_without_an_op_is_a_bad_request(scene: Scene) -> None:
     """A map with an id but no op is a bad_request."""
     client = await scene.offender()
-    future = client.replies[42] = asyncio.get_running_loop().create_future()
+    future = client.reply_to(42)
     await send_raw(client, pack(scene.encoding, {"id": 42, "room": scene.room}))
     reply = await asyncio.wait_for(future, TIMEOUT)
     assert reply["error"]["code"] == "bad_request"
@@ -807,10 +808,9 @@ async def test_a_flood_of_commands_is_rate_limited_then_closed_with_4429(slow_se
     try:
         scene = await make_scene(slow_server, api, clients, encoding, seed=False)  # the witness spends 2 of 5
         client = await scene.offender()  # the join spends 1 of 5
-        loop = asyncio.get_running_loop()
         futures = {}
         for cid in range(100, 130):
-            futures[cid] = client.replies[cid] = loop.create_future()
+            futures[cid] = client.reply_to(cid)
             frame = {"id": cid, "op": "send", "room": scene.room, "text": f"flood {cid}", "client_id": f"f{cid}"}
             await send_raw(client, pack(encoding, frame))
         assert await client.close_code() == CLOSE_TOO_MANY

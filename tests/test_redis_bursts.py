@@ -23,6 +23,7 @@ from tests.conftest import (
     Client,
     RedisProcess,
     ServerProcess,
+    eventually,
     open_client,
     process_account,
     process_room,
@@ -120,11 +121,11 @@ async def test_two_thousand_sockets_closing_at_once_leave_presence_at_once_witho
     closed_at = time.monotonic()
     for client in crowd:  # every socket at once, as when a network or a load balancer drops them
         client.ws.transport.abort()
-    stale = everyone
-    async with asyncio.timeout(3 * TIMEOUT):
-        while stale:
-            await asyncio.sleep(0.1)
-            stale = set().union(*await _seen_by_all(watchers, rooms)) & everyone
+
+    async def forgotten() -> bool:
+        return not set().union(*await _seen_by_all(watchers, rooms)) & everyone
+
+    await eventually(forgotten, within=3 * TIMEOUT, every=0.1)  # as a join answers it, on each worker
     settled = time.monotonic() - closed_at
     record_figure("mass close of 2,000", "presence right on both workers after", settled * 1000, "ms")
     assert settled < 5 * TIMEOUT / 10, f"presence took {settled:.1f} s to forget the closed sockets"
@@ -165,11 +166,7 @@ async def test_a_worker_that_loses_redis_says_what_failed(
         await client.call("join", room=room)
         await own_redis.kill()
         await client.request("join", room=room)  # presence is read from Redis
-        async with asyncio.timeout(TIMEOUT):
-            while True:  # the worker's log arrives through a pipe
-                if said := _complaints([worker]):
-                    break
-                await asyncio.sleep(0.05)
+        said = await eventually(lambda: _complaints([worker]), every=0.05)  # the worker's log comes through a pipe
         assert re.search(
             r"shared state unavailable \((ConnectionError|TimeoutError|OSError): "
             r"(Redis|The network)[^)]*\): running degraded",

@@ -54,8 +54,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
                     *(sender.call("send", room=room, text=text, client_id=f"f{sent + i}") for i in range(16))
                 )
                 sent += 16
-                left = [e for e in list(sender.events._queue) if e.get("ev") == "presence" and e["left"]]  # type: ignore[attr-defined]
-                if left:
+                if left := sender.seen("presence", room=room, where=lambda e: e["left"]):
                     break
         assert left[0]["left"][0]["id"] == slow.id
         # The room goes on at full speed for those who read.
@@ -85,11 +84,7 @@ async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the
         text = "💛" * 4000  # 16 KB a frame: the phone's buffers fill within a few dozen
         for i in range(4):
             await asyncio.gather(*(sender.call("send", room=room, text=text, client_id=f"f{i}.{j}") for j in range(16)))
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                event = await sender.event("presence", room=room)
-                if event["left"]:
-                    break
+        event = await sender.event("presence", room=room, where=lambda e: e["left"])
         assert event["left"][0]["id"] == slow.id
         stalled.transport.abort()
         await sender.close()

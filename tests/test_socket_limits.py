@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from tests.conftest import (
     JSON,
     MSGPACK,
     TIMEOUT,
+    UNIT,
     HealthProbe,
     ServerProcess,
+    eventually,
     open_client,
     process_account,
     process_room,
@@ -167,7 +170,7 @@ async def test_oversized_frames_after_sign_in_are_refused_unread_and_the_socket_
         for _ in range(10):
             await client.raw(frame if encoding == MSGPACK else frame.decode())
         for _ in range(10):
-            reply = await asyncio.wait_for(client.events.get(), TIMEOUT)
+            reply = await client.event()
             assert reply["id"] is None and reply["error"]["code"] == "too_large", reply
     assert "ts" in await client.call("ping")
     await client.close()
@@ -344,17 +347,18 @@ async def test_connections_past_the_cap_are_answered_503_at_once(tmp_path: Path,
     async with serving(test_settings(tmp_path, **{limit: 6, "request_timeout": 30.0})) as (running, api):
         account = await api.signup()
         await api.http.aclose()  # its kept-alive connection would take a place
-        async with asyncio.timeout(TIMEOUT):
-            while running.app.state.gate.count:  # noqa: ASYNC110 (the server's count: no event to wait on)
-                await asyncio.sleep(0.01)
+        await eventually(lambda: running.app.state.gate.count == 0)  # the server's count: no event tells it
         idle = await open_idle(running.port, 4)
         sockets = [await open_client(running, account) for _ in range(2)]
         assert await get_status(running.port) == b"HTTP/1.1 503 Service Unavailable"
         await sockets[0].close()
-        async with asyncio.timeout(TIMEOUT):
-            while (status := await get_status(running.port)) != b"HTTP/1.1 200 OK":
-                assert status == b"HTTP/1.1 503 Service Unavailable"
-                await asyncio.sleep(0.05)
+
+        async def let_in() -> bool:
+            status = await get_status(running.port)
+            assert status in (b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable"), status
+            return status == b"HTTP/1.1 200 OK"
+
+        await eventually(let_in, every=0.05)  # the place comes back once the server has seen the close
         for writer in idle:
             writer.close()
         await sockets[1].close()
@@ -373,6 +377,11 @@ def server_side_open(server_port: int, client_port: int) -> bool:
     return False
 
 
+def joined(user_id: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a presence event says that `user_id` arrived."""
+    return lambda event: user_id in {card["id"] for card in event["joined"]}
+
+
 async def test_a_phone_that_stops_reading_gets_a_close_it_can_act_on_or_is_let_go(proc: ServerProcess) -> None:
     """Under `hearth serve`, with its real keepalive, two phones stop reading while a room
     floods past their outboxes (4408). One reads again 12 s later: it gets messages in order
@@ -382,29 +391,30 @@ async def test_a_phone_that_stops_reading_gets_a_close_it_can_act_on_or_is_let_g
     room = await process_room(proc, staff)
     sender = await open_client(proc, staff)
     await sender.call("join", room=room)
-    phones = []
-    for _ in range(2):
-        phone = await stalled(proc, (await process_account(proc)).token)
+    accounts = [await process_account(proc) for _ in range(2)]
+    phones = [await stalled(proc, account.token) for account in accounts]
+    for phone in phones:
         await phone.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
-        phones.append(phone)
-    await asyncio.sleep(0.5)  # both joined (their replies wait in their sockets, unread)
+    for account in accounts:  # joined: their replies wait in their sockets, unread, and the room sees them arrive
+        await sender.until("presence", room=room, where=joined(account.id))
+
+    def gone_from_the_room() -> set[str]:
+        return {card["id"] for event in sender.seen("presence", room=room) for card in event["left"]}
+
     sent = 0
     async with asyncio.timeout(6 * TIMEOUT):
-        while True:
+        while len(gone_from_the_room()) < 2:
             await asyncio.gather(
                 *(sender.call("send", room=room, text=HEART_TEXT, client_id=f"f{sent + i}") for i in range(16))
             )
             sent += 16
-            left = [e for e in list(sender.events._queue) if e.get("ev") == "presence" and e["left"]]  # type: ignore[attr-defined]
-            if len({card["id"] for e in left for card in e["left"]}) == 2:
-                break
     overflowed = time.monotonic()
     returning, gone = phones
     gone_port = gone.transport.get_extra_info("sockname")[1]
-    await asyncio.sleep(12)
-    # The one that never comes back: its socket was let go by the worker.
-    assert not server_side_open(proc.port, gone_port), "the worker still holds a phone that never read again"
-    # The one that comes back.
+    # The one that never comes back: the worker lets its socket go within 12 s.
+    await eventually(lambda: not server_side_open(proc.port, gone_port), within=12 * UNIT, every=0.25)
+    # The one that comes back reads again 12 s after the flood (time away is the point here).
+    await asyncio.sleep(overflowed + 12 - time.monotonic())
     seqs: list[int] = []
     started = time.monotonic()
     try:
@@ -477,9 +487,7 @@ async def test_a_response_not_read_does_not_hold_the_connection(tmp_path: Path) 
             await loop.sock_sendall(sock, b"GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 200)
             sockets.append(sock)
         started = time.monotonic()
-        async with asyncio.timeout(4 * TIMEOUT):
-            while gate.count:  # noqa: ASYNC110 (the server's count: no event to wait on)
-                await asyncio.sleep(0.05)
+        await eventually(lambda: gate.count == 0, within=4 * TIMEOUT, every=0.05)  # no event tells it
         record_figure("responses never read", "connections let go after", (time.monotonic() - started) * 1000, "ms")
         for sock in sockets:
             sock.close()

@@ -140,7 +140,7 @@ async def test_a_commit_that_waited_for_its_room_is_stamped_when_it_got_it(
     async with transcripts.engines.writer.begin() as other_worker:  # mid-commit, holding the room
         await other_worker.execute(select(rooms.c.id).where(rooms.c.id == room).with_for_update())
         waiting = asyncio.create_task(transcripts.append([NewEvent(room, EventKind.MESSAGE, user, {"text": "hi"})]))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the other worker holds the room this long; the send waits meanwhile
         let_go = datetime.now(UTC)
     [event] = await waiting
     assert isinstance(event, Event) and event.ts >= let_go

@@ -23,7 +23,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from server.transport import Socket, release
-from tests.conftest import TIMEOUT, open_client, serving, test_settings
+from tests.conftest import eventually, open_client, serving, test_settings
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -119,19 +119,13 @@ async def test_uvicorn_hands_connections_to_the_gate_and_upgrades_to_hearths_soc
     async with serving(test_settings(tmp_path)) as (running, api):
         account = await api.signup()
         await api.http.aclose()
-        gate = running.app.state.gate
-        async with asyncio.timeout(TIMEOUT):
-            while gate.count:  # noqa: ASYNC110 (the server's count: no event to wait on)
-                await asyncio.sleep(0.01)
+        gate = running.app.state.gate  # its count of connections is the server's alone: no event tells it
+        await eventually(lambda: gate.count == 0)
         _, writer = await asyncio.open_connection("127.0.0.1", running.port)
-        async with asyncio.timeout(TIMEOUT):
-            while gate.count != 1:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: gate.count == 1)
         writer.close()
         client = await open_client(running, account)
         [conn] = [c for c in running.hub.clients.registry.all() if c.user_id == account.id]
         assert isinstance(conn.wire, Socket) and conn.wire.slot is not None
         await client.close()
-        async with asyncio.timeout(TIMEOUT):
-            while gate.count:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await eventually(lambda: gate.count == 0)
