@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
 from rooms.hours import check_hours
-from rooms.model import EventKind, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.model import CommunityId, EventKind, Member, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
 from rooms.ports import Directory, TranscriptStore
 
 # Control characters other than tab, newline and carriage return are refused in text; so are
@@ -98,18 +99,19 @@ class RoomService:
             raise Forbidden(refusal)
         return room
 
-    async def open_room(self, user: User, room_id: RoomId) -> tuple[Room, bool]:
-        """The room `user` asks to join, once they are allowed in, and whether they may run
-        sessions there (its facilitators and admins)."""
-        room = await self.room(room_id)
+    async def entry(self, user: User, room: Room) -> bool:
+        """Whether `user` may run sessions in `room` (its facilitators and admins), once they
+        may join it at all (else Forbidden)."""
         membership = await self.directory.member_role(room.id, user.id)
         if not policy.can_join(user, room, membership):
             raise Forbidden("This group is for its members. Ask its facilitator to add you.")
-        return room, policy.can_manage_members(user, membership)
+        return policy.can_manage_members(user, membership)
 
-    async def runs(self, room: RoomId, user_id: UserId) -> bool:
+    async def runs(self, room: RoomId, user_id: UserId | None) -> bool:
         """Whether `user_id` is one of the room's staff (its facilitators, admins): whom a
         session's facilitators may not mute or remove. An unknown user runs nothing."""
+        if user_id is None:
+            return False
         user = await self.directory.get_user(user_id)
         return user is not None and await self.facilitates(user, room)
 
@@ -122,9 +124,9 @@ class RoomService:
         if not policy.can_create_room(user):
             raise Forbidden("Only facilitators and admins can open rooms.")
 
-    async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
+    async def create_room(self, user: User, name: str, kind: RoomKind, community: CommunityId) -> Room:
         self.require_room_creator(user)
-        return await self.directory.create_room(clean_name(name, what="Room name"), kind, user)
+        return await self.directory.create_room(clean_name(name, what="Room name"), kind, user, community)
 
     async def set_open_hours(self, actor: User, room_id: RoomId, hours: object) -> Room:
         """Set (or, with None, clear) a drop-in room's open hours: its facilitators and admins."""
@@ -133,12 +135,12 @@ class RoomService:
             raise BadRequest("Open hours are for drop-in rooms.")
         checked = check_hours(hours)
         await self.directory.set_open_hours(room.id, checked)
-        return Room(room.id, room.name, room.kind, checked)
+        return Room(room.id, room.name, room.kind, room.community, checked)
 
-    async def check_co_facilitators(self, room: RoomId, users: list[str]) -> None:
+    async def check_co_facilitators(self, room: RoomId, users: Sequence[UserId]) -> None:
         """Co-facilitators of a session must be facilitators of its room."""
         for user in users:
-            if await self.directory.member_role(room, UserId(user)) is not MemberRole.FACILITATOR:
+            if await self.directory.member_role(room, user) is not MemberRole.FACILITATOR:
                 raise BadRequest("Co-facilitators must be facilitators of this room.")
 
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
@@ -153,7 +155,7 @@ class RoomService:
     # Durable events
 
     def new_message(
-        self, user: User, room: RoomId, text: str, client_id: str, reply_to: int | None, latest: Seq
+        self, user: Member, room: RoomId, text: str, client_id: str, reply_to: int | None, latest: Seq
     ) -> NewEvent:
         """A message ready for the store; `latest` is the room's newest seq this worker knows."""
         body: dict[str, Any] = {"text": clean_text(text, max_chars=self.max_text)}
@@ -163,17 +165,17 @@ class RoomService:
             body["reply_to"] = reply_to
         return NewEvent(room, EventKind.MESSAGE, user, body, check_client_id(client_id))
 
-    async def new_edit(self, user: User, room: RoomId, target: Seq, text: str, client_id: str | None) -> NewEvent:
+    async def new_edit(self, user: Member, room: RoomId, target: Seq, text: str, client_id: str | None) -> NewEvent:
         body = {"text": clean_text(text, max_chars=self.max_text)}
         await self._own_message(user, room, target, "edit")
         return NewEvent(room, EventKind.EDIT, user, body, _opt_client_id(client_id), target)
 
-    async def new_delete(self, user: User, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
+    async def new_delete(self, user: Member, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
         await self._own_message(user, room, target, "delete")
         return NewEvent(room, EventKind.DELETE, user, {}, _opt_client_id(client_id), target)
 
     def new_reaction(
-        self, user: User, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None
+        self, user: Member, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None
     ) -> NewEvent:
         emoji = clean_text(emoji, max_chars=MAX_EMOJI, what="Reaction")
         if any(ch.isspace() for ch in emoji):
@@ -181,7 +183,7 @@ class RoomService:
         body = {"emoji": emoji, "remove": remove}
         return NewEvent(room, EventKind.REACTION, user, body, _opt_client_id(client_id), target)
 
-    async def _own_message(self, user: User, room: RoomId, target: Seq, verb: str) -> None:
+    async def _own_message(self, user: Member, room: RoomId, target: Seq, verb: str) -> None:
         event = await self.store.read_event(room, target)
         if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
             raise NotFound("There is no such message.")

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from presence.registry import ConnectionRegistry
 from rooms.errors import Unavailable
-from rooms.model import RoomId, User, UserId
-from server.closecodes import CLOSE_UNAUTHENTICATED
+from rooms.model import CommunityId, RoomId, User, UserId
+from server.closecodes import CLOSE_REMOVED, CLOSE_UNAUTHENTICATED
 from server.codec import Codec
 from server.connection import Budget, Connection, Wire
 from server.metrics import Metrics
@@ -65,6 +65,12 @@ class Clients:
         """Close every socket signed in with a token that was just revoked."""
         for conn in self.registry.with_token(token_id):
             conn.close_soon(CLOSE_UNAUTHENTICATED, "signed out")
+
+    def banned(self, community: CommunityId, user: UserId) -> None:
+        """Close every socket of `user` that is in (or joining) a room of `community`."""
+        for conn in self.registry.all():
+            if conn.user_id == user and any(m.community == community for m in conn.members.values()):
+                conn.close_soon(CLOSE_REMOVED, "banned from this community")
 
     async def recheck(self, room: RoomId, user: UserId, facilitates: Callable[[User], Awaitable[bool]]) -> None:
         """`user`'s role in `room` changed: their connections there take the new role's rights."""

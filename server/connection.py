@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from rooms.limits import TokenBucket
 from rooms.live import visible
-from rooms.model import ConnId, RoomId, User
+from rooms.model import ConnId, Member, RoomId, User
 from server.closecodes import CLOSE_TOO_SLOW
 from server.codec import Codec
 from server.metrics import Metrics
@@ -69,7 +69,7 @@ class Connection:
     """
 
     __slots__ = (
-        "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "facilitating", "on_duty",
+        "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "members", "facilitating", "on_duty",
         "bucket", "strikes", "budget", "_backlog", "_held", "_corked", "_close", "_gone",
     )  # fmt: skip
 
@@ -83,6 +83,7 @@ class Connection:
         self.user: User | None = None
         self.token_id = ""
         self.rooms: set[RoomId] = set()
+        self.members: dict[RoomId, Member] = {}  # who the user is in each room joined: its community's card
         self.facilitating = NO_ROOMS  # rooms where this user runs sessions: sees private events
         self.on_duty = NO_ROOMS  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
@@ -104,11 +105,17 @@ class Connection:
 
     @property
     def user_id(self) -> str:
+        """The account: for this worker's own bookkeeping and logs, never for a peer."""
         return self.user.id if self.user else ""
+
+    def who(self, room: RoomId) -> str:
+        """The member id this connection's user has in `room` (joined, or joining)."""
+        member = self.members.get(room)
+        return member.id if member is not None else ""
 
     def sees(self, room: RoomId, event: Mapping[str, Any]) -> bool:
         """Whether a durable event of `room` may be shown on this connection."""
-        return visible(event, self.user_id, facilitator=room in self.facilitating)
+        return visible(event, self.who(room), facilitator=room in self.facilitating)
 
     @property
     def closing(self) -> bool:

@@ -27,9 +27,9 @@ log = logging.getLogger("hearth.hub")
 
 
 def card(conn: Connection, room: RoomId) -> dict[str, Any]:
-    """What others see of a connection's user in a room: staff on duty say so."""
-    assert conn.user is not None
-    shown: dict[str, Any] = conn.user.public()
+    """What others see of a connection's user in a room: their member card; staff on duty
+    say so."""
+    shown: dict[str, Any] = conn.members[room].public()
     if room in conn.on_duty:
         shown["on_duty"] = True
     return shown
@@ -59,8 +59,7 @@ class Joins:
         client ahead of every live event. While a session is open, a member who is not in
         it waits in its lobby: they see the session's state and nothing of the room.
         """
-        user = conn.user
-        assert user is not None
+        member = conn.members[room.id]
         feed = await self.fanout.open(room.id)  # reserved for this join until the `finally`
         try:
             if facilitator:
@@ -76,7 +75,7 @@ class Joins:
                 view = None
                 if session is not None:
                     view = session.lobby_view() if waiting else session.public()
-                    if facilitator or session.facilitates(user.id):
+                    if facilitator or session.facilitates(member.id):
                         view = session.for_facilitators()
                 shown = self.within_reply(conn, events)
                 reply(
@@ -111,29 +110,30 @@ class Joins:
     async def arrived(self, conn: Connection, room: RoomId) -> None:
         """`conn` is in the room (joined, or let in from the lobby): lease its presence and,
         for a user's first connection there, tell the others and note their attendance."""
-        user = conn.user
-        if user is None or room not in conn.rooms or conn.closing:
+        if conn.user is None or room not in conn.rooms or conn.closing:
             return
-        if await self.roster.arrive(room, user.id, conn.id, card(conn, room)):
+        shown = card(conn, room)
+        if await self.roster.arrive(room, shown["id"], conn.id, shown):
             if (feed := self.fanout.feeds.get(room)) is not None:
                 try:  # the join was answered already: a failure here is only logged
-                    await self.desk.attendance(feed, user.id, present=True)
+                    await self.desk.attendance(feed, shown["id"], present=True)
                 except HearthError as exc:
                     log.warning("attendance on arrival failed room=%s: %s", room, exc.code)
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
         conn.mark(room, facilitating=False, on_duty=False)
+        member = conn.members.pop(room, None)
         feed = self.fanout.feeds.get(room)
         waiting = feed is not None and conn.id in feed.waiting
         if feed is not None:
             feed.detach(conn)
-        if conn.user is not None:
+        if member is not None:
             gone = False
             if not waiting:  # the lobby holds no presence
-                gone = await self.roster.depart(room, conn.user.id, conn.id, conn.user.public())
+                gone = await self.roster.depart(room, member.id, conn.id, member.public())
             if feed is not None:
-                await self.desk.depart(feed, conn.user, gone=gone, waiting=waiting)
+                await self.desk.depart(feed, member, gone=gone, waiting=waiting)
         if feed is not None:
             await self.fanout.release(feed)
 
@@ -146,5 +146,4 @@ class Joins:
                 log.exception("leave on disconnect failed conn=%s room=%s", conn.id, room)
 
     async def typing(self, conn: Connection, room: RoomId) -> None:
-        assert conn.user is not None
-        await self.roster.typing(room, conn.user.public())
+        await self.roster.typing(room, conn.members[room].public())

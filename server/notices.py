@@ -2,7 +2,9 @@
 
 - an event for some people wherever they are connected (a reminder);
 - a role changed in a room (its user's connections take the new role's rights);
-- a token signed out (its sockets close).
+- a token signed out (its sockets close);
+- a community changed (a member renamed, a new agreement): what was remembered is dropped;
+- an account banned from a community (its sockets in that community's rooms close).
 
 A notice lost while the broker is away is made good later where it matters: revocations
 are reloaded from the store by each heartbeat, and a role is read again at the next join.
@@ -17,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from rooms.model import RoomId, User, UserId
+from rooms.model import CommunityId, MemberId, RoomId, User, UserId
 from server.broker import Backend
 from server.clients import Clients
 from server.fanout import Fanout
@@ -30,6 +32,7 @@ CONTROL = RoomId("_control")  # the broker channel for notices to people, not ro
 
 Facilitates = Callable[[User, RoomId], Awaitable[bool]]
 Forget = Callable[[RoomId, UserId], None]
+ForgetCommunity = Callable[[CommunityId, UserId | None, MemberId | None], None]
 
 
 class Notices:
@@ -42,6 +45,7 @@ class Notices:
         *,
         facilitates: Facilitates,
         forget_role: Forget,
+        forget_community: ForgetCommunity,
         worker: str,
     ) -> None:
         self.broker = broker
@@ -50,6 +54,7 @@ class Notices:
         self.clients = clients
         self.facilitates = facilitates  # whether a user runs a room, read afresh
         self.forget_role = forget_role  # drop what this worker remembers of a role
+        self.forget_community = forget_community  # and of a community, a member, a ban
         self.worker = worker
         self._task: asyncio.Task[None] | None = None
 
@@ -78,6 +83,21 @@ class Notices:
         """A token was revoked: its sockets close on every worker now."""
         self.clients.revoke(token_id)
         await self._send({"revoked": token_id})
+
+    async def community_changed(
+        self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None
+    ) -> None:
+        """A community's agreement, or a member's card or ban, changed: every worker drops what
+        it remembers of it, so the next join reads it afresh."""
+        self.forget_community(community, user, member)
+        await self._send({"community": [community, user, member]})
+
+    async def banned(self, community: CommunityId, user: UserId) -> None:
+        """`user` is banned from `community`: on every worker, what was remembered of them
+        there is dropped and their sockets in its rooms close (4403)."""
+        self.forget_community(community, user, None)
+        self.clients.banned(community, user)
+        await self._send({"banned": [community, user]})
 
     async def _send(self, notice: dict[str, Any]) -> None:
         await self.fanout.publish([(CONTROL, pack({**notice, "origin": self.worker}))])
@@ -120,6 +140,13 @@ class Notices:
                 await self._recheck(RoomId(room), UserId(user))
             elif "revoked" in notice:
                 self.clients.revoke(notice["revoked"])
+            elif "community" in notice:
+                community, user, member = notice["community"]
+                self.forget_community(CommunityId(community), user and UserId(user), member and MemberId(member))
+            elif "banned" in notice:
+                community, user = notice["banned"]
+                self.forget_community(CommunityId(community), UserId(user), None)
+                self.clients.banned(CommunityId(community), UserId(user))
             else:
                 self._notify_here(set(notice["users"]), notice["event"])
         except Exception:

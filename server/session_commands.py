@@ -16,7 +16,6 @@ from rooms import fields, live, policy
 from rooms.clock import iso_ts, now_ms
 from rooms.errors import BadRequest
 from rooms.live.events import SessionBody
-from rooms.model import UserId
 from server.commands import Handler, Reply, joined_room, signed_in, stamp, text
 from server.connection import Connection
 from server.feed import RoomFeed
@@ -26,7 +25,9 @@ Plan = Callable[[], SessionBody | list[SessionBody]]
 
 
 def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, str]:
-    return hub.fanout.feeds[joined_room(conn, args)], signed_in(conn).id
+    """The joined room's feed, and the member id the user has there (who a session knows)."""
+    room = joined_room(conn, args)
+    return hub.fanout.feeds[room], conn.who(room)
 
 
 async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> Reply:
@@ -39,7 +40,7 @@ async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> R
         bodies = planned if isinstance(planned, list) else [planned]
         for _ in bodies[1:]:  # a command that commits several events (a check-in answer) pays for each
             await hub.quotas.events(user)
-        event = await hub.desk.commit(feed, user, *bodies)
+        event = await hub.desk.commit(feed, conn.members[feed.room], *bodies)
     return stamp(event)
 
 
@@ -62,7 +63,8 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             fields.maybe_string(args, "agreement", max_len=hub.limits.max_frame),
         )
         co = live.co_facilitator_ids(args.get("co_facilitators", []))
-        await hub.service.check_co_facilitators(feed.room, co)
+        community = conn.members[feed.room].community
+        await hub.service.check_co_facilitators(feed.room, await hub.members.accounts_in(community, co))
         now = datetime.now(UTC)
         plan = partial(
             live.plan_open,
@@ -143,14 +145,14 @@ async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     muted = fields.flag(args, "muted", default=True)
     whom = who(args)
-    staff = await hub.service.runs(feed.room, UserId(whom))
+    staff = await hub.service.runs(feed.room, await hub.members.account(conn.members[feed.room].community, whom))
     return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, whom, muted, staff=staff))
 
 
 async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     whom = who(args)
-    staff = await hub.service.runs(feed.room, UserId(whom))
+    staff = await hub.service.runs(feed.room, await hub.members.account(conn.members[feed.room].community, whom))
     return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, whom, staff=staff))
 
 

@@ -52,6 +52,7 @@ class Running:
     server: uvicorn.Server
     task: asyncio.Task[None]
     settings: Settings
+    test_community: str | None = None  # made by `Api.community` when first asked
 
     @property
     def port(self) -> int:
