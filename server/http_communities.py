@@ -77,7 +77,7 @@ async def rename_me(request: Request) -> Response:
     data = await body(request)
     hub = _hub(request)
     member = await hub.members.rename(user, _community(request), _text(data, "display_name"))
-    await hub.notices.community_changed(member.community, member.account, member.id)
+    await hub.notices.renamed(member)
     return JSON({"member": member.public()})
 
 

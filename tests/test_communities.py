@@ -3,6 +3,7 @@ people see over HTTP and on their sockets, against a real server."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from rooms.model import Role
 from server.settings import normalise_db_url
 from server.store.engine import Engines, open_engines
 from server.store.migrate import upgrade
@@ -184,6 +186,181 @@ async def test_community_is_required_once_there_are_two(tmp_path: Path) -> None:
             "/api/rooms", json={"name": "Two", "kind": "drop_in", "community": first}, headers=auth(staff)
         )
         assert r.status_code == 201 and r.json()["room"]["community"] == first
+
+
+# Names
+
+
+async def test_a_name_is_taken_whatever_its_case_normalisation_or_spaces(api: Api) -> None:
+    """Names are unique in a community by what they read as: case, NFC and NFKC forms,
+    invisible joiners and runs of spaces make no other name."""
+    community = await new_community(api)
+    first, second = await api.signup(join=False), await api.signup(join=False)
+    r = await enter(api, first, community, "  José  ")
+    assert r.status_code == 201, r.text
+    assert r.json()["member"]["name"] == "José"  # trimmed
+    assert (await enter(api, second, community, "Sam Kay")).status_code == 201
+    same = [
+        "José",
+        "JOSÉ",
+        unicodedata.normalize("NFD", "José"),
+        " josé\t",
+        "Ｊｏｓé",  # fullwidth
+        "Jo\u200dsé",  # an invisible joiner
+        "sam  kay",
+        "Sam\u00a0Kay",  # a no-break space
+    ]
+    other = await api.signup(join=False)
+    for name in same:
+        r = await enter(api, other, community, name)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", (name, r.text)
+    r = await enter(api, other, community, "Josie")
+    assert r.status_code == 201
+    # The same name is free in another community.
+    r = await enter(api, other, await new_community(api), "José")
+    assert r.status_code == 201
+
+
+async def test_a_name_that_folds_to_a_long_key_is_still_compared(tmp_path: Path, postgres_url: str) -> None:
+    """NFKC spells some characters out at length (U+FDFA is 18 letters): 40 of them still make
+    a name that is stored (PostgreSQL holds the key's column to its length), and is taken for
+    the next one who asks."""
+    settings = test_settings(tmp_path).with_(database_url=normalise_db_url(postgres_url))
+    async with serving(settings) as (_, api):
+        community = await api.community()
+        first, second = await api.signup(join=False), await api.signup(join=False)
+        name = "\ufdfa" * 40
+        r = await enter(api, first, community, name)
+        assert r.status_code == 201, r.text
+        assert (await enter(api, second, community, name)).status_code == 409
+        assert (await enter(api, second, community, "\ufdfa" * 39)).status_code == 201
+
+
+async def test_a_name_too_long_or_with_control_or_override_characters_is_refused(api: Api) -> None:
+    community = await new_community(api)
+    sam = await api.signup(join=False)
+    r = await enter(api, sam, community, "x" * 41)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    for bad in ["Sam\u202e(rotatilicaf)", "Sam\x07", "Sam\nKay", "\u200b", "Sam\u2066x", "   "]:
+        r = await enter(api, sam, community, bad)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", repr(bad)
+    r = await enter(api, sam, community, "x" * 40)
+    assert r.status_code == 201
+    assert (await listed(api, sam))[community]["member"]["name"] == "x" * 40
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Sam (facilitator)",
+        "ADMIN_jo",
+        "Dr Kay",
+        "Ｍｏｄｅｒａｔｏｒ",  # fullwidth letters read the same
+        "Sam (facili\u200dtator)",  # a joiner is invisible: it must not hide the word
+        "Ádmin",  # an accent does not make it another word
+    ],
+)
+async def test_a_patient_may_not_take_a_name_that_passes_for_staff(api: Api, name: str) -> None:
+    community = await new_community(api)
+    patient = await api.signup(join=False)
+    r = await enter(api, patient, community, name)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+    r = await enter(api, patient, community, "Sam")
+    assert r.status_code == 201
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": name}, headers=auth(patient)
+    )
+    assert r.status_code == 400
+    assert (await listed(api, patient))[community]["member"]["name"] == "Sam"
+
+
+async def test_staff_may_say_so_in_a_name_and_ordinary_words_are_not_refused(api: Api) -> None:
+    community = await new_community(api)
+    staff = await api.staff("facilitator", join=False)
+    r = await enter(api, staff, community, "Sam (facilitator)")
+    assert r.status_code == 201 and r.json()["member"] == {
+        "id": r.json()["member"]["id"],
+        "name": "Sam (facilitator)",
+        "role": "facilitator",
+    }
+    for name in ["Andrew", "Modesto", "Hearthstone fan", "Adminah"]:
+        patient = await api.signup(join=False)
+        assert (await enter(api, patient, community, name)).status_code == 201, name
+
+
+async def test_a_rename_shows_in_new_events_and_old_ones_keep_the_old_card(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Renamed while connected: what they send next carries the new name, without joining
+    again; what they sent before keeps the card it was sent with, in history and resume."""
+    staff = await api.staff()
+    room = await api.room(staff)
+    sam, kit = await api.signup(), await api.signup()
+    cs, ck = await open_client(server, sam), await open_client(server, kit)
+    clients += [cs, ck]
+    for client in (cs, ck):
+        await client.call("join", room=room)
+    before = await cs.call("send", room=room, text="before", client_id="b")
+    assert (await ck.event("message", room=room))["from"] == {"id": sam.member, "name": sam.name, "role": "patient"}
+    community = await api.community()
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": "Sunny"}, headers=auth(sam)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["member"] == {"id": sam.member, "name": "Sunny", "role": "patient"}
+    await cs.call("send", room=room, text="after", client_id="a")
+    got = await ck.event("message", room=room)
+    assert got["text"] == "after" and got["from"] == {"id": sam.member, "name": "Sunny", "role": "patient"}
+    history = (await ck.call("history", room=room))["events"]
+    by_text = {e["text"]: e["from"]["name"] for e in history if e["ev"] == "message"}
+    assert by_text == {"before": sam.name, "after": "Sunny"}
+    again = await open_client(server, kit)
+    clients.append(again)
+    resumed = await again.call("join", room=room, since=before["seq"] - 1)
+    assert [e["from"]["name"] for e in resumed["events"]] == [sam.name, "Sunny"]
+    # The old name is free again; a name another member holds is not, whatever its case.
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": sam.name.upper()}, headers=auth(kit)
+    )
+    assert r.status_code == 200
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": "sunny"}, headers=auth(kit)
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": "sunny"}, headers=auth(sam)
+    )
+    assert r.status_code == 200 and r.json()["member"]["name"] == "sunny"  # one's own name, in another case
+    outsider = await api.signup(join=False)
+    r = await api.http.patch(
+        f"/api/communities/{community}/members/me", json={"display_name": "Zed"}, headers=auth(outsider)
+    )
+    assert r.status_code == 404
+
+
+async def test_an_admin_comes_into_a_community_under_their_name_cut_to_fit_and_made_unique(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    """Admins are staff everywhere: joining a room of a community they are not in makes them
+    a member under their account's name, cut to a display name's 40 characters, and with a
+    number when a member holds that name already."""
+    community = await new_community(api)
+    staff = await api.staff(join=False)
+    await api.join(staff, community, "Lee")
+    room = await api.room(staff, community=community)
+    long_name = "Alexandra Konstantinopoulou-Villanueva of Hearth"
+    taken = await api.signup(join=False)
+    assert (await enter(api, taken, community, long_name[:40])).status_code == 201
+    admin_user = await server.hub.accounts.create_user(f"adm{taken.username}", PASSWORD, long_name, Role.ADMIN)
+    r = await api.http.post("/api/login", json={"username": f"adm{taken.username}", "password": PASSWORD})
+    admin = Account.signed_in(f"adm{taken.username}", r.json())
+    assert admin.id == admin_user.id
+    client = await open_client(server, admin)
+    clients.append(client)
+    joined = await client.call("join", room=room)
+    mine = (await listed(api, admin))[community]["member"]
+    assert mine["role"] == "admin" and mine in joined["presence"]
+    assert mine["name"] == f"{long_name[:36].strip()} 2" and len(mine["name"]) <= 40
 
 
 # Resolving a member

@@ -12,6 +12,7 @@ Create Date: 2026-12-08
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 import unicodedata
@@ -184,7 +185,14 @@ def _rename(value: Any, member_of: dict[str, str]) -> Any:
 
 def _key(name: str) -> str:
     """As `rooms.communities.name_key`, frozen here as it was when this migration was written."""
-    return unicodedata.normalize("NFC", name).strip().casefold()
+    folded = unicodedata.normalize("NFKC", name).translate(_NO_JOINERS)
+    key = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
+    if len(key) > 200:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+_NO_JOINERS = str.maketrans("", "", "\u200c\u200d")
 
 
 def downgrade() -> None:
