@@ -254,7 +254,8 @@ class CommunityService:
         if member.account == actor.id or member.role is Role.ADMIN:
             raise Forbidden("That member cannot be banned.")
         reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
-        await self.communities.ban(community.id, member.account, actor.id, reason)
+        if not await self.communities.ban(community.id, member.account, actor.id, reason):
+            raise Conflict("That member is banned already.")
         await self.audit.record(actor.id, "ban", community=community.id, target=member.id, reason=reason)
         return member
 
