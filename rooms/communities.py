@@ -77,8 +77,10 @@ class CommunityService:
         return community
 
     async def standing(self, user: User, community: CommunityId) -> Standing:
-        """The actor's standing in a community (no room, no session)."""
-        return Standing(user.role, member=await self.communities.member_of(community, user.id) is not None)
+        """The actor's standing in a community (no room, no session). An account banned from
+        it is no member there: a banned facilitator is staff of it no more."""
+        member = await self.communities.member_of(community, user.id) is not None
+        return Standing(user.role, member=member and not await self.communities.banned(community, user.id))
 
     async def create(self, actor: User, name: str, join: JoinPolicy) -> Community:
         require(Op.COMMUNITY_CREATE, Standing(actor.role, member=False))
@@ -114,9 +116,14 @@ class CommunityService:
         return await self.communities.add_member(community.id, account, name, name_key(name))
 
     async def me(self, actor: User, community_id: CommunityId) -> Member:
-        member = await self.communities.member_of((await self.community(community_id)).id, actor.id)
+        """The actor's own card in the community: NotFound when they have none, Banned while
+        their account is banned from it (their card stays, but they do nothing with it)."""
+        community = await self.community(community_id)
+        member = await self.communities.member_of(community.id, actor.id)
         if member is None:
             raise NotFound("You are not a member of this community.")
+        if await self.communities.banned(community.id, actor.id):
+            raise Banned("This account is banned from this community.")
         return member
 
     async def rename(self, actor: User, community_id: CommunityId, display_name: str) -> Member:

@@ -125,6 +125,44 @@ async def test_an_admin_cannot_be_banned(server: Running, api: Api, clients: lis
     await client.call("ping")
 
 
+async def test_a_banned_member_of_staff_loses_staff_rights_there(server: Running, api: Api) -> None:
+    """A facilitator banned from a community is staff there no more: they cannot ban, lift,
+    resolve members, add people, set the agreement or open rooms in it; nor rename
+    themselves or accept its agreement. Elsewhere they keep their rights."""
+    community = await new_community(api)
+    admin = await api.staff("admin", join=False)
+    lee, sam = await api.staff(join=False), await api.signup()
+    lee_here = await api.join(lee, community, "Lee")
+    sam_here = await api.join(sam, community, "Sam")
+    assert (await ban(api.http, admin, community, lee_here, "Misused their role")).status_code == 201
+    base = f"/api/communities/{community}"
+    refused = [
+        await ban(api.http, lee, community, sam_here, "retaliation"),
+        await lift(api.http, lee, community, lee_here),
+        await api.http.get(f"{base}/members/{sam_here}", headers=auth(lee)),
+        await api.http.post(f"{base}/members", json={"user": sam.id, "display_name": "S"}, headers=auth(lee)),
+        await api.http.put(f"{base}/agreement", json={"text": "Mine now"}, headers=auth(lee)),
+        await api.http.post(
+            "/api/rooms", json={"name": "Side room", "kind": "drop_in", "community": community}, headers=auth(lee)
+        ),
+        await api.http.patch(f"{base}/members/me", json={"display_name": "Not Lee"}, headers=auth(lee)),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused), [r.text for r in refused]
+    assert [r.json()["error"]["code"] for r in refused[-1:]] == ["banned"]
+    assert await audit(server, "member.account", community_id=community) == []
+    r = await api.http.get(f"{base}/agreement", headers=auth(lee))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "banned"
+    r = await api.http.post(f"{base}/agreement/accept", json={"version": 1}, headers=auth(lee))
+    assert r.status_code == 403
+    # Still staff of the test community.
+    await api.join(lee)
+    r = await api.http.get(f"/api/communities/{await api.community()}/members/{sam.member}", headers=auth(lee))
+    assert r.status_code == 200
+    # Lifted, they are staff again.
+    assert (await lift(api.http, admin, community, lee_here)).status_code == 200
+    assert (await api.http.get(f"{base}/members/{sam_here}", headers=auth(lee))).status_code == 200
+
+
 # Two workers sharing Redis and PostgreSQL
 
 
