@@ -182,10 +182,12 @@ async def workers(
 async def test_a_ban_and_an_agreement_made_on_one_worker_hold_on_the_other(
     workers: list[ServerProcess], clients: list[Client]
 ) -> None:
-    """On worker A an admin makes a second community and staff set a new agreement, then ban
-    Sam. On worker B, Sam's socket closes with 4403 within a second and Sam's next join there
-    is refused; Kit, connected on B all along under the old agreement, is asked to accept the
-    new one at their next join; and a room made on B must now name its community."""
+    """On worker A an admin makes a second community, staff set a new agreement, Kit renames,
+    then staff ban Sam. On worker B, Sam's socket closes with 4403 within a second and Sam's
+    next join there is refused; Kit, connected on B all along, sends under the new name and
+    is asked to accept the new agreement at their next join; and a room made on B must now
+    name its community. (B acts on A's notices in order: once the ban is seen, so are the
+    others.)"""
     a, b = workers
     staff = await process_account(a, "facilitator")
     room = await process_room(a, staff)
@@ -212,6 +214,10 @@ async def test_a_ban_and_an_agreement_made_on_one_worker_hold_on_the_other(
             await client.call("join", room=room)  # worker B has read agreement version 1
         r = await http.put(f"/api/communities/{community}/agreement", json={"text": "Two"}, headers=auth(staff))
         assert r.json() == {"version": 2}
+        r = await http.patch(
+            f"/api/communities/{community}/members/me", json={"display_name": "Kit"}, headers=auth(kit)
+        )
+        assert r.status_code == 200
         started = asyncio.get_running_loop().time()
         r = await ban(http, staff, community, sam.member, "Harassment")
         assert r.status_code == 201, r.text
@@ -226,6 +232,8 @@ async def test_a_ban_and_an_agreement_made_on_one_worker_hold_on_the_other(
             r = await on_b_http.post("/api/rooms", json={"name": "Unnamed", "kind": "drop_in"}, headers=auth(staff))
             assert r.status_code == 400  # two communities now: name one
         await kit_b.call("send", room=room, text="still in", client_id="k")  # the change asks at the next join
+        sent = await kit_b.event("message", room=room, where=lambda e: e["text"] == "still in")
+        assert sent["from"] == {"id": kit.member, "name": "Kit", "role": "patient"}  # renamed on A
         error = await kit_b.error("join", room=room)
         assert error["code"] == "agreement_required" and error["agreement"]["version"] == 2
         r = await http.post(f"/api/communities/{community}/agreement/accept", json={"version": 2}, headers=auth(kit))
