@@ -1,13 +1,15 @@
 """Communities and their members: who someone is inside one, and what they agreed to.
 
-A member's display name is theirs in one community only: unique there whatever its case,
-trimmed, NFC, and held to the rules of every name (`rooms.service.clean_name`: no control,
+A member's display name is theirs in one community only: unique there by what it reads as
+(`name_key`: whatever its case, compatibility forms, invisible joiners or spacing), trimmed,
+and held to the rules of every name (`rooms.service.clean_name`: no control,
 bidi or invisible formatting characters). A name that passes for staff is refused to anyone
 who is not: a role is shown by the card's `role`, never by a name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -19,6 +21,9 @@ from rooms.ports import Agreement, AuditLog, Communities
 from rooms.service import clean_name, clean_text
 
 MAX_DISPLAY_NAME = 40
+MAX_NAME_KEY = 200  # the store's column for `name_key`
+_JOINERS = "\u200c\u200d"  # allowed in names (rooms.service.clean_name), invisible in them
+_NO_JOINERS = str.maketrans("", "", _JOINERS)
 MAX_AGREEMENT = 20_000
 MAX_REASON = 500
 # Words that say someone speaks for the group. A member who is not staff may not put them in
@@ -29,15 +34,31 @@ _STAFF_WORDS = re.compile(
 
 
 def name_key(name: str) -> str:
-    """What two names are compared by: NFC, trimmed, case-folded (so "Sam" is "SAM", and a
-    precomposed é is the decomposed one)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).strip().casefold())
+    """What two names are compared by, so that a name that reads the same as another is
+    taken: compatibility forms folded (NFKC: "Ｓａｍ" is "Sam", a precomposed é the decomposed
+    one), the invisible joiners taken out ("Sa\u200dm" is "Sam"), runs of spaces made one and
+    the ends trimmed, case-folded ("SAM" is "Sam"). A key longer than the column holds (a
+    name of characters that NFKC spells out at length) is kept as its SHA-256."""
+    folded = unicodedata.normalize("NFKC", name).translate(_NO_JOINERS)
+    key = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
+    if len(key) > MAX_NAME_KEY:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+def _as_read(name: str) -> str:
+    """A name as the eye reads it, for the staff-word check: compatibility forms folded
+    ("Ｍｏｄ" is "Mod"), accents and the invisible joiners that `clean_name` lets through
+    taken out ("facili\u200dtator" and "Ádmin" read as the words they hide), case-folded."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    kept = "".join(c for c in decomposed if unicodedata.category(c) != "Mn" and c not in _JOINERS)
+    return unicodedata.normalize("NFKC", kept).casefold()
 
 
 def clean_display_name(name: str, role: Role) -> str:
     """A display name as stored, or BadRequest / TooLarge."""
     name = clean_name(name, what="Display name", max_chars=MAX_DISPLAY_NAME)
-    if not role.is_staff and _STAFF_WORDS.search(unicodedata.normalize("NFKC", name).casefold()):
+    if not role.is_staff and _STAFF_WORDS.search(_as_read(name)):
         raise BadRequest("A display name cannot say that you are staff; staff are shown by their role.")
     return name
 
@@ -56,8 +77,10 @@ class CommunityService:
         return community
 
     async def standing(self, user: User, community: CommunityId) -> Standing:
-        """The actor's standing in a community (no room, no session)."""
-        return Standing(user.role, member=await self.communities.member_of(community, user.id) is not None)
+        """The actor's standing in a community (no room, no session). An account banned from
+        it is no member there: a banned facilitator is staff of it no more."""
+        member = await self.communities.member_of(community, user.id) is not None
+        return Standing(user.role, member=member and not await self.communities.banned(community, user.id))
 
     async def create(self, actor: User, name: str, join: JoinPolicy) -> Community:
         require(Op.COMMUNITY_CREATE, Standing(actor.role, member=False))
@@ -93,9 +116,14 @@ class CommunityService:
         return await self.communities.add_member(community.id, account, name, name_key(name))
 
     async def me(self, actor: User, community_id: CommunityId) -> Member:
-        member = await self.communities.member_of((await self.community(community_id)).id, actor.id)
+        """The actor's own card in the community: NotFound when they have none, Banned while
+        their account is banned from it (their card stays, but they do nothing with it)."""
+        community = await self.community(community_id)
+        member = await self.communities.member_of(community.id, actor.id)
         if member is None:
             raise NotFound("You are not a member of this community.")
+        if await self.communities.banned(community.id, actor.id):
+            raise Banned("This account is banned from this community.")
         return member
 
     async def rename(self, actor: User, community_id: CommunityId, display_name: str) -> Member:
@@ -179,7 +207,8 @@ class CommunityService:
         return member
 
     async def _admin_member(self, user: User, community: CommunityId) -> Member:
-        name = clean_display_name(user.name, user.role)
+        # An account's name may be twice as long as a display name: it is cut, not refused.
+        name = clean_display_name(user.name[:MAX_DISPLAY_NAME], user.role)
         for n in range(1, 100):
             shown = name if n == 1 else f"{name[: MAX_DISPLAY_NAME - 4]} {n}"
             try:
@@ -232,7 +261,8 @@ class CommunityService:
         if member.account == actor.id or member.role is Role.ADMIN:
             raise Forbidden("That member cannot be banned.")
         reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
-        await self.communities.ban(community.id, member.account, actor.id, reason)
+        if not await self.communities.ban(community.id, member.account, actor.id, reason):
+            raise Conflict("That member is banned already.")
         await self.audit.record(actor.id, "ban", community=community.id, target=member.id, reason=reason)
         return member
 

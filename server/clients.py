@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from presence.registry import ConnectionRegistry
 from rooms.errors import Unavailable
-from rooms.model import CommunityId, RoomId, User, UserId
+from rooms.model import CommunityId, Member, RoomId, User, UserId
 from server.closecodes import CLOSE_REMOVED, CLOSE_UNAUTHENTICATED
 from server.codec import Codec
 from server.connection import Budget, Connection, Wire
@@ -65,6 +65,15 @@ class Clients:
         """Close every socket signed in with a token that was just revoked."""
         for conn in self.registry.with_token(token_id):
             conn.close_soon(CLOSE_UNAUTHENTICATED, "signed out")
+
+    def renamed(self, member: Member) -> None:
+        """A member card changed (a new display name): the connections in its community's
+        rooms send under the new card from now on, without joining again."""
+        for conn in self.registry.all():
+            if conn.user_id == member.account:
+                for room, held in list(conn.members.items()):
+                    if held.id == member.id:
+                        conn.members[room] = member
 
     def banned(self, community: CommunityId, user: UserId) -> None:
         """Close every socket of `user` that is in (or joining) a room of `community`."""

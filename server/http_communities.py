@@ -1,5 +1,5 @@
 """The HTTP API of communities: communities, members and their names, the group agreement,
-bans (docs/protocol.md §7).
+bans (docs/protocol.md §9.2).
 
 Each handler reads the request, asks `rooms.communities` and encodes its answer; who may do
 what is decided there, by the permission matrix (`rooms.permissions`). A change that other
@@ -45,7 +45,9 @@ async def create_community(request: Request) -> Response:
     join = data.get("join", JoinPolicy.OPEN.value)
     if not isinstance(join, str) or join not in {j.value for j in JoinPolicy}:
         raise BadRequest("`join` must be open or invite.")
-    community = await _hub(request).members.create(user, _text(data, "name"), JoinPolicy(join))
+    hub = _hub(request)
+    community = await hub.members.create(user, _text(data, "name"), JoinPolicy(join))
+    await hub.notices.community_changed(community.id)  # other workers: no longer the only one
     return JSON({"community": community.public()}, status_code=201)
 
 
@@ -77,7 +79,7 @@ async def rename_me(request: Request) -> Response:
     data = await body(request)
     hub = _hub(request)
     member = await hub.members.rename(user, _community(request), _text(data, "display_name"))
-    await hub.notices.community_changed(member.community, member.account, member.id)
+    await hub.notices.renamed(member)
     return JSON({"member": member.public()})
 
 

@@ -3,7 +3,8 @@
 - an event for some people wherever they are connected (a reminder);
 - a role changed in a room (its user's connections take the new role's rights);
 - a token signed out (its sockets close);
-- a community changed (a member renamed, a new agreement): what was remembered is dropped;
+- a community changed (a new agreement, a ban lifted): what was remembered is dropped;
+- a member renamed: what was remembered is dropped, and their connections take the new card;
 - an account banned from a community (its sockets in that community's rooms close).
 
 A notice lost while the broker is away is made good later where it matters: revocations
@@ -19,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from rooms.model import CommunityId, MemberId, RoomId, User, UserId
+from rooms.model import CommunityId, Member, MemberId, Role, RoomId, User, UserId
 from server.broker import Backend
 from server.clients import Clients
 from server.fanout import Fanout
@@ -92,6 +93,17 @@ class Notices:
         self.forget_community(community, user, member)
         await self._send({"community": [community, user, member]})
 
+    async def renamed(self, member: Member) -> None:
+        """`member` has a new card: on every worker, what was remembered of it is dropped and
+        their connections send under the new one."""
+        self._renamed_here(member)
+        card = [member.id, member.community, member.account, member.name, member.role.value]
+        await self._send({"renamed": card})
+
+    def _renamed_here(self, member: Member) -> None:
+        self.forget_community(member.community, member.account, member.id)
+        self.clients.renamed(member)
+
     async def banned(self, community: CommunityId, user: UserId) -> None:
         """`user` is banned from `community`: on every worker, what was remembered of them
         there is dropped and their sockets in its rooms close (4403)."""
@@ -143,6 +155,10 @@ class Notices:
             elif "community" in notice:
                 community, user, member = notice["community"]
                 self.forget_community(CommunityId(community), user and UserId(user), member and MemberId(member))
+            elif "renamed" in notice:
+                member, community, account, name, role = notice["renamed"]
+                card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
+                self._renamed_here(card)
             elif "banned" in notice:
                 community, user = notice["banned"]
                 self.forget_community(CommunityId(community), UserId(user), None)

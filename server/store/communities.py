@@ -207,6 +207,7 @@ class SqlCommunities(Queries):
 
     def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
         self.recent.drop_where(lambda key: key[:2] == ("agreement", community))
+        self.recent.drop("only")  # a community made on another worker: there may be two now
         if user is not None:
             self.recent.drop(("member_of", community, user))
             self.recent.drop(("banned", community, user))

@@ -1,9 +1,9 @@
 """Communities, members under display names, group agreements, bans and the audit log.
 
 On a database that holds anything, every existing room is put in one community ("General",
-open), and every existing account becomes its member under its display name (made unique in the community with a number where
-two were the same). Stored events then name members, not accounts: their senders, and the
-people named in session events.
+open), and every existing account becomes its member under its display name (made unique in
+the community with a number where two read the same). Stored events then name members, not
+accounts: their senders, and the people named in session events.
 
 Revision ID: 0004
 Revises: 0003
@@ -12,6 +12,7 @@ Create Date: 2026-12-08
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 import unicodedata
@@ -26,16 +27,21 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# On PostgreSQL the audit log refuses UPDATE and DELETE, whoever asks.
-_AUDIT_GUARD = """
+# On PostgreSQL the audit log refuses UPDATE and DELETE, whoever asks. One statement per
+# execute: asyncpg prepares each, and a prepared statement holds one command.
+_AUDIT_GUARD = (
+    """
 CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION 'audit_log is append-only';
 END;
-$$ LANGUAGE plpgsql;
+$$ LANGUAGE plpgsql
+""",
+    """
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
-"""
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()
+""",
+)
 
 
 def upgrade() -> None:
@@ -99,19 +105,29 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_community_id_id", "audit_log", ["community_id", "id"])
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_AUDIT_GUARD)
+        for statement in _AUDIT_GUARD:
+            op.execute(statement)
 
-    with op.batch_alter_table("rooms") as batch:
-        batch.add_column(sa.Column("community_id", sa.String(32), nullable=True))
     bind = op.get_bind()
+    sqlite = bind.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite could only make the column NOT NULL, or give it its foreign key afterwards,
+        # by copying `rooms` to a new table and dropping the old one; and with foreign keys
+        # on, that DROP fails once anything refers to a room (events, members, sessions):
+        # inside the migration's transaction they cannot be turned off. So the column comes
+        # with its reference at once, and stays nullable there: every room made from now on
+        # names its community, and every existing one is given one below.
+        op.execute("ALTER TABLE rooms ADD COLUMN community_id VARCHAR(32) REFERENCES communities (id)")
+    else:
+        op.add_column("rooms", sa.Column("community_id", sa.String(32), nullable=True))
     if bind.execute(sa.text("SELECT 1 FROM users UNION SELECT 1 FROM rooms")).first() is not None:
         community = _general_community()
         op.execute(sa.text("UPDATE rooms SET community_id = :c").bindparams(c=community))
         _members_for_accounts(community)
-    with op.batch_alter_table("rooms") as batch:
-        batch.alter_column("community_id", existing_type=sa.String(32), nullable=False)
-        batch.create_foreign_key("fk_rooms_community_id_communities", "communities", ["community_id"], ["id"])
-        batch.create_index("ix_rooms_community_id", ["community_id"])
+    if not sqlite:
+        op.alter_column("rooms", "community_id", existing_type=sa.String(32), nullable=False)
+        op.create_foreign_key("fk_rooms_community_id_communities", "rooms", "communities", ["community_id"], ["id"])
+    op.create_index("ix_rooms_community_id", "rooms", ["community_id"])
 
 
 def _general_community() -> str:
@@ -163,13 +179,20 @@ def _rename(value: Any, member_of: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_rename(item, member_of) for item in value]
     if isinstance(value, dict):
-        return {key: _rename(item, member_of) for key, item in value.items()}
+        return {member_of.get(key, key): _rename(item, member_of) for key, item in value.items()}
     return value
 
 
 def _key(name: str) -> str:
     """As `rooms.communities.name_key`, frozen here as it was when this migration was written."""
-    return unicodedata.normalize("NFC", name).strip().casefold()
+    folded = unicodedata.normalize("NFKC", name).translate(_NO_JOINERS)
+    key = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
+    if len(key) > 200:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+_NO_JOINERS = str.maketrans("", "", "\u200c\u200d")
 
 
 def downgrade() -> None:
