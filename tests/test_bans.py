@@ -94,6 +94,8 @@ async def test_a_ban_closes_the_accounts_sockets_in_the_community_and_keeps_it_o
     await again.call("join", room=elsewhere)
     r = await enter(api, sam, community, "Someone else")
     assert r.status_code == 403 and r.json()["error"]["code"] == "banned"
+    listed = {room["id"] for room in (await api.http.get("/api/rooms", headers=auth(sam))).json()["rooms"]}
+    assert elsewhere in listed and not listed & {room, other_room}  # the community's rooms are not offered
     r = await ban(api.http, staff, community, sam_here, "again")
     assert r.status_code == 409
     assert (await lift(api.http, kit, community, sam_here)).status_code == 403

@@ -21,7 +21,7 @@ from rooms.model import CommunityId, MemberRole, Role, Room, RoomId, RoomKind, U
 from rooms.ports import Directory, Revocations
 from server.store.engine import Engines
 from server.store.sql import guarded
-from server.store.tables import members, revoked_tokens, room_members, rooms, users
+from server.store.tables import bans, members, revoked_tokens, room_members, rooms, users
 
 T = TypeVar("T")
 
@@ -187,12 +187,15 @@ class SqlDirectory(Queries):
         return await self.recent.get(("member", room, user), load)
 
     async def rooms_for(self, user: User) -> list[Room]:
+        """Every room `user` may join: the drop-in rooms of their communities and the groups
+        they belong to; none of a community that banned them (admins: every room)."""
         query = select(rooms).order_by(rooms.c.created_at, rooms.c.id)
         if user.role is not Role.ADMIN:
             groups = select(room_members.c.room_id).where(room_members.c.user_id == user.id)
             communities = select(members.c.community_id).where(members.c.user_id == user.id)
+            banned = select(bans.c.community_id).where(bans.c.user_id == user.id)
             drop_ins = and_(rooms.c.kind == RoomKind.DROP_IN.value, rooms.c.community_id.in_(communities))
-            query = query.where(or_(drop_ins, rooms.c.id.in_(groups)))
+            query = query.where(or_(drop_ins, rooms.c.id.in_(groups)), rooms.c.community_id.not_in(banned))
         return [_room(row) for row in await self._all(query)]
 
     async def create_room(self, name: str, kind: RoomKind, creator: User, community: CommunityId) -> Room:
