@@ -79,11 +79,14 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room = await hub.service.room(room_id)
     member = await hub.members.enter(user, room)
     facilitator = await hub.service.entry(user, room)
-    if room.id not in conn.rooms:
-        conn.members[room.id] = member
+    conn.members[room.id] = member  # (a join again on this connection takes the card as it is now)
+    try:
         if await hub.communities.banned(room.community, user.id):  # banned while it was checked
-            del conn.members[room.id]
             raise Banned("This account is banned from this community.")
+    except BaseException:
+        if room.id not in conn.rooms:
+            del conn.members[room.id]
+        raise
     conn.mark(room.id, on_duty=on_duty)
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
