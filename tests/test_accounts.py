@@ -101,19 +101,23 @@ async def test_a_double_tapped_logout_signs_out_once_and_never_fails(server: Run
 
 async def test_only_facilitators_and_admins_open_rooms(server: Running, api: Api) -> None:
     """Patients, caregivers and clinicians get 403 on POST /api/rooms; facilitators and admins 201."""
+    community = await api.community()
     for role in ("patient", "caregiver"):
         account = await api.signup(role)
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "drop_in"}, headers=auth(account))
+        body = {"name": "Mine", "kind": "drop_in", "community": community}
+        r = await api.http.post("/api/rooms", json=body, headers=auth(account))
         assert r.status_code == 403
     clinician = await api.staff("clinician")
-    r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "group"}, headers=auth(clinician))
+    body = {"name": "Mine", "kind": "group", "community": community}
+    r = await api.http.post("/api/rooms", json=body, headers=auth(clinician))
     assert r.status_code == 403
     for role in ("facilitator", "admin"):
         staff = await api.staff(role)
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "group"}, headers=auth(staff))
+        r = await api.http.post("/api/rooms", json=body, headers=auth(staff))
         assert r.status_code == 201 and r.json()["room"]["kind"] == "group"
+        assert r.json()["room"]["community"] == community
     for kind in ("party", {"group": 1}, ["group"], None):
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": kind}, headers=auth(staff))
+        r = await api.http.post("/api/rooms", json={**body, "kind": kind}, headers=auth(staff))
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     assert (await api.http.post("/api/rooms", json={"name": "x", "kind": "group"})).status_code == 401
 
@@ -134,7 +138,7 @@ async def test_a_group_admits_members_only_and_its_facilitator_adds_them(
     assert added.status_code == 201
     assert (await api.add_member(facilitator, group, patient)).status_code == 200  # already a member
     joined = await client.call("join", room=group)
-    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group"}
+    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group", "community": await api.community()}
     rooms = (await api.http.get("/api/rooms", headers=auth(patient))).json()["rooms"]
     assert group in [r["id"] for r in rooms]
 
@@ -190,10 +194,12 @@ async def test_the_command_line_makes_staff_and_seeds_the_demo(tmp_path: Path, p
         login = await http.post("/api/login", json={"username": "maya", "password": "hearth-demo"})
         maya = login.json()
         rooms = (await http.get("/api/rooms", headers={"Authorization": f"Bearer {maya['token']}"})).json()["rooms"]
-    assert sorted(r["kind"] for r in rooms) == ["drop_in", "group"]
+    assert sorted(r["kind"] for r in rooms) == ["drop_in", "drop_in", "group"]  # she runs every demo room
+    assert len({r["community"] for r in rooms}) == 2
     client = await open_client(proc)
     await client.call("auth", token=maya["token"])
     group = next(r for r in rooms if r["kind"] == "group")
     history = (await client.call("join", room=group["id"], since=0))["events"]
-    assert [e["from"]["name"] for e in history] == ["Maya (facilitator)", "Sam"]
+    assert [e["from"]["name"] for e in history] == ["Maya", "Sam R"]  # their names in that community
+    assert all(e["from"]["id"].startswith("m_") for e in history)
     await client.close()
