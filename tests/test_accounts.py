@@ -199,6 +199,15 @@ async def test_the_command_line_makes_staff_and_seeds_the_demo(tmp_path: Path, p
     client = await open_client(proc)
     await client.call("auth", token=maya["token"])
     group = next(r for r in rooms if r["kind"] == "group")
+    refused = await client.error("join", room=group["id"], since=0)  # the demo's communities have agreements
+    assert refused["code"] == "agreement_required" and refused["agreement"]["community"] == group["community"]
+    async with httpx.AsyncClient(base_url=proc.http_url) as http:
+        r = await http.post(
+            f"/api/communities/{group['community']}/agreement/accept",
+            json={"version": refused["agreement"]["version"]},
+            headers={"Authorization": f"Bearer {maya['token']}"},
+        )
+        assert r.status_code == 200, r.text
     history = (await client.call("join", room=group["id"], since=0))["events"]
     assert [e["from"]["name"] for e in history] == ["Maya", "Sam R"]  # their names in that community
     assert all(e["from"]["id"].startswith("m_") for e in history)

@@ -1,8 +1,8 @@
 """Communities, members under display names, group agreements, bans and the audit log.
 
 On a database that holds anything, every existing room is put in one community ("General",
-open), and every existing account becomes its member under its display name (made unique in the community with a number where
-two were the same). Stored events then name members, not accounts: their senders, and the
+open), and every existing account becomes its member under its display name (made unique in
+the community with a number where two were the same). Stored events then name members, not accounts: their senders, and the
 people named in session events.
 
 Revision ID: 0004
@@ -26,16 +26,21 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# On PostgreSQL the audit log refuses UPDATE and DELETE, whoever asks.
-_AUDIT_GUARD = """
+# On PostgreSQL the audit log refuses UPDATE and DELETE, whoever asks. One statement each:
+# asyncpg prepares what it is given, and a prepared statement holds one command.
+_AUDIT_GUARD = (
+    """
 CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION 'audit_log is append-only';
 END;
-$$ LANGUAGE plpgsql;
+$$ LANGUAGE plpgsql
+""",
+    """
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
-"""
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()
+""",
+)
 
 
 def upgrade() -> None:
@@ -99,7 +104,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_community_id_id", "audit_log", ["community_id", "id"])
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_AUDIT_GUARD)
+        for statement in _AUDIT_GUARD:
+            op.execute(statement)
 
     with op.batch_alter_table("rooms") as batch:
         batch.add_column(sa.Column("community_id", sa.String(32), nullable=True))
