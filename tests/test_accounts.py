@@ -138,7 +138,8 @@ async def test_a_group_admits_members_only_and_its_facilitator_adds_them(
     assert added.status_code == 201
     assert (await api.add_member(facilitator, group, patient)).status_code == 200  # already a member
     joined = await client.call("join", room=group)
-    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group", "community": await api.community()}
+    community = await api.community()
+    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group", "community": community}
     rooms = (await api.http.get("/api/rooms", headers=auth(patient))).json()["rooms"]
     assert group in [r["id"] for r in rooms]
 

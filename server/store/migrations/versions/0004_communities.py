@@ -2,8 +2,8 @@
 
 On a database that holds anything, every existing room is put in one community ("General",
 open), and every existing account becomes its member under its display name (made unique in
-the community with a number where two were the same). Stored events then name members, not accounts: their senders, and the
-people named in session events.
+the community with a number where two were the same). Stored events then name members, not
+accounts: their senders, and the people named in session events.
 
 Revision ID: 0004
 Revises: 0003
