@@ -149,15 +149,25 @@ async def test_only_the_rooms_own_facilitators_add_members(server: Running, api:
     owner, stranger, admin = await api.staff(), await api.staff(), await api.staff("admin")
     group = await api.room(owner, kind="group")
     patient, other = await api.signup(), await api.signup()
-    await api.add_member(owner, group, patient)
+    added = await api.add_member(owner, group, patient)
+    assert added.json() == {"member": {"id": patient.member, "name": patient.name, "role": "patient"}, "role": "member"}
     assert (await api.add_member(patient, group, other)).status_code == 403
     assert (await api.add_member(stranger, group, other)).status_code == 403
+    for nobody in ({"user": "u_nobody"}, {"member": "m_nobody"}):  # refused before anyone is looked up
+        r = await api.http.post(f"/api/rooms/{group}/members", json=nobody, headers=auth(stranger))
+        assert r.status_code == 403
     assert (await api.add_member(admin, group, other)).status_code == 201
+    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": other.id}, headers=auth(owner))
+    assert r.status_code == 200 and r.json()["member"]["id"] == other.member  # staff who know the account
     r = await api.http.post(
         f"/api/rooms/{group}/members", json={"user": patient.id, "role": "facilitator"}, headers=auth(owner)
     )
     assert r.status_code == 403  # only staff can facilitate
-    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": "u_nobody"}, headers=auth(owner))
+    for nobody in ({"user": "u_nobody"}, {"member": "m_nobody"}, {"member": patient.id}):
+        r = await api.http.post(f"/api/rooms/{group}/members", json=nobody, headers=auth(owner))
+        assert r.status_code == 404, nobody
+    outsider = await api.signup(join=False)  # an account, but no member of the room's community
+    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": outsider.id}, headers=auth(owner))
     assert r.status_code == 404
     r = await api.http.post("/api/rooms/r_nothing/members", json={"user": patient.id}, headers=auth(owner))
     assert r.status_code == 404
