@@ -55,6 +55,7 @@ async def test_join_reply_lists_room_seq_and_presence_once_per_user(
     assert joined["room"] == {"id": room, "name": "Night owls", "kind": "drop_in", "community": await api.community()}
     assert joined["seq"] == sent["seq"]
     assert joined["presence"] == [{"id": sam.member, "name": "Sam", "role": "caregiver"}]
+    assert joined["member"] == joined["presence"][0]  # who they are here: their member card
     assert joined["events"] == [] and joined["recovered"] is True
 
 
