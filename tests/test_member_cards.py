@@ -33,11 +33,11 @@ async def peer(running: Running, account: Account, encoding: str) -> Client:
     """A client signed in as `account` that keeps every frame after its own `auth` reply
     (which describes the account to itself, and is checked to name it: the scan can see)."""
     client = await open_client(running, None, encoding)
-    client.raw = []
+    client.on_wire = []
     await client.call("auth", token=account.token)
-    [own] = client.raw
+    [own] = client.on_wire
     assert account.id in leaks(own, [account])
-    client.raw.clear()
+    client.on_wire.clear()
     return client
 
 
@@ -192,8 +192,8 @@ async def test_a_whole_session_shows_peers_member_cards_and_never_an_account(
     kinds = {e["ev"] for c in (c_ari, c_kim, c_jo, c_sam) for e in c.seen(room=room)}
     assert kinds >= {"message", "edit", "reaction", "presence", "typing", "floor_time"}
     for person, client in zip(peers, (c_ari, c_kim, c_jo, c_sam), strict=True):
-        assert client.raw is not None and len(client.raw) > 20, person.name
-        for frame in [*client.raw, *answers[person.member]]:
+        assert client.on_wire is not None and len(client.on_wire) > 20, person.name
+        for frame in [*client.on_wire, *answers[person.member]]:
             assert not leaks(frame, everyone), (person.name, frame[:300])
 
 
@@ -249,10 +249,10 @@ async def test_one_account_in_two_communities_has_two_cards_that_peers_cannot_li
         (c_here, bodies[here.username], (robin.member, b"Robin"), (kestrel, b"Kestrel")),
         (c_there, bodies[there.username], (kestrel, b"Kestrel"), (robin.member, b"Robin")),
     ):
-        assert client.raw is not None
-        frames = b"\n".join(client.raw)
+        assert client.on_wire is not None
+        frames = b"\n".join(client.on_wire)
         assert card[0].encode() in frames and card[1] in frames  # the scan reads what they got
-        for raw in [*client.raw, body]:
+        for raw in [*client.on_wire, body]:
             assert not leaks(raw, [robin, here, there, host_here, host_there]), raw[:300]
             assert other[0].encode() not in raw and other[1] not in raw, raw[:300]
     assert first != second
