@@ -195,15 +195,21 @@ class CommunityService:
         current agreements (the community's, then the room's own) accepted."""
         if await self.communities.banned(room.community, user.id):
             raise Banned("This account is banned from this community.")
-        member = await self.communities.member_of(room.community, user.id)
-        if member is None:
-            if user.role is not Role.ADMIN:
-                raise Forbidden("Join this room's community first.")
-            member = await self._admin_member(user, room.community)
+        member = await self.own_card(user, room.community)
         for scope in (None, room.id):
             agreement = await self.communities.agreement(room.community, scope)
             if agreement is not None and not await self.communities.accepted(member.id, agreement):
                 raise AgreementRequired("Please read and accept the group agreement first.", agreement.public())
+        return member
+
+    async def own_card(self, user: User, community: CommunityId) -> Member:
+        """The member `user` is in `community`; admins, staff everywhere, become one under their
+        account's name the first time they need a card there; anyone else: Forbidden."""
+        member = await self.communities.member_of(community, user.id)
+        if member is None:
+            if user.role is not Role.ADMIN:
+                raise Forbidden("Join this room's community first.")
+            member = await self._admin_member(user, community)
         return member
 
     async def _admin_member(self, user: User, community: CommunityId) -> Member:

@@ -219,7 +219,11 @@ async def add_member(request: Request) -> Response:
     if not isinstance(role, str) or role not in {r.value for r in MemberRole}:
         raise BadRequest("`role` must be member or facilitator.")
     hub = _hub(request)
-    room = await hub.service.room(RoomId(request.path_params["room"]))
+    # Refused before the person is looked up: whether an account or a card is in the community
+    # is for those who may add members to know.
+    room = await hub.service.managed_room(
+        user, RoomId(request.path_params["room"]), "Only this room's facilitators can add members."
+    )
     if "member" in data:  # a member card of the room's community; or, for staff who know it, the account
         who = await hub.members.member_in(room.community, MemberId(fields.string(data, "member", max_len=fields.ID)))
         target = who.account

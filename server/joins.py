@@ -81,6 +81,7 @@ class Joins:
                 reply(
                     {
                         "room": room.public() | ({"hours": status(room.open_hours, now)} if room.open_hours else {}),
+                        "member": member.public(),  # who the user is here: their own `from` and presence card
                         "seq": latest,
                         "presence": present,
                         "events": shown,

@@ -62,9 +62,12 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             fields.maybe_string(args, "title", max_len=hub.limits.max_frame),
             fields.maybe_string(args, "agreement", max_len=hub.limits.max_frame),
         )
-        co = live.co_facilitator_ids(args.get("co_facilitators", []))
+        co = live.co_facilitator_ids(args.get("co_facilitators", []))  # member ids of the room's community
         community = conn.members[feed.room].community
-        await hub.service.check_co_facilitators(feed.room, await hub.members.accounts_in(community, co))
+        accounts = [await hub.members.account(community, member) for member in co]
+        if None in accounts:  # not a member here: no facilitator of this room either
+            raise BadRequest("Co-facilitators must be facilitators of this room.")
+        await hub.service.check_co_facilitators(feed.room, [a for a in accounts if a is not None])
         now = datetime.now(UTC)
         plan = partial(
             live.plan_open,

@@ -396,7 +396,7 @@ async def test_a_phone_that_stops_reading_gets_a_close_it_can_act_on_or_is_let_g
     for phone in phones:
         await phone.send(orjson.dumps({"id": 2, "op": "join", "room": room}).decode())
     for account in accounts:  # joined: their replies wait in their sockets, unread, and the room sees them arrive
-        await sender.until("presence", room=room, where=joined(account.id))
+        await sender.until("presence", room=room, where=joined(account.member))
 
     def gone_from_the_room() -> set[str]:
         return {card["id"] for event in sender.seen("presence", room=room) for card in event["left"]}

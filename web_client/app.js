@@ -14,7 +14,8 @@ const $ = (id) => document.getElementById(id);
 
 const S = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  user: null,
+  user: null, // the account: shown to its owner only
+  me: null, // our member card in the open room's community: what the others see of us
   ws: null,
   nextId: 1,
   calls: new Map(), // command id -> {resolve, reject}
@@ -28,7 +29,7 @@ const S = {
   lastSeq: 0,
   buffer: null, // live durable events held back while join/history is in flight
   msgs: new Map(), // seq -> message model
-  reacts: new Map(), // target seq -> Map(emoji -> Set(user id))
+  reacts: new Map(), // target seq -> Map(emoji -> Set(member id))
   pending: new Map(), // client_id -> {client_id, room, text, acked, inflight, li}
   presence: new Map(),
   typers: new Map(),
@@ -219,6 +220,7 @@ function leaveRoom() {
 }
 
 function resetRoom() {
+  S.me = null;
   S.loaded = false;
   S.buffer = null;
   S.pending.clear();
@@ -247,6 +249,7 @@ async function joinRoom() {
     const res = await call('join', resume ? { room: room.id, since: S.lastSeq } : { room: room.id });
     if (S.room !== room) return;
     Object.assign(room, res.room);
+    S.me = res.member; // who we are in this room's community: our own `from`, presence and typing card
     $('room-name').textContent = room.name;
     setPresence(res.presence);
     if (resume && res.recovered) {
@@ -381,7 +384,7 @@ function onEvent(ev) {
     for (const u of ev.left || []) S.presence.delete(u.id);
     renderPresence();
   } else if (ev.ev === 'typing') {
-    if (ev.user && ev.user.id !== S.user?.id) showTyping(ev.user);
+    if (ev.user && ev.user.id !== S.me?.id) showTyping(ev.user);
   } else if (typeof ev.seq === 'number') {
     if (S.buffer) S.buffer.push(ev);
     else applyEvent(ev);
@@ -414,7 +417,7 @@ function foldReaction(ev) {
 function addMessage(ev) {
   const m = { ...ev, li: h('li') };
   S.msgs.set(ev.seq, m);
-  const p = ev.client_id && ev.from?.id === S.user?.id ? S.pending.get(ev.client_id) : null;
+  const p = ev.client_id && ev.from?.id === S.me?.id ? S.pending.get(ev.client_id) : null;
   if (p) {
     p.li.remove();
     S.pending.delete(ev.client_id);
@@ -432,7 +435,7 @@ function addMessage(ev) {
 }
 
 function renderMessage(m) {
-  const mine = m.from?.id === S.user?.id;
+  const mine = m.from?.id === S.me?.id;
   m.li.className = `msg${mine ? ' mine' : ''}${m.deleted ? ' deleted' : ''}`;
   const kids = [h('div', { class: 'meta' },
     h('span', { class: 'who', text: mine ? `${m.from.name} (you)` : m.from?.name || 'Someone' }),
@@ -453,7 +456,7 @@ function actionBar(m, mine) {
   const byEmoji = S.reacts.get(m.seq) || new Map();
   for (const [emoji, users] of byEmoji) {
     if (!users.size) continue;
-    const on = users.has(S.user?.id);
+    const on = users.has(S.me?.id);
     bar.append(h('button', {
       type: 'button', class: 'chip', 'aria-pressed': String(on),
       'aria-label': `${emoji} ${users.size}${on ? ', tap to remove yours' : ''}`,
@@ -515,7 +518,7 @@ function sendMessage() {
 function renderPending(p) {
   p.li.replaceChildren(
     h('div', { class: 'meta' },
-      h('span', { class: 'who', text: `${S.user?.name || 'You'} (you)` }),
+      h('span', { class: 'who', text: `${S.me?.name || S.user?.name || 'You'} (you)` }),
       h('span', { class: 'state', text: p.acked ? 'sent' : 'sending…' })),
     h('p', { class: 'text', text: p.text }));
 }
@@ -581,7 +584,7 @@ function renderPresence() {
   const people = [...S.presence.values()];
   $('presence-count').textContent = `${people.length} here`;
   $('presence-list').replaceChildren(...people.map((u) => h('li', {},
-    h('span', { text: u.id === S.user?.id ? `${u.name} (you)` : u.name }),
+    h('span', { text: u.id === S.me?.id ? `${u.name} (you)` : u.name }),
     STAFF.has(u.role) ? h('span', { class: 'role', text: u.role }) : null)));
 }
 

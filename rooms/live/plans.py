@@ -66,12 +66,12 @@ def opening_texts(title: str | None, agreement: str | None) -> tuple[str, str]:
 
 
 def co_facilitator_ids(value: object) -> list[str]:
-    """The `co_facilitators` of an ad-hoc session: at most MAX_CO_FACILITATORS user ids, each
+    """The `co_facilitators` of an ad-hoc session: at most MAX_CO_FACILITATORS member ids, each
     named once, in the order given."""
     if isinstance(value, list) and len(value) > MAX_CO_FACILITATORS:
         raise BadRequest(f"A session has at most {MAX_CO_FACILITATORS} co-facilitators.")
     if not isinstance(value, list) or not all(isinstance(u, str) and 0 < len(u) <= MAX_USER_ID for u in value):
-        raise BadRequest("`co_facilitators` must be a list of user ids.")
+        raise BadRequest("`co_facilitators` must be a list of member ids.")
     return list(dict.fromkeys(value))
 
 

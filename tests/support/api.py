@@ -1,9 +1,11 @@
 """The HTTP API as a client calls it: `Api` signs people up, signs staff in, makes rooms
 and adds members; `Account` is who it signed in, `auth` the header that says so.
 
-Every room belongs to a community, and people meet there under a member card: `Api` makes
-one open community per server (the first time it is asked) and, unless told otherwise, makes
-everyone it signs up a member of it, under their display name. `Account.member` is that
+Every room belongs to a community, and people meet there under a member card: each `Api`
+(one per test) makes an open community of its own the first time it is asked and, unless told
+otherwise, makes everyone it signs up a member of it, under their display name. Display names
+are unique in a community, so a test may name its people as it likes ("Rosa", "Sam") however
+many tests before it on the same server did too. `Account.member` is that
 member id: what peers see of them (`from`, presence, session events), where `Account.id` is
 the account that only they and staff know.
 """
@@ -60,17 +62,18 @@ class Api:
     def __init__(self, running: Running) -> None:
         self.running = running
         self.http = httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT)
+        self.test_community: str | None = None
 
     async def community(self) -> str:
-        """The server's test community (open), made by an admin the first time it is asked."""
-        made: str | None = getattr(self.running, "test_community", None)
+        """This test's community (open), made by an admin the first time it is asked."""
+        made = self.test_community
         if made is None:
             admin = await self.staff("admin", join=False)
             r = await self.http.post(
                 "/api/communities", json={"name": "Test community", "join": "open"}, headers=auth(admin)
             )
             assert r.status_code == 201, r.text
-            made = self.running.test_community = r.json()["community"]["id"]
+            made = self.test_community = r.json()["community"]["id"]
         return made
 
     async def join(self, account: Account, community: str | None = None, name: str | None = None) -> str:
@@ -112,15 +115,19 @@ class Api:
             await self.join(account)
         return account
 
-    async def room(self, owner: Account, kind: str = "drop_in", name: str = "Room", community: str | None = None) -> str:
+    async def room(
+        self, owner: Account, kind: str = "drop_in", name: str = "Room", community: str | None = None
+    ) -> str:
         body = {"name": name, "kind": kind, "community": community or await self.community()}
         r = await self.http.post("/api/rooms", json=body, headers=auth(owner))
         assert r.status_code == 201, r.text
         room_id: str = r.json()["room"]["id"]
         return room_id
 
-    async def add_member(self, actor: Account, room: str, user: Account) -> httpx.Response:
-        return await self.http.post(f"/api/rooms/{room}/members", json={"user": user.id}, headers=auth(actor))
+    async def add_member(self, actor: Account, room: str, user: Account, role: str = "member") -> httpx.Response:
+        """Add `user` to the room by their member card (by account id when they have none here)."""
+        who = {"member": user.member} if user.member else {"user": user.id}
+        return await self.http.post(f"/api/rooms/{room}/members", json={**who, "role": role}, headers=auth(actor))
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -52,7 +52,6 @@ class Running:
     server: uvicorn.Server
     task: asyncio.Task[None]
     settings: Settings
-    test_community: str | None = None  # made by `Api.community` when first asked
 
     @property
     def port(self) -> int:
