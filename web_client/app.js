@@ -92,7 +92,7 @@ function setStatus(text, state) {
 }
 
 function show(view) {
-  for (const id of ['signin', 'rooms', 'room']) $(id).hidden = id !== view;
+  for (const id of ['signin', 'rooms', 'room', 'agreement']) $(id).hidden = id !== view;
   $('signout').hidden = view === 'signin';
 }
 
@@ -191,16 +191,63 @@ async function signOut(message = '', revoke = false) {
 async function loadRooms() {
   const list = $('room-list');
   try {
-    const { rooms } = await api('GET', '/api/rooms');
-    if (!rooms.length) return list.replaceChildren(h('li', { class: 'muted', text: 'No rooms yet.' }));
-    list.replaceChildren(...rooms.map((r) => h('li', {},
+    const [{ rooms }, { communities }] = await Promise.all([api('GET', '/api/rooms'), api('GET', '/api/communities')]);
+    const names = new Map(communities.map((c) => [c.id, c.name]));
+    list.replaceChildren(...(rooms.length ? rooms.map((r) => h('li', {},
       h('button', { type: 'button', class: 'room-btn', onclick: () => openRoom(r) },
         h('span', { class: 'room-name', text: r.name }),
-        h('span', { class: 'room-kind', text: r.kind === 'group' ? 'Group' : 'Drop-in' })))));
+        h('span', { class: 'room-kind', text: `${r.kind === 'group' ? 'Group' : 'Drop-in'} · ${names.get(r.community) || ''}` }))))
+      : [h('li', { class: 'muted', text: 'No rooms yet. Join a community below to see its rooms.' })]));
+    renderCommunities(communities);
   } catch (err) {
     if (err.status === 401) return signOut('Please sign in again.');
     showError(err);
   }
+}
+
+// A community: you are in it under the name shown, or you choose the name others will see.
+function renderCommunities(communities) {
+  $('community-list').replaceChildren(...communities.map((c) => {
+    if (c.member) return h('li', { class: 'community', text: `${c.name}: you are “${c.member.name}” here.` });
+    if (c.join !== 'open') return h('li', { class: 'community muted', text: `${c.name}: by invitation.` });
+    const id = `name-${c.id}`;
+    const form = h('form', { class: 'stack community', onsubmit: (e) => joinCommunity(e, c) },
+      h('label', { for: id, text: `${c.name}: the name others will see here` }),
+      h('input', { id, name: 'display_name', maxlength: 40, required: true, autocomplete: 'nickname' }),
+      h('button', { type: 'submit', class: 'primary', text: 'Join this community' }));
+    return h('li', {}, form);
+  }));
+}
+
+async function joinCommunity(e, community) {
+  e.preventDefault();
+  const name = new FormData(e.target).get('display_name').trim();
+  try {
+    await api('POST', `/api/communities/${community.id}/members`, { display_name: name });
+    loadRooms();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// `join` answered agreement_required: show the text; once agreed, join again.
+function askAgreement(agreement) {
+  const room = S.room;
+  $('agreement-text').textContent = agreement.text;
+  show('agreement');
+  $('agreement-text').focus();
+  $('agreement-accept').onclick = async () => {
+    try {
+      const body = { version: agreement.version, ...(agreement.room ? { room: agreement.room } : {}) };
+      await api('POST', `/api/communities/${agreement.community}/agreement/accept`, body);
+      if (S.room !== room) return;
+      show('room');
+      if (S.connected) joinRoom();
+    } catch (err) {
+      showError(err);
+    }
+  };
+  $('agreement-back').onclick = () => leaveRoom();
 }
 
 function openRoom(room) {
@@ -269,7 +316,8 @@ async function joinRoom() {
     for (const p of S.pending.values()) if (!p.acked) trySend(p);
   } catch (err) {
     if (S.room === room) S.buffer = null;
-    if (err.code !== 'disconnected') showError(err);
+    if (err.code === 'agreement_required' && S.room === room) askAgreement(err.agreement);
+    else if (err.code !== 'disconnected') showError(err);
   } finally {
     list.removeAttribute('aria-busy');
   }
