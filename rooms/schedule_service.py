@@ -1,9 +1,10 @@
 """The schedule service: who may see, schedule, change and register for sessions, and what
 each of those does, through the `ScheduleStore` and `Directory` ports.
 
-A call that acts on a session takes a `Permit`, which `permit` gives only to a user allowed
-to do that: whoever may join the room sees its sessions, its members register, and the
-session's own facilitators and admins change it (`rooms.policy`). Asking for the permit
+A call that acts on a session takes a `Permit`, which `permit` gives only to a user the
+permission matrix (`rooms.permissions`) allows to do that: whoever may join the room sees
+its sessions, its members register, and the session's own facilitators and admins change
+it. A session's facilitator counts as one while they are in its room. Asking for the permit
 first keeps the order of answers fixed: no such session or room (404), then not allowed
 (403), and only then whatever is wrong with the request itself (400, 409).
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound
-from rooms.model import MemberRole, Room, RoomId, RoomKind, User, UserId
-from rooms.ports import Directory, LockedSession, ScheduleStore
+from rooms.model import Room, RoomId, RoomKind, User, UserId
+from rooms.permissions import REFUSALS, Op, Standing, allowed, in_room, require, require_co_facilitator
+from rooms.ports import Communities, Directory, LockedSession, ScheduleStore
 from rooms.schedule import (
     LATEST,
     Occurrence,
@@ -69,11 +70,7 @@ class Action(StrEnum):
     MANAGE = "manage"
 
 
-_REFUSED = {
-    Action.SEE: "This group is for its members. Ask its facilitator to add you.",
-    Action.REGISTER: "Only members of this group can register for its sessions.",
-    Action.MANAGE: "Only this session's facilitators can change it.",
-}
+_OPS = {Action.SEE: Op.ROOM_ENTER, Action.REGISTER: Op.SESSION_REGISTER, Action.MANAGE: Op.SESSION_MANAGE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +96,23 @@ def _utcnow() -> datetime:
 
 class ScheduleService:
     """What members and facilitators do with scheduled sessions, on the ports given (and a
-    clock, the time every rule is checked at)."""
+    clock, the time every rule is checked at).
 
-    def __init__(self, store: ScheduleStore, directory: Directory, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    `communities` says who is a member of which community. Without it (a schedule on its
+    own, as the in-memory tests build one) there are no communities to belong to: a room's
+    members are its community's, and nobody else is."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        directory: Directory,
+        communities: Communities | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self.store = store
         self.directory = directory
+        self.communities = communities
         self.clock = clock
 
     # Access
@@ -114,11 +123,8 @@ class ScheduleService:
         session = await self.store.get(session_id)
         if session is None:
             raise NotFound("There is no such session.")
-        _, membership = await self._visible_room(user, session.room)
-        if action is Action.REGISTER and not policy.can_register(membership):
-            raise Forbidden(_REFUSED[action])
-        if action is Action.MANAGE and not policy.can_manage_session(user, session, membership):
-            raise Forbidden(_REFUSED[action])
+        _, standing = await self._visible_room(user, session.room, session)
+        require(_OPS[action], standing)
         return Permit(user, session, action)
 
     async def permit_scheduling(self, user: User, room_id: RoomId) -> RoomPermit:
@@ -126,21 +132,29 @@ class ScheduleService:
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        if not policy.can_schedule(user, await self.directory.member_role(room.id, user.id)):
-            raise Forbidden("Only this room's facilitators can schedule sessions.")
+        require(Op.SESSION_SCHEDULE, await self._standing(user, room))
         if room.kind is not RoomKind.GROUP:
             raise BadRequest("Only group rooms have scheduled sessions.")
         return RoomPermit(user, room)
 
-    async def _visible_room(self, user: User, room_id: RoomId) -> tuple[Room, MemberRole | None]:
-        """The room and the user's role in it, once they may see its schedule."""
+    async def _standing(self, user: User, room: Room, session: Session | None = None) -> Standing:
+        """What `user` is in `room`, and in `session` if one is named: one of its facilitators
+        while they are in the room."""
+        membership = await self.directory.member_role(room.id, user.id)
+        member = self.communities is not None and await self.communities.member_of(room.community, user.id) is not None
+        standing = in_room(user.role, member=member, kind=room.kind, membership=membership)
+        facilitates = session is not None and user.id in session.facilitators and membership is not None
+        return standing.in_session(facilitates)
+
+    async def _visible_room(self, user: User, room_id: RoomId, session: Session | None = None) -> tuple[Room, Standing]:
+        """The room and the user's standing there (and in `session`), once they may see its
+        schedule."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        membership = await self.directory.member_role(room.id, user.id)
-        if not policy.can_see_schedule(user, room, membership):
-            raise Forbidden(_REFUSED[Action.SEE])
-        return room, membership
+        standing = await self._standing(user, room, session)
+        require(Op.ROOM_ENTER, standing)
+        return room, standing
 
     # Sessions
 
@@ -190,8 +204,9 @@ class ScheduleService:
             if user_id == lead:
                 continue
             user = await self.directory.get_user(user_id)
-            if user is None or not policy.can_co_facilitate(user, await self.directory.member_role(room, user_id)):
+            if user is None:
                 raise BadRequest("Co-facilitators must be staff members of this room.")
+            require_co_facilitator(user.role, await self.directory.member_role(room, user_id))
             chosen.append(user_id)
         return chosen
 
@@ -293,8 +308,7 @@ class ScheduleService:
         ):
             if session.room not in visible:
                 room = await self.directory.get_room(session.room)
-                membership = await self.directory.member_role(session.room, user.id)
-                visible[session.room] = room is not None and policy.can_see_schedule(user, room, membership)
+                visible[session.room] = room is not None and allowed(Op.ROOM_ENTER, await self._standing(user, room))
             if visible[session.room]:
                 entries.append((session, occurrence, status))
         return entries
@@ -303,7 +317,7 @@ class ScheduleService:
 def _need(permit: Permit, action: Action) -> None:
     """Fail closed on a permit for another action (a caller that skipped asking for this one)."""
     if permit.action is not action:
-        raise Forbidden(_REFUSED[action])
+        raise Forbidden(REFUSALS[_OPS[action]])
 
 
 def _found(locked: LockedSession, key: datetime) -> tuple[Session, Occurrence]:

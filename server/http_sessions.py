@@ -37,7 +37,7 @@ def _schedule(request: Request) -> ScheduleService:
     """The service on the app's schedule store and the hub's directory (made once, when first asked)."""
     schedule: ScheduleService | None = getattr(request.app.state, "schedule_service", None)
     if schedule is None:
-        schedule = ScheduleService(request.app.state.schedule, _hub(request).directory)
+        schedule = ScheduleService(request.app.state.schedule, _hub(request).directory, _hub(request).communities)
         request.app.state.schedule_service = schedule
     return schedule
 
