@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, Room, RoomId, User, UserId
-from rooms.permissions import Op, Standing, require
+from rooms.permissions import Op, Standing, allowed, in_community, require, require_bannable
 from rooms.ports import Agreement, AuditLog, Communities
 from rooms.service import clean_name, clean_text
 
@@ -80,22 +80,28 @@ class CommunityService:
         """The actor's standing in a community (no room, no session). An account banned from
         it is no member there: a banned facilitator is staff of it no more."""
         member = await self.communities.member_of(community, user.id) is not None
-        return Standing(user.role, member=member and not await self.communities.banned(community, user.id))
+        return in_community(user.role, member=member and not await self.communities.banned(community, user.id))
 
     async def create(self, actor: User, name: str, join: JoinPolicy) -> Community:
-        require(Op.COMMUNITY_CREATE, Standing(actor.role, member=False))
+        require(Op.COMMUNITY_CREATE, in_community(actor.role, member=False))
         community = await self.communities.create(clean_name(name, what="Community name"), join, actor.id)
         await self.audit.record(actor.id, "community.create", community=community.id)
         return community
 
     async def listed(self, actor: User) -> list[tuple[Community, Member | None]]:
-        return await self.communities.listed(actor.id, actor.role is Role.ADMIN)
+        """The open communities and `actor`'s; every one for those who may add people to a
+        community they are not in (admins)."""
+        everything = allowed(Op.MEMBER_INVITE, in_community(actor.role, member=False))
+        return await self.communities.listed(actor.id, everything)
 
     async def join(self, actor: User, community_id: CommunityId, display_name: str) -> Member:
         """`actor` joins an open community under `display_name` (Conflict when the name is
-        another member's, or they are a member already)."""
+        another member's, or they are a member already). Joining one by invitation is adding
+        oneself: for whom the matrix lets add people to it."""
         community = await self.community(community_id)
-        if community.join is not JoinPolicy.OPEN and actor.role is not Role.ADMIN:
+        if community.join is not JoinPolicy.OPEN and not allowed(
+            Op.MEMBER_INVITE, await self.standing(actor, community.id)
+        ):
             raise Forbidden("This community is by invitation. Ask its staff to add you.")
         return await self._add(actor, community, actor, display_name)
 
@@ -207,7 +213,7 @@ class CommunityService:
         account's name the first time they need a card there; anyone else: Forbidden."""
         member = await self.communities.member_of(community, user.id)
         if member is None:
-            if user.role is not Role.ADMIN:
+            if not allowed(Op.ROOM_ENTER, in_community(user.role, member=False)):  # admins enter anywhere
                 raise Forbidden("Join this room's community first.")
             member = await self._admin_member(user, community)
         return member
@@ -264,8 +270,7 @@ class CommunityService:
         community = await self.community(community_id)
         require(Op.BAN, await self.standing(actor, community.id))
         member = await self.member_in(community.id, member_id)
-        if member.account == actor.id or member.role is Role.ADMIN:
-            raise Forbidden("That member cannot be banned.")
+        require_bannable(member.role, itself=member.account == actor.id)
         reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
         if not await self.communities.ban(community.id, member.account, actor.id, reason):
             raise Conflict("That member is banned already.")

@@ -1,9 +1,10 @@
 """The schedule service: who may see, schedule, change and register for sessions, and what
 each of those does, through the `ScheduleStore` and `Directory` ports.
 
-A call that acts on a session takes a `Permit`, which `permit` gives only to a user allowed
-to do that: whoever may join the room sees its sessions, its members register, and the
-session's own facilitators and admins change it (`rooms.policy`). Asking for the permit
+A call that acts on a session takes a `Permit`, which `permit` gives only to a user the
+permission matrix (`rooms.permissions`) allows to do that: whoever may join the room sees
+its sessions, its members register, and the session's own facilitators and admins change
+it. A session's facilitator counts as one while they are in its room. Asking for the permit
 first keeps the order of answers fixed: no such session or room (404), then not allowed
 (403), and only then whatever is wrong with the request itself (400, 409).
 
@@ -27,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from rooms import policy
 from rooms.communities import CommunityService
 from rooms.errors import BadRequest, Forbidden, NotFound
-from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.model import Role, Room, RoomId, RoomKind, User, UserId
+from rooms.permissions import REFUSALS, Op, Standing, allowed, in_room, require, require_co_facilitator
 from rooms.ports import Directory, LockedSession, ScheduleStore
 from rooms.schedule import (
     LATEST,
@@ -76,11 +77,7 @@ class Action(StrEnum):
     MANAGE = "manage"
 
 
-_REFUSED = {
-    Action.SEE: "This group is for its members. Ask its facilitator to add you.",
-    Action.REGISTER: "Only members of this group can register for its sessions.",
-    Action.MANAGE: "Only this session's facilitators can change it.",
-}
+_OPS = {Action.SEE: Op.ROOM_ENTER, Action.REGISTER: Op.SESSION_REGISTER, Action.MANAGE: Op.SESSION_MANAGE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +117,7 @@ class ScheduleService:
         self.store = store
         self.directory = directory
         self.members = members
+        self.communities = members.communities
         self.clock = clock
 
     async def card(self, room: Room, session: Session) -> dict[str, Any]:
@@ -135,11 +133,8 @@ class ScheduleService:
         session = await self.store.get(session_id)
         if session is None:
             raise NotFound("There is no such session.")
-        room, membership = await self._visible_room(user, session.room)
-        if action is Action.REGISTER and not policy.can_register(membership):
-            raise Forbidden(_REFUSED[action])
-        if action is Action.MANAGE and not policy.can_manage_session(user, session, membership):
-            raise Forbidden(_REFUSED[action])
+        room, standing = await self._visible_room(user, session.room, session)
+        require(_OPS[action], standing)
         return Permit(user, session, action, room)
 
     async def permit_scheduling(self, user: User, room_id: RoomId) -> RoomPermit:
@@ -147,21 +142,30 @@ class ScheduleService:
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        if not policy.can_schedule(user, await self.directory.member_role(room.id, user.id)):
-            raise Forbidden("Only this room's facilitators can schedule sessions.")
+        require(Op.SESSION_SCHEDULE, await self._standing(user, room))
         if room.kind is not RoomKind.GROUP:
             raise BadRequest("Only group rooms have scheduled sessions.")
         return RoomPermit(user, room)
 
-    async def _visible_room(self, user: User, room_id: RoomId) -> tuple[Room, MemberRole | None]:
-        """The room and the user's role in it, once they may see its schedule."""
+    async def _standing(self, user: User, room: Room, session: Session | None = None) -> Standing:
+        """What `user` is in `room`, and in `session` if one is named: one of its facilitators
+        while they are in the room."""
+        membership = await self.directory.member_role(room.id, user.id)
+        member = await self.communities.member_of(room.community, user.id) is not None
+        member = member and not await self.communities.banned(room.community, user.id)  # banned: no member
+        standing = in_room(user.role, member=member, kind=room.kind, membership=membership)
+        facilitates = session is not None and user.id in session.facilitators and membership is not None
+        return standing.in_session(facilitates)
+
+    async def _visible_room(self, user: User, room_id: RoomId, session: Session | None = None) -> tuple[Room, Standing]:
+        """The room and the user's standing there (and in `session`), once they may see its
+        schedule."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        membership = await self.directory.member_role(room.id, user.id)
-        if not policy.can_see_schedule(user, room, membership):
-            raise Forbidden(_REFUSED[Action.SEE])
-        return room, membership
+        standing = await self._standing(user, room, session)
+        require(Op.ROOM_ENTER, standing)
+        return room, standing
 
     # Sessions
 
@@ -215,8 +219,9 @@ class ScheduleService:
             if user_id == lead or user_id in chosen:
                 continue
             user = None if user_id is None else await self.directory.get_user(user_id)
-            if user is None or not policy.can_co_facilitate(user, await self.directory.member_role(room.id, user.id)):
+            if user is None:
                 raise BadRequest("Co-facilitators must be staff members of this room.")
+            require_co_facilitator(user.role, await self.directory.member_role(room.id, user.id))
             chosen.append(user.id)
         return chosen
 
@@ -318,8 +323,7 @@ class ScheduleService:
         ):
             if session.room not in visible:
                 room = await self.directory.get_room(session.room)
-                membership = await self.directory.member_role(session.room, user.id)
-                visible[session.room] = room is not None and policy.can_see_schedule(user, room, membership)
+                visible[session.room] = room is not None and allowed(Op.ROOM_ENTER, await self._standing(user, room))
             if visible[session.room]:
                 entries.append((session, occurrence, status))
         return entries
@@ -328,7 +332,7 @@ class ScheduleService:
 def _need(permit: Permit, action: Action) -> None:
     """Fail closed on a permit for another action (a caller that skipped asking for this one)."""
     if permit.action is not action:
-        raise Forbidden(_REFUSED[action])
+        raise Forbidden(REFUSALS[_OPS[action]])
 
 
 def _found(locked: LockedSession, key: datetime) -> tuple[Session, Occurrence]:

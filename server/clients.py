@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from presence.registry import ConnectionRegistry
 from rooms.errors import Unavailable
 from rooms.model import CommunityId, Member, RoomId, User, UserId
+from rooms.permissions import Standing
 from server.closecodes import CLOSE_REMOVED, CLOSE_UNAUTHENTICATED
 from server.codec import Codec
 from server.connection import Budget, Connection, Wire
@@ -81,11 +82,11 @@ class Clients:
             if conn.user_id == user and any(m.community == community for m in conn.members.values()):
                 conn.close_soon(CLOSE_REMOVED, "banned from this community")
 
-    async def recheck(self, room: RoomId, user: UserId, facilitates: Callable[[User], Awaitable[bool]]) -> None:
-        """`user`'s role in `room` changed: their connections there take the new role's rights."""
+    async def recheck(self, room: RoomId, user: UserId, standing: Callable[[User], Awaitable[Standing]]) -> None:
+        """`user`'s role in `room` changed: their connections there take their new standing."""
         for conn in self.registry.all():
             if conn.user is not None and conn.user.id == user and room in conn.rooms:
-                conn.mark(room, facilitating=await facilitates(conn.user))
+                conn.stand(room, await standing(conn.user))
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every connection and return once all are gone."""

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from rooms import fields, live, policy
+from rooms import fields, live
 from rooms.clock import iso_ts
 from rooms.errors import Banned, Conflict, Forbidden
 from rooms.model import Event, Member, NewEvent, RoomId, Seq, User
@@ -44,7 +44,7 @@ def member_in(conn: Connection, args: Mapping[str, Any]) -> tuple[Member, RoomId
 def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
     """The lobby and removal rules for anything a member does in a room; for a `message`,
     mute and floor-only mode too."""
-    live.may_send(hub.fanout.feeds[room].live, conn.who(room), staff=room in conn.facilitating, message=message)
+    live.may_send(hub.fanout.feeds[room].live, conn.who(room), conn.standing(room), message=message)
 
 
 def stamp(event: Event) -> dict[str, Any]:
@@ -75,10 +75,9 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room_id = RoomId(fields.string(args, "room", max_len=fields.ID))
     since = fields.maybe_integer(args, "since", low=0)
     on_duty = fields.flag(args, "on_duty")
-    policy.require_on_duty(user, on_duty)
     room = await hub.service.room(room_id)
     member = await hub.members.enter(user, room)
-    facilitator = await hub.service.entry(user, room)
+    standing = await hub.service.entry(user, room, on_duty=on_duty)
     conn.members[room.id] = member  # (a join again on this connection takes the card as it is now)
     try:
         if await hub.communities.banned(room.community, user.id):  # banned while it was checked
@@ -91,7 +90,7 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
     try:
-        await hub.joins.join(conn, room, since, reply, facilitator=facilitator)
+        await hub.joins.join(conn, room, since, reply, standing)
     finally:
         if room.id not in conn.rooms:
             conn.members.pop(room.id, None)

@@ -27,6 +27,7 @@ from rooms.errors import (
     Unavailable,
 )
 from rooms.model import MemberId, MemberRole, Role, RoomId, RoomKind, User, UserId
+from rooms.permissions import Op
 from server.auth import Claims
 from server.gate import address_key
 from server.hub import Hub
@@ -221,9 +222,7 @@ async def add_member(request: Request) -> Response:
     hub = _hub(request)
     # Refused before the person is looked up: whether an account or a card is in the community
     # is for those who may add members to know.
-    room = await hub.service.managed_room(
-        user, RoomId(request.path_params["room"]), "Only this room's facilitators can add members."
-    )
+    room = await hub.service.managed_room(user, RoomId(request.path_params["room"]), Op.ROOM_MEMBERS)
     if "member" in data:  # a member card of the room's community; or, for staff who know it, the account
         who = await hub.members.member_in(room.community, MemberId(fields.string(data, "member", max_len=fields.ID)))
         target = who.account

@@ -76,7 +76,7 @@ class Hub:
         self.worker = worker = secrets.token_hex(8)
         self.codecs = make_codecs(max_depth=limits.max_depth)
         self.metrics = metrics = Metrics()
-        self.service = RoomService(directory, store, max_text=limits.max_text)
+        self.service = RoomService(directory, store, communities, max_text=limits.max_text)
         self.communities = communities
         self.audit = audit
         self.members = CommunityService(communities, audit)
@@ -95,7 +95,7 @@ class Hub:
             fanout,
             health,
             clients,
-            facilitates=self.service.facilitates,
+            standing=self.service.standing_in,
             forget_role=directory.forget_role,
             forget_community=communities.forget,
             worker=worker,

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from rooms import live
 from rooms.errors import HearthError
 from rooms.hours import status
 from rooms.model import Room, RoomId
 from rooms.paging import newest_within
+from rooms.permissions import Standing
 from server.connection import Connection
 from server.fanout import Fanout
 from server.live import LiveDesk
@@ -50,10 +52,11 @@ class Joins:
         room: Room,
         since: int | None,
         reply: Callable[[dict[str, Any]], None],
-        *,
-        facilitator: bool = False,
+        standing: Standing,
     ) -> None:
         """Attach `conn` to the room's feed, `reply` with the join result, tell the others.
+        `standing` is what the user is in the room: it says whether they join as one of its
+        facilitators.
 
         `reply` runs at the very moment `conn` goes live, so the join reply reaches the
         client ahead of every live event. While a session is open, a member who is not in
@@ -62,8 +65,8 @@ class Joins:
         member = conn.members[room.id]
         feed = await self.fanout.open(room.id)  # reserved for this join until the `finally`
         try:
-            if facilitator:
-                conn.mark(room.id, facilitating=True)
+            conn.stand(room.id, standing)
+            facilitator = room.id in conn.facilitating
             waiting = await self.desk.arrive(feed, conn, facilitator)
             now = datetime.now(UTC)
             present = [] if waiting else await self.roster.others_then(room.id, card(conn, room.id))
@@ -72,11 +75,7 @@ class Joins:
                 # `waiting` as placed now: the session may have let them in meanwhile
                 conn.rooms.add(room.id)
                 session = feed.live.active
-                view = None
-                if session is not None:
-                    view = session.lobby_view() if waiting else session.public()
-                    if facilitator or session.facilitates(member.id):
-                        view = session.for_facilitators()
+                view = None if session is None else live.session_view(session, member.id, standing, waiting=waiting)
                 shown = self.within_reply(conn, events)
                 reply(
                     {
@@ -95,7 +94,8 @@ class Joins:
         finally:
             feed.reserved -= 1
             if room.id not in conn.rooms:
-                conn.mark(room.id, facilitating=False, on_duty=False)
+                conn.stand(room.id, None)
+                conn.mark(room.id, on_duty=False)
                 await self.fanout.release(feed)
         self.metrics.joins.inc()
         if not waiting and room.id in conn.rooms:  # (not if it was closed meanwhile: a removal)
@@ -123,7 +123,8 @@ class Joins:
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
-        conn.mark(room, facilitating=False, on_duty=False)
+        conn.stand(room, None)
+        conn.mark(room, on_duty=False)
         member = conn.members.pop(room, None)
         feed = self.fanout.feeds.get(room)
         waiting = feed is not None and conn.id in feed.waiting

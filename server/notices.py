@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 
 from rooms.model import CommunityId, Member, MemberId, Role, RoomId, User, UserId
+from rooms.permissions import Standing
 from server.broker import Backend
 from server.clients import Clients
 from server.fanout import Fanout
@@ -31,7 +32,7 @@ log = logging.getLogger("hearth.hub")
 
 CONTROL = RoomId("_control")  # the broker channel for notices to people, not rooms
 
-Facilitates = Callable[[User, RoomId], Awaitable[bool]]
+StandingIn = Callable[[User, RoomId], Awaitable[Standing]]
 Forget = Callable[[RoomId, UserId], None]
 ForgetCommunity = Callable[[CommunityId, UserId | None, MemberId | None], None]
 
@@ -44,7 +45,7 @@ class Notices:
         health: Health,
         clients: Clients,
         *,
-        facilitates: Facilitates,
+        standing: StandingIn,
         forget_role: Forget,
         forget_community: ForgetCommunity,
         worker: str,
@@ -53,7 +54,7 @@ class Notices:
         self.fanout = fanout
         self.health = health
         self.clients = clients
-        self.facilitates = facilitates  # whether a user runs a room, read afresh
+        self.standing = standing  # what a user is in a room, read afresh
         self.forget_role = forget_role  # drop what this worker remembers of a role
         self.forget_community = forget_community  # and of a community, a member, a ban
         self.worker = worker
@@ -125,7 +126,7 @@ class Notices:
 
     async def _recheck(self, room: RoomId, user: UserId) -> None:
         self.forget_role(room, user)
-        await self.clients.recheck(room, user, lambda member: self.facilitates(member, room))
+        await self.clients.recheck(room, user, lambda account: self.standing(account, room))
 
     async def _listen(self) -> None:
         """Listen on the control channel for notices from the other workers."""
