@@ -4,6 +4,8 @@
     ├── BadRequest              bad_request   the command is malformed; fix it, do not retry as is
     ├── Unauthenticated         unauthenticated  sign in (again)
     ├── Forbidden               forbidden     not allowed for this user
+    │   ├── AgreementRequired   agreement_required  accept the group agreement first (it is attached)
+    │   └── Banned              banned        this account is banned from the community
     ├── NotFound                not_found     no such room, message or user
     ├── Conflict                conflict      the state does not allow it (already exists, deleted)
     ├── TooLarge                too_large     a frame or a text over its limit
@@ -54,6 +56,26 @@ class Forbidden(HearthError):
 
     code = "forbidden"
     http_status = 403
+
+
+class AgreementRequired(Forbidden):
+    """The member has not accepted the current version of the group agreement; the error
+    carries it (`{"community", "version", "text"}`) so the client can show it at once."""
+
+    code = "agreement_required"
+
+    def __init__(self, message: str, agreement: dict[str, object]) -> None:
+        super().__init__(message)
+        self.agreement = agreement
+
+    def to_wire(self) -> dict[str, object]:
+        return {**super().to_wire(), "agreement": self.agreement}
+
+
+class Banned(Forbidden):
+    """The account is banned from the community, under whatever name it comes back."""
+
+    code = "banned"
 
 
 class NotFound(HearthError):

@@ -51,8 +51,8 @@ def flag(values: Mapping[str, Any], name: str, *, default: bool = False) -> bool
 
 
 def ids(values: Mapping[str, Any], name: str) -> list[str]:
-    """A list of ids (users), each a string of at most ID characters."""
+    """A list of ids (member ids), each a string of at most ID characters."""
     value = values.get(name)
     if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= ID for v in value):
-        raise BadRequest(f"`{name}` must be a list of user ids.")
+        raise BadRequest(f"`{name}` must be a list of member ids.")
     return value

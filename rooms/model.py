@@ -14,6 +14,8 @@ UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
 ConnId = NewType("ConnId", str)
 Seq = NewType("Seq", int)
+CommunityId = NewType("CommunityId", str)
+MemberId = NewType("MemberId", str)
 
 
 class Role(StrEnum):
@@ -60,15 +62,58 @@ class User:
         return {"id": self.id, "name": self.name, "role": self.role.value}
 
 
+class JoinPolicy(StrEnum):
+    """Who becomes a member of a community: anyone signed in (`open`), or whom staff add."""
+
+    OPEN = "open"
+    INVITE = "invite"
+
+
+@dataclass(frozen=True, slots=True)
+class Community:
+    """A condition-specific group of rooms, whose members meet under names chosen for it."""
+
+    id: CommunityId
+    name: str
+    join: JoinPolicy
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "join": self.join.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An account inside one community, under the display name chosen for it.
+
+    Inside a community a person is their member card (`public()`): peers see the member id,
+    never `account`, and one account's member ids differ between communities.
+    """
+
+    id: MemberId
+    community: CommunityId
+    account: UserId
+    name: str
+    role: Role
+
+    def public(self) -> dict[str, str]:
+        """The member card: all that peers see of a person."""
+        return {"id": self.id, "name": self.name, "role": self.role.value}
+
+
 @dataclass(frozen=True, slots=True)
 class Room:
     id: RoomId
     name: str
     kind: RoomKind
+    community: CommunityId
     open_hours: Mapping[str, Any] | None = None  # see rooms/hours.py
 
     def public(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "kind": self.kind.value}
+        return {"id": self.id, "name": self.name, "kind": self.kind.value, "community": self.community}
+
+
+# The sender of what Hearth itself commits (a session opened by the schedule, a timer's end).
+HEARTH = Member(MemberId("hearth"), CommunityId(""), UserId("hearth"), "Hearth", Role.ADMIN)
 
 
 class EventKind(StrEnum):
@@ -90,7 +135,7 @@ class NewEvent:
 
     room: RoomId
     kind: EventKind
-    sender: User
+    sender: Member
     body: Mapping[str, Any]
     client_id: str | None = None
     target: Seq | None = None

@@ -9,7 +9,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rooms.errors import HearthError
-from rooms.model import Event, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.model import (
+    Community,
+    CommunityId,
+    Event,
+    JoinPolicy,
+    Member,
+    MemberId,
+    MemberRole,
+    NewEvent,
+    Room,
+    RoomId,
+    RoomKind,
+    Seq,
+    User,
+    UserId,
+)
 
 if TYPE_CHECKING:  # rooms.schedule imports rooms.service, which imports this module
     from rooms.schedule import Change, Occurrence, Session, SessionId
@@ -76,7 +91,7 @@ class Directory(Protocol):
     async def rooms_for(self, user: User) -> list[Room]:
         """Every room `user` may join: drop-in rooms and the groups they belong to."""
 
-    async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
+    async def create_room(self, name: str, kind: RoomKind, creator: User, community: CommunityId) -> Room:
         """Create a room; its creator becomes one of its facilitators."""
 
     async def set_open_hours(self, room: RoomId, hours: Mapping[str, Any] | None) -> None: ...
@@ -87,6 +102,93 @@ class Directory(Protocol):
     def forget_role(self, room: RoomId, user: UserId) -> None:
         """Drop what this worker remembers of `user`'s role in `room` (changed elsewhere):
         the next read is the store's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """One version of a group agreement: the community's own (`room` None) or a room's."""
+
+    community: CommunityId
+    room: RoomId | None
+    version: int
+    text: str
+
+    def public(self) -> dict[str, object]:
+        shown: dict[str, object] = {"community": self.community, "version": self.version, "text": self.text}
+        if self.room is not None:
+            shown["room"] = self.room
+        return shown
+
+
+class Communities(Protocol):
+    """Communities, their members, bans and agreements. Implementation: SqlCommunities.
+
+    Reads on the join path (a member, a ban, the current agreement, an acceptance) are kept
+    in memory by each worker; a change made on one worker is dropped from every worker's
+    memory by `forget` (the control channel carries it), so it holds at the next join.
+    """
+
+    async def create(self, name: str, join: JoinPolicy, creator: UserId) -> Community: ...
+
+    async def get(self, community: CommunityId) -> Community | None: ...
+
+    async def only(self) -> Community | None:
+        """The community, when there is exactly one; None when there are more (or none)."""
+
+    async def listed(self, user: UserId, everything: bool) -> list[tuple[Community, Member | None]]:
+        """Open communities and those `user` is a member of (`everything`: all), with their
+        member card in each, oldest first."""
+
+    async def member_of(self, community: CommunityId, user: UserId) -> Member | None: ...
+
+    async def member(self, member: MemberId) -> Member | None: ...
+
+    async def add_member(self, community: CommunityId, user: User, name: str, key: str) -> Member:
+        """Make `user` a member under `name`; Conflict when `key` (the name case-folded) is
+        another member's, or `user` is a member already."""
+
+    async def rename(self, member: Member, name: str, key: str) -> Member:
+        """Conflict when `key` is another member's."""
+
+    async def banned(self, community: CommunityId, user: UserId) -> bool: ...
+
+    async def ban(self, community: CommunityId, user: UserId, actor: UserId, reason: str) -> bool:
+        """False when the account was banned already."""
+
+    async def unban(self, community: CommunityId, user: UserId) -> bool:
+        """False when the account was not banned."""
+
+    async def agreement(self, community: CommunityId, room: RoomId | None) -> Agreement | None:
+        """The current version of the community's (or the room's own) agreement; None: none set."""
+
+    async def set_agreement(self, community: CommunityId, room: RoomId | None, text: str, actor: UserId) -> Agreement:
+        """Store a new version, the current one from now on."""
+
+    async def accepted(self, member: MemberId, agreement: Agreement) -> bool:
+        """Whether `member` accepted that version of that agreement."""
+
+    async def accept(self, member: MemberId, agreement: Agreement) -> None:
+        """Record that `member` accepted it now (once; accepting again changes nothing)."""
+
+    def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
+        """Drop what this worker remembers of the community (its agreements), of `user` in it
+        (their member card, their ban) and of the card `member`: it changed on another worker."""
+
+
+class AuditLog(Protocol):
+    """The record of privileged acts, append-only: nothing updates or deletes an entry.
+    Implementation: SqlAuditLog."""
+
+    async def record(
+        self,
+        actor: UserId,
+        action: str,
+        *,
+        community: CommunityId | None = None,
+        room: RoomId | None = None,
+        target: str | None = None,
+        reason: str | None = None,
+    ) -> None: ...
 
 
 class Revocations(Protocol):

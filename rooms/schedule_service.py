@@ -1,9 +1,10 @@
 """The schedule service: who may see, schedule, change and register for sessions, and what
 each of those does, through the `ScheduleStore` and `Directory` ports.
 
-A call that acts on a session takes a `Permit`, which `permit` gives only to a user allowed
-to do that: whoever may join the room sees its sessions, its members register, and the
-session's own facilitators and admins change it (`rooms.policy`). Asking for the permit
+A call that acts on a session takes a `Permit`, which `permit` gives only to a user the
+permission matrix (`rooms.permissions`) allows to do that: whoever may join the room sees
+its sessions, its members register, and the session's own facilitators and admins change
+it. A session's facilitator counts as one while they are in its room. Asking for the permit
 first keeps the order of answers fixed: no such session or room (404), then not allowed
 (403), and only then whatever is wrong with the request itself (400, 409).
 
@@ -11,6 +12,10 @@ Every decision that depends on what is stored (a place against the capacity, the
 a cancellation or a move) is made inside `ScheduleStore.session_locked`, so it holds however
 many workers take registrations at once: the facts are read under the session's lock, the
 rules of `rooms.schedule_rules` decide, and the writes commit with the lock still held.
+
+People are accounts in the store (a session's facilitators, a place) and member cards on the
+wire: a session's `facilitators` are shown, and `co_facilitators` given, as member ids of its
+room's community (`rooms.communities`), so that nobody learns an account id from a schedule.
 
 Values in (a user, ids, the plain fields of a request), values or `rooms.errors` out.
 """
@@ -21,10 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from rooms import policy
+from rooms.communities import CommunityService
 from rooms.errors import BadRequest, Forbidden, NotFound
-from rooms.model import MemberRole, Room, RoomId, RoomKind, User, UserId
+from rooms.model import Role, Room, RoomId, RoomKind, User, UserId
+from rooms.permissions import REFUSALS, Op, Standing, allowed, in_room, require, require_co_facilitator
 from rooms.ports import Directory, LockedSession, ScheduleStore
 from rooms.schedule import (
     LATEST,
@@ -57,6 +64,7 @@ FEED_AHEAD = timedelta(days=336)  # with FEED_PAST, one 366-day expansion
 
 # Limits
 MAX_CO_FACILITATORS = 10
+MAX_ID = 64  # characters of a member id
 
 FeedEntry = tuple[Session, Occurrence, Status | None]
 
@@ -69,20 +77,17 @@ class Action(StrEnum):
     MANAGE = "manage"
 
 
-_REFUSED = {
-    Action.SEE: "This group is for its members. Ask its facilitator to add you.",
-    Action.REGISTER: "Only members of this group can register for its sessions.",
-    Action.MANAGE: "Only this session's facilitators can change it.",
-}
+_OPS = {Action.SEE: Op.ROOM_ENTER, Action.REGISTER: Op.SESSION_REGISTER, Action.MANAGE: Op.SESSION_MANAGE}
 
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """`user` may `action` `session`, as `ScheduleService.permit` found."""
+    """`user` may `action` `session` (of `room`), as `ScheduleService.permit` found."""
 
     user: User
     session: Session
     action: Action
+    room: Room
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +106,24 @@ class ScheduleService:
     """What members and facilitators do with scheduled sessions, on the ports given (and a
     clock, the time every rule is checked at)."""
 
-    def __init__(self, store: ScheduleStore, directory: Directory, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        store: ScheduleStore,
+        directory: Directory,
+        members: CommunityService,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self.store = store
         self.directory = directory
+        self.members = members
+        self.communities = members.communities
         self.clock = clock
+
+    async def card(self, room: Room, session: Session) -> dict[str, Any]:
+        """A session as the room's members see it: its facilitators (the lead first) by the
+        member ids they have in the room's community."""
+        return {**session.to_wire(), "facilitators": await self.members.ids_in(room.community, session.facilitators)}
 
     # Access
 
@@ -114,48 +133,56 @@ class ScheduleService:
         session = await self.store.get(session_id)
         if session is None:
             raise NotFound("There is no such session.")
-        _, membership = await self._visible_room(user, session.room)
-        if action is Action.REGISTER and not policy.can_register(membership):
-            raise Forbidden(_REFUSED[action])
-        if action is Action.MANAGE and not policy.can_manage_session(user, session, membership):
-            raise Forbidden(_REFUSED[action])
-        return Permit(user, session, action)
+        room, standing = await self._visible_room(user, session.room, session)
+        require(_OPS[action], standing)
+        return Permit(user, session, action, room)
 
     async def permit_scheduling(self, user: User, room_id: RoomId) -> RoomPermit:
         """`user`'s permit to schedule sessions in the room, which must be a group room."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        if not policy.can_schedule(user, await self.directory.member_role(room.id, user.id)):
-            raise Forbidden("Only this room's facilitators can schedule sessions.")
+        require(Op.SESSION_SCHEDULE, await self._standing(user, room))
         if room.kind is not RoomKind.GROUP:
             raise BadRequest("Only group rooms have scheduled sessions.")
         return RoomPermit(user, room)
 
-    async def _visible_room(self, user: User, room_id: RoomId) -> tuple[Room, MemberRole | None]:
-        """The room and the user's role in it, once they may see its schedule."""
+    async def _standing(self, user: User, room: Room, session: Session | None = None) -> Standing:
+        """What `user` is in `room`, and in `session` if one is named: one of its facilitators
+        while they are in the room."""
+        membership = await self.directory.member_role(room.id, user.id)
+        member = await self.communities.member_of(room.community, user.id) is not None
+        member = member and not await self.communities.banned(room.community, user.id)  # banned: no member
+        standing = in_room(user.role, member=member, kind=room.kind, membership=membership)
+        facilitates = session is not None and user.id in session.facilitators and membership is not None
+        return standing.in_session(facilitates)
+
+    async def _visible_room(self, user: User, room_id: RoomId, session: Session | None = None) -> tuple[Room, Standing]:
+        """The room and the user's standing there (and in `session`), once they may see its
+        schedule."""
         room = await self.directory.get_room(room_id)
         if room is None:
             raise NotFound("There is no such room.")
-        membership = await self.directory.member_role(room.id, user.id)
-        if not policy.can_see_schedule(user, room, membership):
-            raise Forbidden(_REFUSED[Action.SEE])
-        return room, membership
+        standing = await self._standing(user, room, session)
+        require(Op.ROOM_ENTER, standing)
+        return room, standing
 
     # Sessions
 
-    async def sessions(self, user: User, room_id: RoomId) -> list[Session]:
-        """The room's sessions, oldest first (none for a drop-in room)."""
+    async def sessions(self, user: User, room_id: RoomId) -> tuple[Room, list[Session]]:
+        """The room, and its sessions, oldest first (none for a drop-in room)."""
         room, _ = await self._visible_room(user, room_id)
-        return await self.store.list_room(room.id) if room.kind is RoomKind.GROUP else []
+        return room, await self.store.list_room(room.id) if room.kind is RoomKind.GROUP else []
 
     async def create(self, permit: RoomPermit, fields: Mapping[str, object]) -> Session:
         """A new session of the permit's room, led by its user, from the fields of a request
-        (`rooms.schedule.FIELDS`, and `co_facilitators`)."""
+        (`rooms.schedule.FIELDS`, and `co_facilitators`: member ids of the room's community)."""
         fields = dict(fields)
-        room, lead = permit.room.id, permit.user.id
+        room, lead = permit.room, permit.user.id
         co = await self._co_facilitators(room, lead, fields.pop("co_facilitators", []))
-        session = build_session(id=self.store.new_id(), room=room, facilitators=(lead, *co), fields=fields)
+        if permit.user.role is Role.ADMIN:  # an admin who never came here gets a card to be shown by
+            await self.members.own_card(permit.user, room.community)
+        session = build_session(id=self.store.new_id(), room=room.id, facilitators=(lead, *co), fields=fields)
         await self.store.create(session, lead)
         return session
 
@@ -167,7 +194,7 @@ class ScheduleService:
         session = permit.session
         lead, co = session.facilitators[0], list(session.facilitators[1:])
         if "co_facilitators" in fields:
-            co = await self._co_facilitators(session.room, lead, fields.pop("co_facilitators"))
+            co = await self._co_facilitators(permit.room, lead, fields.pop("co_facilitators"))
         new = build_session(id=session.id, room=session.room, facilitators=(lead, *co), fields=fields, base=session)
         async with self.store.session_locked(session.id) as locked:
             old = locked.session
@@ -179,20 +206,23 @@ class ScheduleService:
                     await _promote(locked, key, await locked.places(key), new.capacity)
         return new
 
-    async def _co_facilitators(self, room: RoomId, lead: UserId, value: object) -> list[UserId]:
-        """Staff members of the room, in the order given, without the lead or repeats."""
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadRequest("`co_facilitators` must be a list of user ids.")
+    async def _co_facilitators(self, room: Room, lead: UserId, value: object) -> list[UserId]:
+        """The accounts of the member ids given, staff members of the room, in the order
+        given, without the lead or repeats."""
+        if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= MAX_ID for v in value):
+            raise BadRequest("`co_facilitators` must be a list of member ids.")
         if len(value) > MAX_CO_FACILITATORS:
             raise BadRequest(f"A session has at most {MAX_CO_FACILITATORS} co-facilitators.")
         chosen: list[UserId] = []
-        for user_id in dict.fromkeys(UserId(v) for v in value):
-            if user_id == lead:
+        for member_id in dict.fromkeys(value):
+            user_id = await self.members.account(room.community, member_id)
+            if user_id == lead or user_id in chosen:
                 continue
-            user = await self.directory.get_user(user_id)
-            if user is None or not policy.can_co_facilitate(user, await self.directory.member_role(room, user_id)):
+            user = None if user_id is None else await self.directory.get_user(user_id)
+            if user is None:
                 raise BadRequest("Co-facilitators must be staff members of this room.")
-            chosen.append(user_id)
+            require_co_facilitator(user.role, await self.directory.member_role(room.id, user.id))
+            chosen.append(user.id)
         return chosen
 
     # Occurrences
@@ -293,8 +323,7 @@ class ScheduleService:
         ):
             if session.room not in visible:
                 room = await self.directory.get_room(session.room)
-                membership = await self.directory.member_role(session.room, user.id)
-                visible[session.room] = room is not None and policy.can_see_schedule(user, room, membership)
+                visible[session.room] = room is not None and allowed(Op.ROOM_ENTER, await self._standing(user, room))
             if visible[session.room]:
                 entries.append((session, occurrence, status))
         return entries
@@ -303,7 +332,7 @@ class ScheduleService:
 def _need(permit: Permit, action: Action) -> None:
     """Fail closed on a permit for another action (a caller that skipped asking for this one)."""
     if permit.action is not action:
-        raise Forbidden(_REFUSED[action])
+        raise Forbidden(REFUSALS[_OPS[action]])
 
 
 def _found(locked: LockedSession, key: datetime) -> tuple[Session, Occurrence]:

@@ -1,20 +1,31 @@
 """Rooms and messages: values in, events and replies out.
 
-Every rule about who may join, what a message may hold and which message one may edit
-lives here; the socket handler only decodes, calls and encodes.
+What a message may hold and which message one may edit are decided here, and a person's
+standing in a room is found here for the permission matrix (`rooms.permissions`); the
+socket handler only decodes, calls and encodes.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
-from rooms import policy
 from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
 from rooms.hours import check_hours
-from rooms.model import EventKind, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
-from rooms.ports import Directory, TranscriptStore
+from rooms.model import CommunityId, EventKind, Member, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.permissions import (
+    NOBODY,
+    Op,
+    Standing,
+    in_community,
+    in_room,
+    require,
+    require_live_co_facilitator,
+    require_room_role,
+)
+from rooms.ports import Communities, Directory, TranscriptStore
 
 # Control characters other than tab, newline and carriage return are refused in text; so are
 # unpaired surrogates.
@@ -75,11 +86,15 @@ def check_client_id(client_id: str) -> str:
 
 
 class RoomService:
-    """Membership, permissions and the making of durable events."""
+    """Rooms, membership, a person's standing in a room, and the making of durable events.
+    Who may do what is the permission matrix's to say (`rooms.permissions`)."""
 
-    def __init__(self, directory: Directory, store: TranscriptStore, *, max_text: int) -> None:
+    def __init__(
+        self, directory: Directory, store: TranscriptStore, communities: Communities, *, max_text: int
+    ) -> None:
         self.directory = directory
         self.store = store
+        self.communities = communities
         self.max_text = max_text
 
     # Rooms and membership
@@ -91,69 +106,75 @@ class RoomService:
             raise NotFound("There is no such room.")
         return room
 
-    async def managed_room(self, actor: User, room_id: RoomId, refusal: str) -> Room:
-        """The room named, once `actor` runs it (its facilitators, admins); else Forbidden(`refusal`)."""
+    async def standing(self, user: User, room: Room) -> Standing:
+        """What `user` is in `room`: their role, whether they belong in it, whether they are
+        one of its facilitators. An account banned from the room's community is none of these:
+        a banned facilitator runs nothing there."""
+        if await self.communities.banned(room.community, user.id):
+            return in_room(user.role, member=False, kind=room.kind, membership=None)
+        membership = await self.directory.member_role(room.id, user.id)
+        member = membership is not None or await self.communities.member_of(room.community, user.id) is not None
+        return in_room(user.role, member=member, kind=room.kind, membership=membership)
+
+    async def standing_in(self, user: User, room_id: RoomId) -> Standing:
+        return await self.standing(user, await self.room(room_id))
+
+    async def target(self, room_id: RoomId, account: UserId | None) -> Standing:
+        """The standing in the room of someone acted on (NOBODY for an account unknown here)."""
+        user = None if account is None else await self.directory.get_user(account)
+        return NOBODY if user is None else await self.standing_in(user, room_id)
+
+    async def managed_room(self, actor: User, room_id: RoomId, op: Op) -> Room:
+        """The room named, once the matrix lets `actor` do `op` there; else Forbidden."""
         room = await self.room(room_id)
-        if not await self.facilitates(actor, room.id):
-            raise Forbidden(refusal)
+        require(op, await self.standing(actor, room))
         return room
 
-    async def open_room(self, user: User, room_id: RoomId) -> tuple[Room, bool]:
-        """The room `user` asks to join, once they are allowed in, and whether they may run
-        sessions there (its facilitators and admins)."""
-        room = await self.room(room_id)
-        membership = await self.directory.member_role(room.id, user.id)
-        if not policy.can_join(user, room, membership):
-            raise Forbidden("This group is for its members. Ask its facilitator to add you.")
-        return room, policy.can_manage_members(user, membership)
-
-    async def runs(self, room: RoomId, user_id: UserId) -> bool:
-        """Whether `user_id` is one of the room's staff (its facilitators, admins): whom a
-        session's facilitators may not mute or remove. An unknown user runs nothing."""
-        user = await self.directory.get_user(user_id)
-        return user is not None and await self.facilitates(user, room)
-
-    async def facilitates(self, user: User, room: RoomId) -> bool:
-        """Whether `user` runs `room` now (its facilitators, admins): sees its private events."""
-        return policy.can_manage_members(user, await self.directory.member_role(room, user.id))
+    async def entry(self, user: User, room: Room, *, on_duty: bool = False) -> Standing:
+        """`user`'s standing in `room`, once they may join it (else Forbidden), and be shown on
+        duty there if they ask to."""
+        standing = await self.standing(user, room)
+        require(Op.ROOM_ENTER, standing)
+        if on_duty:
+            require(Op.ON_DUTY, standing)
+        return standing
 
     @staticmethod
     def require_room_creator(user: User) -> None:
-        if not policy.can_create_room(user):
-            raise Forbidden("Only facilitators and admins can open rooms.")
+        """Whether `user`'s role creates rooms at all, before anything is read (their standing
+        in the room's community is asked next: `CommunityService.home_for_room`)."""
+        require(Op.ROOM_CREATE, in_community(user.role, member=True))
 
-    async def create_room(self, user: User, name: str, kind: RoomKind) -> Room:
+    async def create_room(self, user: User, name: str, kind: RoomKind, community: CommunityId) -> Room:
         self.require_room_creator(user)
-        return await self.directory.create_room(clean_name(name, what="Room name"), kind, user)
+        return await self.directory.create_room(clean_name(name, what="Room name"), kind, user, community)
 
     async def set_open_hours(self, actor: User, room_id: RoomId, hours: object) -> Room:
-        """Set (or, with None, clear) a drop-in room's open hours: its facilitators and admins."""
-        room = await self.managed_room(actor, room_id, "Only this room's facilitators can change its open hours.")
+        """Set (or, with None, clear) a drop-in room's open hours."""
+        room = await self.managed_room(actor, room_id, Op.ROOM_HOURS)
         if room.kind is not RoomKind.DROP_IN:
             raise BadRequest("Open hours are for drop-in rooms.")
         checked = check_hours(hours)
         await self.directory.set_open_hours(room.id, checked)
-        return Room(room.id, room.name, room.kind, checked)
+        return Room(room.id, room.name, room.kind, room.community, checked)
 
-    async def check_co_facilitators(self, room: RoomId, users: list[str]) -> None:
-        """Co-facilitators of a session must be facilitators of its room."""
+    async def check_co_facilitators(self, room: RoomId, users: Sequence[UserId]) -> None:
+        """Co-facilitators of a live session opened by hand must be facilitators of its room."""
         for user in users:
-            if await self.directory.member_role(room, UserId(user)) is not MemberRole.FACILITATOR:
-                raise BadRequest("Co-facilitators must be facilitators of this room.")
+            require_live_co_facilitator(await self.directory.member_role(room, user))
 
     async def add_member(self, actor: User, room_id: RoomId, user_id: UserId, role: MemberRole) -> bool:
-        room = await self.managed_room(actor, room_id, "Only this room's facilitators can add members.")
+        room = await self.managed_room(actor, room_id, Op.ROOM_MEMBERS)
         target = await self.directory.get_user(user_id)
         if target is None:
             raise NotFound("There is no such user.")
-        if not policy.can_hold_room_role(target, role):
-            raise Forbidden("Only staff can facilitate a room.")
+        require_room_role(target.role, role)
         return await self.directory.add_member(room.id, target.id, role)
 
     # Durable events
 
     def new_message(
-        self, user: User, room: RoomId, text: str, client_id: str, reply_to: int | None, latest: Seq
+        self, user: Member, room: RoomId, text: str, client_id: str, reply_to: int | None, latest: Seq
     ) -> NewEvent:
         """A message ready for the store; `latest` is the room's newest seq this worker knows."""
         body: dict[str, Any] = {"text": clean_text(text, max_chars=self.max_text)}
@@ -163,17 +184,17 @@ class RoomService:
             body["reply_to"] = reply_to
         return NewEvent(room, EventKind.MESSAGE, user, body, check_client_id(client_id))
 
-    async def new_edit(self, user: User, room: RoomId, target: Seq, text: str, client_id: str | None) -> NewEvent:
+    async def new_edit(self, user: Member, room: RoomId, target: Seq, text: str, client_id: str | None) -> NewEvent:
         body = {"text": clean_text(text, max_chars=self.max_text)}
         await self._own_message(user, room, target, "edit")
         return NewEvent(room, EventKind.EDIT, user, body, _opt_client_id(client_id), target)
 
-    async def new_delete(self, user: User, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
+    async def new_delete(self, user: Member, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
         await self._own_message(user, room, target, "delete")
         return NewEvent(room, EventKind.DELETE, user, {}, _opt_client_id(client_id), target)
 
     def new_reaction(
-        self, user: User, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None
+        self, user: Member, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None
     ) -> NewEvent:
         emoji = clean_text(emoji, max_chars=MAX_EMOJI, what="Reaction")
         if any(ch.isspace() for ch in emoji):
@@ -181,7 +202,7 @@ class RoomService:
         body = {"emoji": emoji, "remove": remove}
         return NewEvent(room, EventKind.REACTION, user, body, _opt_client_id(client_id), target)
 
-    async def _own_message(self, user: User, room: RoomId, target: Seq, verb: str) -> None:
+    async def _own_message(self, user: Member, room: RoomId, target: Seq, verb: str) -> None:
         event = await self.store.read_event(room, target)
         if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
             raise NotFound("There is no such message.")

@@ -18,10 +18,12 @@ from server.accesslog import AccessLog
 from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
 from server.http import SecurityHeaders, routes
+from server.http_communities import routes as community_routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
 from server.scheduler import Scheduler
 from server.settings import Settings
+from server.store.communities import SqlAuditLog, SqlCommunities
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             shared=shared,
             accounts=accounts,
             outbox=SqlOutbox(engines),
+            communities=SqlCommunities(engines),
+            audit=SqlAuditLog(engines),
         )
         hub.start()
         schedule = app.state.schedule = SqlSchedule(engines)
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *routes,
             *session_routes,
+            *community_routes,
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
         middleware=[Middleware(AccessLog), Middleware(SecurityHeaders)],

@@ -91,9 +91,11 @@ def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from server.demo import seed
+    from server.store.communities import SqlCommunities
 
     async def work(engines: Engines) -> list[str]:
-        return await seed(_accounts(settings, engines), SqlDirectory(engines), SqlTranscriptStore(engines))
+        directory, communities = SqlDirectory(engines), SqlCommunities(engines)
+        return await seed(_accounts(settings, engines), directory, communities, SqlTranscriptStore(engines))
 
     lines = _with_store(settings, work)
     print(f"Demo data is ready. Sign in at http://{settings.host}:{settings.port}/ as:")

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 
 from presence.registry import ConnectionRegistry
 from rooms.errors import Unavailable
-from rooms.model import RoomId, User, UserId
-from server.closecodes import CLOSE_UNAUTHENTICATED
+from rooms.model import CommunityId, Member, RoomId, User, UserId
+from rooms.permissions import Standing
+from server.closecodes import CLOSE_REMOVED, CLOSE_UNAUTHENTICATED
 from server.codec import Codec
 from server.connection import Budget, Connection, Wire
 from server.metrics import Metrics
@@ -66,11 +67,26 @@ class Clients:
         for conn in self.registry.with_token(token_id):
             conn.close_soon(CLOSE_UNAUTHENTICATED, "signed out")
 
-    async def recheck(self, room: RoomId, user: UserId, facilitates: Callable[[User], Awaitable[bool]]) -> None:
-        """`user`'s role in `room` changed: their connections there take the new role's rights."""
+    def renamed(self, member: Member) -> None:
+        """A member card changed (a new display name): the connections in its community's
+        rooms send under the new card from now on, without joining again."""
+        for conn in self.registry.all():
+            if conn.user_id == member.account:
+                for room, held in list(conn.members.items()):
+                    if held.id == member.id:
+                        conn.members[room] = member
+
+    def banned(self, community: CommunityId, user: UserId) -> None:
+        """Close every socket of `user` that is in (or joining) a room of `community`."""
+        for conn in self.registry.all():
+            if conn.user_id == user and any(m.community == community for m in conn.members.values()):
+                conn.close_soon(CLOSE_REMOVED, "banned from this community")
+
+    async def recheck(self, room: RoomId, user: UserId, standing: Callable[[User], Awaitable[Standing]]) -> None:
+        """`user`'s role in `room` changed: their connections there take their new standing."""
         for conn in self.registry.all():
             if conn.user is not None and conn.user.id == user and room in conn.rooms:
-                conn.mark(room, facilitating=await facilitates(conn.user))
+                conn.stand(room, await standing(conn.user))
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every connection and return once all are gone."""

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from rooms import fields, live, policy
+from rooms import fields, live
 from rooms.clock import iso_ts
-from rooms.errors import Conflict, Forbidden
-from rooms.model import Event, NewEvent, RoomId, Seq, User
+from rooms.errors import Banned, Conflict, Forbidden
+from rooms.model import Event, Member, NewEvent, RoomId, Seq, User
 from server.connection import Connection
 from server.hub import Hub
 
@@ -35,19 +35,26 @@ def joined_room(conn: Connection, args: Mapping[str, Any]) -> RoomId:
     return room
 
 
+def member_in(conn: Connection, args: Mapping[str, Any]) -> tuple[Member, RoomId]:
+    """Who the user is in the joined room the command names, and that room."""
+    room = joined_room(conn, args)
+    return conn.members[room], room
+
+
 def may_post(hub: Hub, conn: Connection, room: RoomId, *, message: bool = False) -> None:
     """The lobby and removal rules for anything a member does in a room; for a `message`,
     mute and floor-only mode too."""
-    live.may_send(hub.fanout.feeds[room].live, conn.user_id, staff=room in conn.facilitating, message=message)
+    live.may_send(hub.fanout.feeds[room].live, conn.who(room), conn.standing(room), message=message)
 
 
 def stamp(event: Event) -> dict[str, Any]:
     return {"seq": event.seq, "ts": iso_ts(event.ts)}
 
 
-async def durable(hub: Hub, user: User, new: NewEvent) -> Reply:
-    """A durable event of `user`'s, charged to their event rate and queued for the commit."""
-    await hub.quotas.events(user)
+async def durable(hub: Hub, conn: Connection, new: NewEvent) -> Reply:
+    """A durable event of the connection's user, charged to their event rate and queued for
+    the commit."""
+    await hub.quotas.events(signed_in(conn))
     return hub.committer.submit(new)
 
 
@@ -68,12 +75,25 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room_id = RoomId(fields.string(args, "room", max_len=fields.ID))
     since = fields.maybe_integer(args, "since", low=0)
     on_duty = fields.flag(args, "on_duty")
-    policy.require_on_duty(user, on_duty)
-    room, facilitator = await hub.service.open_room(user, room_id)
+    room = await hub.service.room(room_id)
+    member = await hub.members.enter(user, room)
+    standing = await hub.service.entry(user, room, on_duty=on_duty)
+    conn.members[room.id] = member  # (a join again on this connection takes the card as it is now)
+    try:
+        if await hub.communities.banned(room.community, user.id):  # banned while it was checked
+            raise Banned("This account is banned from this community.")
+    except BaseException:
+        if room.id not in conn.rooms:
+            del conn.members[room.id]
+        raise
     conn.mark(room.id, on_duty=on_duty)
     cid = args["id"]
     reply = lambda result: conn.send({"id": cid, "result": result})  # noqa: E731
-    await hub.joins.join(conn, room, since, reply, facilitator=facilitator)
+    try:
+        await hub.joins.join(conn, room, since, reply, standing)
+    finally:
+        if room.id not in conn.rooms:
+            conn.members.pop(room.id, None)
     return None
 
 
@@ -86,40 +106,40 @@ async def op_leave(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply
 
 
 async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    user, room = signed_in(conn), joined_room(conn, args)
+    member, room = member_in(conn, args)
     body = text(hub, args, "text")
     client_id = fields.string(args, "client_id", max_len=fields.ID)
     reply_to = fields.maybe_integer(args, "reply_to", low=1)
     may_post(hub, conn, room, message=True)
     latest = hub.fanout.feeds[room].last
-    return await durable(hub, user, hub.service.new_message(user, room, body, client_id, reply_to, latest))
+    return await durable(hub, conn, hub.service.new_message(member, room, body, client_id, reply_to, latest))
 
 
-def _on_a_message(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[User, RoomId, Seq, str | None]:
+def _on_a_message(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[Member, RoomId, Seq, str | None]:
     """What an edit, a deletion and a reaction share: who, where, which message, and the
     client's id for the change."""
-    user, room = signed_in(conn), joined_room(conn, args)
+    member, room = member_in(conn, args)
     may_post(hub, conn, room)
     target = Seq(fields.integer(args, "target", low=1))
-    return user, room, target, fields.maybe_string(args, "client_id", max_len=fields.ID)
+    return member, room, target, fields.maybe_string(args, "client_id", max_len=fields.ID)
 
 
 async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    user, room, target, client_id = _on_a_message(hub, conn, args)
-    new = await hub.service.new_edit(user, room, target, text(hub, args, "text"), client_id)
-    return await durable(hub, user, new)
+    member, room, target, client_id = _on_a_message(hub, conn, args)
+    new = await hub.service.new_edit(member, room, target, text(hub, args, "text"), client_id)
+    return await durable(hub, conn, new)
 
 
 async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    user, room, target, client_id = _on_a_message(hub, conn, args)
-    return await durable(hub, user, await hub.service.new_delete(user, room, target, client_id))
+    member, room, target, client_id = _on_a_message(hub, conn, args)
+    return await durable(hub, conn, await hub.service.new_delete(member, room, target, client_id))
 
 
 async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
-    user, room, target, client_id = _on_a_message(hub, conn, args)
+    member, room, target, client_id = _on_a_message(hub, conn, args)
     emoji = fields.string(args, "emoji", max_len=64)
-    new = hub.service.new_reaction(user, room, target, emoji, fields.flag(args, "remove"), client_id)
-    return await durable(hub, user, new)
+    new = hub.service.new_reaction(member, room, target, emoji, fields.flag(args, "remove"), client_id)
+    return await durable(hub, conn, new)
 
 
 async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -128,7 +148,7 @@ async def op_history(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     limit = fields.maybe_integer(args, "limit", low=1, high=hub.limits.history_max) or 50
     wire = [e.to_wire() for e in await hub.store.read_before(room, None if before is None else Seq(before), limit)]
     if conn.id in hub.fanout.feeds[room].waiting:  # in a session's lobby: its outline and their own
-        shown = [dict(seen) for e in wire if (seen := live.for_lobby(e, conn.user_id)) is not None]
+        shown = [dict(seen) for e in wire if (seen := live.for_lobby(e, conn.who(room))) is not None]
     else:
         shown = [e for e in wire if conn.sees(room, e)]
     return {"events": hub.joins.within_reply(conn, shown)}

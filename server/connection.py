@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 from rooms.limits import TokenBucket
 from rooms.live import visible
-from rooms.model import ConnId, RoomId, User
+from rooms.model import ConnId, Member, RoomId, User
+from rooms.permissions import NOBODY, Op, Standing, allowed
 from server.closecodes import CLOSE_TOO_SLOW
 from server.codec import Codec
 from server.metrics import Metrics
@@ -69,7 +70,8 @@ class Connection:
     """
 
     __slots__ = (
-        "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "facilitating", "on_duty",
+        "metrics", "id", "wire", "codec", "limits", "user", "token_id", "rooms", "members", "standings", "facilitating",
+        "on_duty",
         "bucket", "strikes", "budget", "_backlog", "_held", "_corked", "_close", "_gone",
     )  # fmt: skip
 
@@ -83,6 +85,8 @@ class Connection:
         self.user: User | None = None
         self.token_id = ""
         self.rooms: set[RoomId] = set()
+        self.members: dict[RoomId, Member] = {}  # who the user is in each room joined: its community's card
+        self.standings: dict[RoomId, Standing] = {}  # what they are there, for the permission matrix
         self.facilitating = NO_ROOMS  # rooms where this user runs sessions: sees private events
         self.on_duty = NO_ROOMS  # rooms where this staff member is shown as on duty
         self.bucket = TokenBucket(limits.rate, limits.burst, now)
@@ -102,13 +106,33 @@ class Connection:
         if on_duty is not None and (room in self.on_duty) != on_duty:
             self.on_duty = self.on_duty | {room} if on_duty else self.on_duty - {room}
 
+    def stand(self, room: RoomId, standing: Standing | None) -> None:
+        """Take `standing` in `room` (None: none, having left it): with it, whether the
+        connection facilitates there (sees the room's private events, never waits)."""
+        if standing is None:
+            self.standings.pop(room, None)
+            self.mark(room, facilitating=False)
+        else:
+            self.standings[room] = standing
+            self.mark(room, facilitating=allowed(Op.ROOM_FACILITATE, standing))
+
+    def standing(self, room: RoomId) -> Standing:
+        """The user's standing in a room they joined (none at all elsewhere)."""
+        return self.standings.get(room, NOBODY)
+
     @property
     def user_id(self) -> str:
+        """The account: for this worker's own bookkeeping and logs, never for a peer."""
         return self.user.id if self.user else ""
+
+    def who(self, room: RoomId) -> str:
+        """The member id this connection's user has in `room` (joined, or joining)."""
+        member = self.members.get(room)
+        return member.id if member is not None else ""
 
     def sees(self, room: RoomId, event: Mapping[str, Any]) -> bool:
         """Whether a durable event of `room` may be shown on this connection."""
-        return visible(event, self.user_id, facilitator=room in self.facilitating)
+        return visible(event, self.who(room), facilitator=room in self.facilitating)
 
     @property
     def closing(self) -> bool:

@@ -279,7 +279,7 @@ class RoomFeed:
         if self.waiting:  # the lobby sees some session events, a few trimmed for each member
             unchanged: list[Connection] = []
             for conn in list(self.waiting.values()):
-                seen = for_lobby(event, conn.user_id)
+                seen = for_lobby(event, conn.who(self.room))
                 if seen is event:
                     unchanged.append(conn)
                 elif seen is not None:
@@ -296,14 +296,14 @@ class RoomFeed:
         if moved is NO_MOVES:
             return
         for conn in list(self.waiting.values()):
-            if moved.admits(conn.user_id):
+            if moved.admits(conn.who(self.room)):
                 del self.waiting[conn.id]
                 self.members[conn.id] = conn
                 if self.on_admitted is not None:
                     self.on_admitted(conn, self.room)
         if moved.out is not None:
             for conn in [*self.members.values(), *self.waiting.values()]:
-                if conn.user_id == moved.out:
+                if conn.who(self.room) == moved.out:
                     conn.close_soon(CLOSE_REMOVED, "removed from the session")
 
     def tick(self, event: Mapping[str, Any]) -> None:
@@ -313,7 +313,7 @@ class RoomFeed:
     def ephemeral(self, event: Mapping[str, Any], *, skip: str | None) -> None:
         """An ephemeral event (presence, typing) to the members, but `skip`'s connections; the
         lobby does not see the room."""
-        conns = [c for c in self.members.values() if c.user_id != skip]
+        conns = [c for c in self.members.values() if c.who(self.room) != skip]
         self._push(event, conns, momentary=event["ev"] == "typing")
 
     def _push(self, event: Mapping[str, Any], conns: Any, *, momentary: bool = False) -> None:
@@ -443,7 +443,7 @@ class RoomFeed:
         place: dict[ConnId, Connection],
     ) -> None:
         if not conn.closing:
-            where = live_place(self.live, conn.user_id, lobby=place is self.waiting)
+            where = live_place(self.live, conn.who(self.room), lobby=place is self.waiting)
             if where is Place.OUT:
                 conn.close_soon(CLOSE_REMOVED, "removed from the session")
                 return
@@ -452,7 +452,7 @@ class RoomFeed:
                 if self.on_admitted is not None:
                     self.on_admitted(conn, self.room)
             if place is self.waiting:
-                shown = [dict(seen) for e in events if (seen := for_lobby(e, conn.user_id)) is not None]
+                shown = [dict(seen) for e in events if (seen := for_lobby(e, conn.who(self.room))) is not None]
             else:
                 shown = [e for e in events if conn.sees(self.room, e)]
             go_live(latest, shown, recovered, place is self.waiting)

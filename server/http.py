@@ -26,7 +26,8 @@ from rooms.errors import (
     Unauthenticated,
     Unavailable,
 )
-from rooms.model import MemberRole, Role, RoomId, RoomKind, User, UserId
+from rooms.model import MemberId, MemberRole, Role, RoomId, RoomKind, User, UserId
+from rooms.permissions import Op
 from server.auth import Claims
 from server.gate import address_key
 from server.hub import Hub
@@ -205,7 +206,9 @@ async def create_room(request: Request) -> Response:
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in {k.value for k in RoomKind}:
         raise BadRequest("`kind` must be group or drop_in.")
-    room = await _hub(request).service.create_room(user, _text(data, "name"), RoomKind(kind))
+    hub = _hub(request)
+    community = await hub.members.home_for_room(user, data.get("community"))
+    room = await hub.service.create_room(user, _text(data, "name"), RoomKind(kind), community.id)
     return JSON({"room": room.public()}, status_code=201)
 
 
@@ -216,13 +219,20 @@ async def add_member(request: Request) -> Response:
     role = data.get("role", MemberRole.MEMBER.value)
     if not isinstance(role, str) or role not in {r.value for r in MemberRole}:
         raise BadRequest("`role` must be member or facilitator.")
-    room_id = RoomId(request.path_params["room"])
-    target = UserId(_text(data, "user"))
     hub = _hub(request)
-    added = await hub.service.add_member(user, room_id, target, MemberRole(role))
+    # Refused before the person is looked up: whether an account or a card is in the community
+    # is for those who may add members to know.
+    room = await hub.service.managed_room(user, RoomId(request.path_params["room"]), Op.ROOM_MEMBERS)
+    if "member" in data:  # a member card of the room's community; or, for staff who know it, the account
+        who = await hub.members.member_in(room.community, MemberId(fields.string(data, "member", max_len=fields.ID)))
+        target = who.account
+    else:
+        target = UserId(_text(data, "user"))
+        who = await hub.members.card_of(room.community, target)
+    added = await hub.service.add_member(user, room.id, target, MemberRole(role))
     if added:
-        await hub.notices.role_changed(room_id, target)
-    return JSON({"user": data["user"], "role": role}, status_code=201 if added else 200)
+        await hub.notices.role_changed(room.id, target)
+    return JSON({"member": who.public(), "role": role}, status_code=201 if added else 200)
 
 
 @api

@@ -37,7 +37,8 @@ def _schedule(request: Request) -> ScheduleService:
     """The service on the app's schedule store and the hub's directory (made once, when first asked)."""
     schedule: ScheduleService | None = getattr(request.app.state, "schedule_service", None)
     if schedule is None:
-        schedule = ScheduleService(request.app.state.schedule, _hub(request).directory)
+        hub = _hub(request)
+        schedule = ScheduleService(request.app.state.schedule, hub.directory, hub.members)
         request.app.state.schedule_service = schedule
     return schedule
 
@@ -75,14 +76,15 @@ async def create_session(request: Request) -> Response:
     schedule = _schedule(request)
     permit = await schedule.permit_scheduling(user, _room(request))
     session = await schedule.create(permit, await body(request))
-    return JSON({"session": session.to_wire()}, status_code=201)
+    return JSON({"session": await schedule.card(permit.room, session)}, status_code=201)
 
 
 @api
 async def list_sessions(request: Request) -> Response:
     user, _ = await signed_in(request)
-    sessions = await _schedule(request).sessions(user, _room(request))
-    return JSON({"sessions": [s.to_wire() for s in sessions]})
+    schedule = _schedule(request)
+    room, sessions = await schedule.sessions(user, _room(request))
+    return JSON({"sessions": [await schedule.card(room, s) for s in sessions]})
 
 
 @api
@@ -91,7 +93,7 @@ async def update_session(request: Request) -> Response:
     schedule = _schedule(request)
     permit = await schedule.permit(user, _session(request), Action.MANAGE)
     session = await schedule.update(permit, await body(request))
-    return JSON({"session": session.to_wire()})
+    return JSON({"session": await schedule.card(permit.room, session)})
 
 
 # Occurrences

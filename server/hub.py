@@ -12,7 +12,8 @@ through it. The parts, and what each one is for:
     roster     presence per room, on every worker, and the events that tell it
     desk       live sessions: one change at a time per room, the lobby, the clocks
     joins      a connection entering and leaving rooms
-    notices    what every worker acts on at once (reminders, role changes, sign-outs)
+    notices    what every worker acts on at once (reminders, role changes, sign-outs, bans)
+    members    communities and who someone is in each (rooms.communities)
     heartbeat  keeping leases, feeds and revocations right, every quarter lease
 """
 
@@ -24,7 +25,8 @@ import secrets
 import time
 from typing import Protocol
 
-from rooms.ports import Directory, Outbox, Revocations, TranscriptStore
+from rooms.communities import CommunityService
+from rooms.ports import AuditLog, Communities, Directory, Outbox, Revocations, TranscriptStore
 from rooms.service import RoomService
 from server.auth import Accounts
 from server.broker import Backend, Shared
@@ -61,6 +63,8 @@ class Hub:
         shared: Shared,
         accounts: Accounts,
         outbox: Outbox,
+        communities: Communities,
+        audit: AuditLog,
     ) -> None:
         self.settings = settings
         self.limits = limits = settings.limits
@@ -72,7 +76,10 @@ class Hub:
         self.worker = worker = secrets.token_hex(8)
         self.codecs = make_codecs(max_depth=limits.max_depth)
         self.metrics = metrics = Metrics()
-        self.service = RoomService(directory, store, max_text=limits.max_text)
+        self.service = RoomService(directory, store, communities, max_text=limits.max_text)
+        self.communities = communities
+        self.audit = audit
+        self.members = CommunityService(communities, audit)
 
         self.health = health = Health(broker)
         self.quotas = quotas = Quotas(shared.limiter, health, limits)
@@ -88,8 +95,9 @@ class Hub:
             fanout,
             health,
             clients,
-            facilitates=self.service.facilitates,
+            standing=self.service.standing_in,
             forget_role=directory.forget_role,
+            forget_community=communities.forget,
             worker=worker,
         )
         self.heartbeat = Heartbeat(

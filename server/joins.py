@@ -12,10 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from rooms import live
 from rooms.errors import HearthError
 from rooms.hours import status
 from rooms.model import Room, RoomId
 from rooms.paging import newest_within
+from rooms.permissions import Standing
 from server.connection import Connection
 from server.fanout import Fanout
 from server.live import LiveDesk
@@ -27,9 +29,9 @@ log = logging.getLogger("hearth.hub")
 
 
 def card(conn: Connection, room: RoomId) -> dict[str, Any]:
-    """What others see of a connection's user in a room: staff on duty say so."""
-    assert conn.user is not None
-    shown: dict[str, Any] = conn.user.public()
+    """What others see of a connection's user in a room: their member card; staff on duty
+    say so."""
+    shown: dict[str, Any] = conn.members[room].public()
     if room in conn.on_duty:
         shown["on_duty"] = True
     return shown
@@ -50,21 +52,21 @@ class Joins:
         room: Room,
         since: int | None,
         reply: Callable[[dict[str, Any]], None],
-        *,
-        facilitator: bool = False,
+        standing: Standing,
     ) -> None:
         """Attach `conn` to the room's feed, `reply` with the join result, tell the others.
+        `standing` is what the user is in the room: it says whether they join as one of its
+        facilitators.
 
         `reply` runs at the very moment `conn` goes live, so the join reply reaches the
         client ahead of every live event. While a session is open, a member who is not in
         it waits in its lobby: they see the session's state and nothing of the room.
         """
-        user = conn.user
-        assert user is not None
+        member = conn.members[room.id]
         feed = await self.fanout.open(room.id)  # reserved for this join until the `finally`
         try:
-            if facilitator:
-                conn.mark(room.id, facilitating=True)
+            conn.stand(room.id, standing)
+            facilitator = room.id in conn.facilitating
             waiting = await self.desk.arrive(feed, conn, facilitator)
             now = datetime.now(UTC)
             present = [] if waiting else await self.roster.others_then(room.id, card(conn, room.id))
@@ -73,15 +75,12 @@ class Joins:
                 # `waiting` as placed now: the session may have let them in meanwhile
                 conn.rooms.add(room.id)
                 session = feed.live.active
-                view = None
-                if session is not None:
-                    view = session.lobby_view() if waiting else session.public()
-                    if facilitator or session.facilitates(user.id):
-                        view = session.for_facilitators()
+                view = None if session is None else live.session_view(session, member.id, standing, waiting=waiting)
                 shown = self.within_reply(conn, events)
                 reply(
                     {
                         "room": room.public() | ({"hours": status(room.open_hours, now)} if room.open_hours else {}),
+                        "member": member.public(),  # who the user is here: their own `from` and presence card
                         "seq": latest,
                         "presence": present,
                         "events": shown,
@@ -95,7 +94,8 @@ class Joins:
         finally:
             feed.reserved -= 1
             if room.id not in conn.rooms:
-                conn.mark(room.id, facilitating=False, on_duty=False)
+                conn.stand(room.id, None)
+                conn.mark(room.id, on_duty=False)
                 await self.fanout.release(feed)
         self.metrics.joins.inc()
         if not waiting and room.id in conn.rooms:  # (not if it was closed meanwhile: a removal)
@@ -111,29 +111,31 @@ class Joins:
     async def arrived(self, conn: Connection, room: RoomId) -> None:
         """`conn` is in the room (joined, or let in from the lobby): lease its presence and,
         for a user's first connection there, tell the others and note their attendance."""
-        user = conn.user
-        if user is None or room not in conn.rooms or conn.closing:
+        if conn.user is None or room not in conn.rooms or conn.closing:
             return
-        if await self.roster.arrive(room, user.id, conn.id, card(conn, room)):
+        shown = card(conn, room)
+        if await self.roster.arrive(room, shown["id"], conn.id, shown):
             if (feed := self.fanout.feeds.get(room)) is not None:
                 try:  # the join was answered already: a failure here is only logged
-                    await self.desk.attendance(feed, user.id, present=True)
+                    await self.desk.attendance(feed, shown["id"], present=True)
                 except HearthError as exc:
                     log.warning("attendance on arrival failed room=%s: %s", room, exc.code)
 
     async def leave(self, conn: Connection, room: RoomId) -> None:
         conn.rooms.discard(room)
-        conn.mark(room, facilitating=False, on_duty=False)
+        conn.stand(room, None)
+        conn.mark(room, on_duty=False)
+        member = conn.members.pop(room, None)
         feed = self.fanout.feeds.get(room)
         waiting = feed is not None and conn.id in feed.waiting
         if feed is not None:
             feed.detach(conn)
-        if conn.user is not None:
+        if member is not None:
             gone = False
             if not waiting:  # the lobby holds no presence
-                gone = await self.roster.depart(room, conn.user.id, conn.id, conn.user.public())
+                gone = await self.roster.depart(room, member.id, conn.id, member.public())
             if feed is not None:
-                await self.desk.depart(feed, conn.user, gone=gone, waiting=waiting)
+                await self.desk.depart(feed, member, gone=gone, waiting=waiting)
         if feed is not None:
             await self.fanout.release(feed)
 
@@ -146,5 +148,4 @@ class Joins:
                 log.exception("leave on disconnect failed conn=%s room=%s", conn.id, room)
 
     async def typing(self, conn: Connection, room: RoomId) -> None:
-        assert conn.user is not None
-        await self.roster.typing(room, conn.user.public())
+        await self.roster.typing(room, conn.members[room].public())

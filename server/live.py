@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rooms import live
 from rooms.clock import now_ms, parse_ts
 from rooms.errors import HearthError, Unavailable
-from rooms.model import Event, EventKind, NewEvent, Role, RoomId, User, UserId
+from rooms.model import HEARTH, Event, EventKind, Member, NewEvent, RoomId, User
 from rooms.ports import Locks, TranscriptStore
 from server.committer import GroupCommitter
 from server.fanout import Fanout
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hearth.live")
 
-HEARTH = User(UserId("hearth"), "hearth", "Hearth", Role.ADMIN)  # the sender of automatic changes
 END_GRACE = 15 * 60  # seconds a session may run past its end before it ends by itself
 TICK = 1.0  # seconds between checks of the session clocks
 # Tokens a join that commits takes from its user's bucket of durable events: its own event
@@ -134,7 +133,7 @@ class LiveDesk:
             if lease is not None:
                 await self.locks.release(lease)
 
-    async def commit(self, feed: RoomFeed, sender: User, *bodies: Mapping[str, Any]) -> Event:
+    async def commit(self, feed: RoomFeed, sender: Member, *bodies: Mapping[str, Any]) -> Event:
         """Commit session events in order; return the first once this worker has applied all."""
         futures = [self.committer.submit(NewEvent(feed.room, EventKind.SESSION, sender, body)) for body in bodies]
         done = [await future for future in futures]
@@ -155,55 +154,55 @@ class LiveDesk:
         makes due, which is committed whatever the bucket says (or the lobby would keep a
         ghost). One that queues for the session's turn only to be refused (locked, removed)
         costs one token: the turn is a lease and a store read. Past the rate: RateLimited."""
-        user = conn.user
+        user, member = conn.user, conn.members[feed.room]
         assert user is not None
         session = feed.live.active
         if session is None:
             return False
-        if session.inside(user.id):
+        if session.inside(member.id):
             if feed.room not in conn.rooms:  # not a resume on a joined connection: it may start attendance
                 await self.charge(user, ARRIVAL_COST)
             return False
         if facilitator:
             return False
         try:
-            paid = 0 if live.plan_arrival(feed.live, user.id, user.public()) is None else ARRIVAL_COST
+            paid = 0 if live.plan_arrival(feed.live, member.id, member.public()) is None else ARRIVAL_COST
         except HearthError:
             paid = 1  # refused (removed, locked): decided again below, on the latest state
         if not paid:
             # Nothing to commit (already waiting): no turn to queue for, so a storm of resumes
             # into a live session does not line up behind one lease.
-            return user.id in session.waiting
+            return member.id in session.waiting
         await self.charge(user, paid)  # before the turn: a refused storm holds no lease
         async with self.turn(feed.room, feed):
             session = feed.live.active
             if session is None:
                 return False
-            plan = live.plan_arrival(feed.live, user.id, user.public())
+            plan = live.plan_arrival(feed.live, member.id, member.public())
             if plan is None:
-                return user.id in session.waiting
+                return member.id in session.waiting
             await self.charge(user, ARRIVAL_COST - paid)  # refused a moment ago, let in now
-            await self.commit(feed, user, plan)
+            await self.commit(feed, member, plan)
             return bool(plan["action"] == "waiting")
 
-    async def depart(self, feed: RoomFeed, user: User, *, gone: bool, waiting: bool) -> None:
-        """A connection left the room; `gone` when it was the user's last one there. Nothing
+    async def depart(self, feed: RoomFeed, member: Member, *, gone: bool, waiting: bool) -> None:
+        """A connection left the room; `gone` when it was the member's last one there. Nothing
         is charged: the arrival paid for it (ARRIVAL_COST)."""
         session = feed.live.active
         if session is None:
             return
-        plan = live.plan_leave_lobby(feed.live, user.id) if waiting else None
+        plan = live.plan_leave_lobby(feed.live, member.id) if waiting else None
         if plan is not None:
-            if not any(c.user_id == user.id for c in feed.waiting.values()):
+            if not any(c.who(feed.room) == member.id for c in feed.waiting.values()):
                 try:
-                    await self.commit(feed, user, plan)
+                    await self.commit(feed, member, plan)
                 except HearthError as exc:
                     log.warning("leaving the lobby failed room=%s: %s", feed.room, exc.code)
         elif gone:
-            await self.gone(feed, user.id)  # (never raises a HearthError)
+            await self.gone(feed, member.id)  # (never raises a HearthError)
 
     async def gone(self, feed: RoomFeed, user: str) -> None:
-        """A user's last connection left the room (or their worker died): note the end of
+        """A member's last connection left the room (or their worker died): note the end of
         their attendance; if they led a live session, a co-facilitator present takes over."""
         session = feed.live.active
         if session is None:

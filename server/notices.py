@@ -2,7 +2,10 @@
 
 - an event for some people wherever they are connected (a reminder);
 - a role changed in a room (its user's connections take the new role's rights);
-- a token signed out (its sockets close).
+- a token signed out (its sockets close);
+- a community changed (a new agreement, a ban lifted): what was remembered is dropped;
+- a member renamed: what was remembered is dropped, and their connections take the new card;
+- an account banned from a community (its sockets in that community's rooms close).
 
 A notice lost while the broker is away is made good later where it matters: revocations
 are reloaded from the store by each heartbeat, and a role is read again at the next join.
@@ -17,7 +20,8 @@ from typing import Any
 
 import msgpack
 
-from rooms.model import RoomId, User, UserId
+from rooms.model import CommunityId, Member, MemberId, Role, RoomId, User, UserId
+from rooms.permissions import Standing
 from server.broker import Backend
 from server.clients import Clients
 from server.fanout import Fanout
@@ -28,8 +32,9 @@ log = logging.getLogger("hearth.hub")
 
 CONTROL = RoomId("_control")  # the broker channel for notices to people, not rooms
 
-Facilitates = Callable[[User, RoomId], Awaitable[bool]]
+StandingIn = Callable[[User, RoomId], Awaitable[Standing]]
 Forget = Callable[[RoomId, UserId], None]
+ForgetCommunity = Callable[[CommunityId, UserId | None, MemberId | None], None]
 
 
 class Notices:
@@ -40,16 +45,18 @@ class Notices:
         health: Health,
         clients: Clients,
         *,
-        facilitates: Facilitates,
+        standing: StandingIn,
         forget_role: Forget,
+        forget_community: ForgetCommunity,
         worker: str,
     ) -> None:
         self.broker = broker
         self.fanout = fanout
         self.health = health
         self.clients = clients
-        self.facilitates = facilitates  # whether a user runs a room, read afresh
+        self.standing = standing  # what a user is in a room, read afresh
         self.forget_role = forget_role  # drop what this worker remembers of a role
+        self.forget_community = forget_community  # and of a community, a member, a ban
         self.worker = worker
         self._task: asyncio.Task[None] | None = None
 
@@ -79,6 +86,32 @@ class Notices:
         self.clients.revoke(token_id)
         await self._send({"revoked": token_id})
 
+    async def community_changed(
+        self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None
+    ) -> None:
+        """A community's agreement, or a member's card or ban, changed: every worker drops what
+        it remembers of it, so the next join reads it afresh."""
+        self.forget_community(community, user, member)
+        await self._send({"community": [community, user, member]})
+
+    async def renamed(self, member: Member) -> None:
+        """`member` has a new card: on every worker, what was remembered of it is dropped and
+        their connections send under the new one."""
+        self._renamed_here(member)
+        card = [member.id, member.community, member.account, member.name, member.role.value]
+        await self._send({"renamed": card})
+
+    def _renamed_here(self, member: Member) -> None:
+        self.forget_community(member.community, member.account, member.id)
+        self.clients.renamed(member)
+
+    async def banned(self, community: CommunityId, user: UserId) -> None:
+        """`user` is banned from `community`: on every worker, what was remembered of them
+        there is dropped and their sockets in its rooms close (4403)."""
+        self.forget_community(community, user, None)
+        self.clients.banned(community, user)
+        await self._send({"banned": [community, user]})
+
     async def _send(self, notice: dict[str, Any]) -> None:
         await self.fanout.publish([(CONTROL, pack({**notice, "origin": self.worker}))])
 
@@ -93,7 +126,7 @@ class Notices:
 
     async def _recheck(self, room: RoomId, user: UserId) -> None:
         self.forget_role(room, user)
-        await self.clients.recheck(room, user, lambda member: self.facilitates(member, room))
+        await self.clients.recheck(room, user, lambda account: self.standing(account, room))
 
     async def _listen(self) -> None:
         """Listen on the control channel for notices from the other workers."""
@@ -120,6 +153,17 @@ class Notices:
                 await self._recheck(RoomId(room), UserId(user))
             elif "revoked" in notice:
                 self.clients.revoke(notice["revoked"])
+            elif "community" in notice:
+                community, user, member = notice["community"]
+                self.forget_community(CommunityId(community), user and UserId(user), member and MemberId(member))
+            elif "renamed" in notice:
+                member, community, account, name, role = notice["renamed"]
+                card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
+                self._renamed_here(card)
+            elif "banned" in notice:
+                community, user = notice["banned"]
+                self.forget_community(CommunityId(community), UserId(user), None)
+                self.clients.banned(CommunityId(community), UserId(user))
             else:
                 self._notify_here(set(notice["users"]), notice["event"])
         except Exception:

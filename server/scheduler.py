@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from rooms import live
 from rooms.clock import iso_ts
 from rooms.errors import HearthError
-from rooms.model import EventKind, NewEvent, RoomId
+from rooms.model import HEARTH, EventKind, NewEvent, RoomId
 from rooms.ports import ScheduleStore
 from rooms.schedule import Occurrence
 from rooms.schedule_rules import due
-from server.live import END_GRACE, HEARTH
+from server.live import END_GRACE
 
 if TYPE_CHECKING:
     from server.hub import Hub
@@ -113,6 +113,9 @@ class Scheduler:
             state = await self._state(occurrence.room)  # again, now that nobody else changes it
             if not self._due_to_open(state, occurrence):
                 return
+            room = await self.hub.service.room(occurrence.room)
+            facilitators = await self.hub.members.ids_in(room.community, occurrence.facilitators)
+            registered = await self.schedule.registered(occurrence.session, occurrence.key)
             body = live.plan_open(
                 state,
                 key=occurrence.key_text,
@@ -120,10 +123,10 @@ class Scheduler:
                 starts_at=iso_ts(occurrence.start),
                 ends_at=iso_ts(occurrence.end),
                 agreement=occurrence.agreement,
-                facilitators=list(occurrence.facilitators),
+                facilitators=facilitators,
                 capacity=occurrence.capacity,
                 auto_admit=occurrence.auto_admit,
-                registered=await self.schedule.registered(occurrence.session, occurrence.key),
+                registered=await self.hub.members.ids_in(room.community, registered),
                 present=[card["id"] for card in await self.hub.roster.members(occurrence.room)],
             )
             await self.hub.committer.submit(NewEvent(occurrence.room, EventKind.SESSION, HEARTH, body))

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from rooms import fields, live, policy
+from rooms import fields, live
 from rooms.clock import iso_ts, now_ms
 from rooms.errors import BadRequest
 from rooms.live.events import SessionBody
-from rooms.model import UserId
+from rooms.permissions import Op, require
 from server.commands import Handler, Reply, joined_room, signed_in, stamp, text
 from server.connection import Connection
 from server.feed import RoomFeed
@@ -25,8 +25,11 @@ from server.hub import Hub
 Plan = Callable[[], SessionBody | list[SessionBody]]
 
 
-def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, str]:
-    return hub.fanout.feeds[joined_room(conn, args)], signed_in(conn).id
+def live_room(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[RoomFeed, live.Actor]:
+    """The joined room's feed, and who acts there: the member id the user has there (who a
+    session knows) and their standing (what the permission matrix asks)."""
+    room = joined_room(conn, args)
+    return hub.fanout.feeds[room], live.Actor(conn.who(room), conn.standing(room))
 
 
 async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> Reply:
@@ -39,7 +42,7 @@ async def committed(hub: Hub, conn: Connection, feed: RoomFeed, plan: Plan) -> R
         bodies = planned if isinstance(planned, list) else [planned]
         for _ in bodies[1:]:  # a command that commits several events (a check-in answer) pays for each
             await hub.quotas.events(user)
-        event = await hub.desk.commit(feed, user, *bodies)
+        event = await hub.desk.commit(feed, conn.members[feed.room], *bodies)
     return stamp(event)
 
 
@@ -53,16 +56,18 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     action = fields.string(args, "action", max_len=20)
     plan: Plan
     if action == "open":
-        policy.require_room_facilitator(
-            feed.room in conn.facilitating, "Only this room's facilitators can open a session."
-        )
+        require(Op.SESSION_OPEN, user.standing)
         minutes = fields.maybe_integer(args, "minutes", low=5, high=600) or 60
         title, agreement = live.opening_texts(
             fields.maybe_string(args, "title", max_len=hub.limits.max_frame),
             fields.maybe_string(args, "agreement", max_len=hub.limits.max_frame),
         )
-        co = live.co_facilitator_ids(args.get("co_facilitators", []))
-        await hub.service.check_co_facilitators(feed.room, co)
+        co = live.co_facilitator_ids(args.get("co_facilitators", []))  # member ids of the room's community
+        community = conn.members[feed.room].community
+        accounts = [await hub.members.account(community, member) for member in co]
+        if None in accounts:  # not a member here: no facilitator of this room either
+            raise BadRequest("Co-facilitators must be facilitators of this room.")
+        await hub.service.check_co_facilitators(feed.room, [a for a in accounts if a is not None])
         now = datetime.now(UTC)
         plan = partial(
             live.plan_open,
@@ -72,7 +77,7 @@ async def op_session(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
             starts_at=iso_ts(now),
             ends_at=iso_ts(now + timedelta(minutes=minutes)),
             agreement=agreement,
-            facilitators=[user, *[u for u in co if u != user]],
+            facilitators=[user.id, *[u for u in co if u != user.id]],
             capacity=fields.maybe_integer(args, "capacity", low=1, high=1000),
             auto_admit=False,  # automatic admission is for registered members of a scheduled session
             registered=[],
@@ -143,15 +148,15 @@ async def op_mute(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     muted = fields.flag(args, "muted", default=True)
     whom = who(args)
-    staff = await hub.service.runs(feed.room, UserId(whom))
-    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, whom, muted, staff=staff))
+    target = await hub.service.target(feed.room, await hub.members.account(conn.members[feed.room].community, whom))
+    return await committed(hub, conn, feed, partial(live.plan_mute, feed.live, user, whom, muted, target=target))
 
 
 async def op_remove(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     feed, user = live_room(hub, conn, args)
     whom = who(args)
-    staff = await hub.service.runs(feed.room, UserId(whom))
-    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, whom, staff=staff))
+    target = await hub.service.target(feed.room, await hub.members.account(conn.members[feed.room].community, whom))
+    return await committed(hub, conn, feed, partial(live.plan_remove, feed.live, user, whom, target=target))
 
 
 async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
@@ -168,8 +173,8 @@ async def op_checkin(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
 
 async def op_attendance(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     """Who attended the room's latest session and for how long (facilitators only)."""
-    feed, _ = live_room(hub, conn, args)
-    policy.require_room_facilitator(feed.room in conn.facilitating, "Only this room's facilitators see attendance.")
+    feed, user = live_room(hub, conn, args)
+    require(Op.ATTENDANCE, user.standing)
     events = await hub.store.read_session(feed.room, feed.last)
     return live.attendance_report([e.to_wire() for e in events], now_ms())
 

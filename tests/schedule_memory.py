@@ -1,5 +1,7 @@
-"""The schedule's ports in memory: `MemorySchedule` (a `ScheduleStore`) and `MemoryDirectory`
-(the part of a `Directory` the schedule service reads, and how tests fill it).
+"""The schedule's ports in memory: `MemorySchedule` (a `ScheduleStore`), `MemoryDirectory`
+(the part of a `Directory` the schedule service reads, and how tests fill it), and
+`MemoryCommunities` and `MemoryAudit` (who someone is in a community, for the member ids a
+schedule shows).
 
 Real implementations, not mocks: `session_locked` serialises blocks per session with a lock
 of its own, and a block works on a copy of its session's state, put back only when the block
@@ -17,8 +19,21 @@ from datetime import datetime
 from typing import Any
 
 from rooms.errors import Conflict
-from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
-from rooms.ports import ScheduleStore
+from rooms.model import (
+    Community,
+    CommunityId,
+    JoinPolicy,
+    Member,
+    MemberId,
+    MemberRole,
+    Role,
+    Room,
+    RoomId,
+    RoomKind,
+    User,
+    UserId,
+)
+from rooms.ports import Agreement, AuditLog, Communities, ScheduleStore
 from rooms.schedule import Change, Occurrence, Session, SessionId
 from rooms.schedule_rules import REGISTERED, WAITLISTED, Attendance, Place, Status
 
@@ -160,16 +175,126 @@ class MemoryDirectory:
         self.users[user.id] = user
         return user
 
-    async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
-        room = Room(RoomId(f"r_memory{next(self._ids)}"), name, kind)
+    async def create_room(self, name: str, kind: RoomKind, creator: User, community: CommunityId) -> Room:
+        room = Room(RoomId(f"r_memory{next(self._ids)}"), name, kind, community)
         self.rooms[room.id] = room
         self.members[(room.id, creator.id)] = MemberRole.FACILITATOR
         return room
 
     async def set_open_hours(self, room: RoomId, hours: Mapping[str, Any] | None) -> None:
-        self.rooms[room] = Room(room, self.rooms[room].name, self.rooms[room].kind, hours)
+        old = self.rooms[room]
+        self.rooms[room] = Room(room, old.name, old.kind, old.community, hours)
 
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         changed = self.members.get((room, user)) is not role
         self.members[(room, user)] = role
         return changed
+
+
+class MemoryCommunities:
+    """Communities, members, bans and agreements, in dicts; the same conflicts as the store's
+    unique keys (one card per account and community, one name per community)."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.communities: dict[CommunityId, Community] = {}
+        self.members: dict[MemberId, Member] = {}
+        self.keys: dict[MemberId, str] = {}  # each member's name key
+        self.bans: set[tuple[CommunityId, UserId]] = set()
+        self.agreements: dict[tuple[CommunityId, RoomId | None], list[str]] = defaultdict(list)
+        self.acceptances: set[tuple[MemberId, RoomId | None, int]] = set()
+
+    async def create(self, name: str, join: JoinPolicy, creator: UserId) -> Community:
+        community = Community(CommunityId(f"c_memory{next(self._ids)}"), name, join)
+        self.communities[community.id] = community
+        return community
+
+    async def get(self, community: CommunityId) -> Community | None:
+        return self.communities.get(community)
+
+    async def only(self) -> Community | None:
+        return next(iter(self.communities.values())) if len(self.communities) == 1 else None
+
+    async def listed(self, user: UserId, everything: bool) -> list[tuple[Community, Member | None]]:
+        listed = [(c, await self.member_of(c.id, user)) for c in self.communities.values()]
+        return [(c, m) for c, m in listed if everything or m is not None or c.join is JoinPolicy.OPEN]
+
+    async def member_of(self, community: CommunityId, user: UserId) -> Member | None:
+        return next((m for m in self.members.values() if (m.community, m.account) == (community, user)), None)
+
+    async def member(self, member: MemberId) -> Member | None:
+        return self.members.get(member)
+
+    async def add_member(self, community: CommunityId, user: User, name: str, key: str) -> Member:
+        if await self.member_of(community, user.id) is not None:
+            raise Conflict("You are a member of this community already.")
+        self._name_free(community, key)
+        member = Member(MemberId(f"m_memory{next(self._ids)}"), community, user.id, name, user.role)
+        self.members[member.id], self.keys[member.id] = member, key
+        return member
+
+    async def rename(self, member: Member, name: str, key: str) -> Member:
+        self._name_free(member.community, key, but=member.id)
+        renamed = Member(member.id, member.community, member.account, name, member.role)
+        self.members[member.id], self.keys[member.id] = renamed, key
+        return renamed
+
+    def _name_free(self, community: CommunityId, key: str, but: MemberId | None = None) -> None:
+        if any(m.community == community and self.keys[m.id] == key and m.id != but for m in self.members.values()):
+            raise Conflict("That name is taken in this community. Please choose another.")
+
+    async def banned(self, community: CommunityId, user: UserId) -> bool:
+        return (community, user) in self.bans
+
+    async def ban(self, community: CommunityId, user: UserId, actor: UserId, reason: str) -> bool:
+        new = (community, user) not in self.bans
+        self.bans.add((community, user))
+        return new
+
+    async def unban(self, community: CommunityId, user: UserId) -> bool:
+        found = (community, user) in self.bans
+        self.bans.discard((community, user))
+        return found
+
+    async def agreement(self, community: CommunityId, room: RoomId | None) -> Agreement | None:
+        texts = self.agreements[(community, room)]
+        return Agreement(community, room, len(texts), texts[-1]) if texts else None
+
+    async def set_agreement(self, community: CommunityId, room: RoomId | None, text: str, actor: UserId) -> Agreement:
+        self.agreements[(community, room)].append(text)
+        return Agreement(community, room, len(self.agreements[(community, room)]), text)
+
+    async def accepted(self, member: MemberId, agreement: Agreement) -> bool:
+        return (member, agreement.room, agreement.version) in self.acceptances
+
+    async def accept(self, member: MemberId, agreement: Agreement) -> None:
+        self.acceptances.add((member, agreement.room, agreement.version))
+
+    def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
+        pass  # nothing is remembered beside what is stored
+
+
+_communities: type[Communities] = MemoryCommunities
+
+
+class MemoryAudit:
+    """The audit log as a list, in the order acts were recorded."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, str | None]] = []
+
+    async def record(
+        self,
+        actor: UserId,
+        action: str,
+        *,
+        community: CommunityId | None = None,
+        room: RoomId | None = None,
+        target: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        entry = {"actor": actor, "action": action, "community": community, "room": room, "target": target}
+        self.entries.append({**entry, "reason": reason})
+
+
+_audit: type[AuditLog] = MemoryAudit

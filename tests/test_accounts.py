@@ -101,19 +101,23 @@ async def test_a_double_tapped_logout_signs_out_once_and_never_fails(server: Run
 
 async def test_only_facilitators_and_admins_open_rooms(server: Running, api: Api) -> None:
     """Patients, caregivers and clinicians get 403 on POST /api/rooms; facilitators and admins 201."""
+    community = await api.community()
     for role in ("patient", "caregiver"):
         account = await api.signup(role)
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "drop_in"}, headers=auth(account))
+        body = {"name": "Mine", "kind": "drop_in", "community": community}
+        r = await api.http.post("/api/rooms", json=body, headers=auth(account))
         assert r.status_code == 403
     clinician = await api.staff("clinician")
-    r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "group"}, headers=auth(clinician))
+    body = {"name": "Mine", "kind": "group", "community": community}
+    r = await api.http.post("/api/rooms", json=body, headers=auth(clinician))
     assert r.status_code == 403
     for role in ("facilitator", "admin"):
         staff = await api.staff(role)
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": "group"}, headers=auth(staff))
+        r = await api.http.post("/api/rooms", json=body, headers=auth(staff))
         assert r.status_code == 201 and r.json()["room"]["kind"] == "group"
+        assert r.json()["room"]["community"] == community
     for kind in ("party", {"group": 1}, ["group"], None):
-        r = await api.http.post("/api/rooms", json={"name": "Mine", "kind": kind}, headers=auth(staff))
+        r = await api.http.post("/api/rooms", json={**body, "kind": kind}, headers=auth(staff))
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     assert (await api.http.post("/api/rooms", json={"name": "x", "kind": "group"})).status_code == 401
 
@@ -134,7 +138,8 @@ async def test_a_group_admits_members_only_and_its_facilitator_adds_them(
     assert added.status_code == 201
     assert (await api.add_member(facilitator, group, patient)).status_code == 200  # already a member
     joined = await client.call("join", room=group)
-    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group"}
+    community = await api.community()
+    assert joined["room"] == {"id": group, "name": "Thursday group", "kind": "group", "community": community}
     rooms = (await api.http.get("/api/rooms", headers=auth(patient))).json()["rooms"]
     assert group in [r["id"] for r in rooms]
 
@@ -144,15 +149,25 @@ async def test_only_the_rooms_own_facilitators_add_members(server: Running, api:
     owner, stranger, admin = await api.staff(), await api.staff(), await api.staff("admin")
     group = await api.room(owner, kind="group")
     patient, other = await api.signup(), await api.signup()
-    await api.add_member(owner, group, patient)
+    added = await api.add_member(owner, group, patient)
+    assert added.json() == {"member": {"id": patient.member, "name": patient.name, "role": "patient"}, "role": "member"}
     assert (await api.add_member(patient, group, other)).status_code == 403
     assert (await api.add_member(stranger, group, other)).status_code == 403
+    for nobody in ({"user": "u_nobody"}, {"member": "m_nobody"}):  # refused before anyone is looked up
+        r = await api.http.post(f"/api/rooms/{group}/members", json=nobody, headers=auth(stranger))
+        assert r.status_code == 403
     assert (await api.add_member(admin, group, other)).status_code == 201
+    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": other.id}, headers=auth(owner))
+    assert r.status_code == 200 and r.json()["member"]["id"] == other.member  # staff who know the account
     r = await api.http.post(
         f"/api/rooms/{group}/members", json={"user": patient.id, "role": "facilitator"}, headers=auth(owner)
     )
     assert r.status_code == 403  # only staff can facilitate
-    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": "u_nobody"}, headers=auth(owner))
+    for nobody in ({"user": "u_nobody"}, {"member": "m_nobody"}, {"member": patient.id}):
+        r = await api.http.post(f"/api/rooms/{group}/members", json=nobody, headers=auth(owner))
+        assert r.status_code == 404, nobody
+    outsider = await api.signup(join=False)  # an account, but no member of the room's community
+    r = await api.http.post(f"/api/rooms/{group}/members", json={"user": outsider.id}, headers=auth(owner))
     assert r.status_code == 404
     r = await api.http.post("/api/rooms/r_nothing/members", json={"user": patient.id}, headers=auth(owner))
     assert r.status_code == 404
@@ -190,10 +205,21 @@ async def test_the_command_line_makes_staff_and_seeds_the_demo(tmp_path: Path, p
         login = await http.post("/api/login", json={"username": "maya", "password": "hearth-demo"})
         maya = login.json()
         rooms = (await http.get("/api/rooms", headers={"Authorization": f"Bearer {maya['token']}"})).json()["rooms"]
-    assert sorted(r["kind"] for r in rooms) == ["drop_in", "group"]
+    assert sorted(r["kind"] for r in rooms) == ["drop_in", "drop_in", "group"]  # she runs every demo room
+    assert len({r["community"] for r in rooms}) == 2
     client = await open_client(proc)
     await client.call("auth", token=maya["token"])
     group = next(r for r in rooms if r["kind"] == "group")
+    refused = await client.error("join", room=group["id"], since=0)  # the demo's communities have agreements
+    assert refused["code"] == "agreement_required" and refused["agreement"]["community"] == group["community"]
+    async with httpx.AsyncClient(base_url=proc.http_url) as http:
+        r = await http.post(
+            f"/api/communities/{group['community']}/agreement/accept",
+            json={"version": refused["agreement"]["version"]},
+            headers={"Authorization": f"Bearer {maya['token']}"},
+        )
+        assert r.status_code == 200, r.text
     history = (await client.call("join", room=group["id"], since=0))["events"]
-    assert [e["from"]["name"] for e in history] == ["Maya (facilitator)", "Sam"]
+    assert [e["from"]["name"] for e in history] == ["Maya", "Sam R"]  # their names in that community
+    assert all(e["from"]["id"].startswith("m_") for e in history)
     await client.close()

@@ -18,11 +18,11 @@ async def test_staff_on_duty_are_shown_as_such_in_presence(server: Running, api:
     staff = await open_client(server, clinician)
     clients.append(staff)
     joined = await staff.call("join", room=room, on_duty=True)
-    me = next(card for card in joined["presence"] if card["id"] == clinician.id)
+    me = next(card for card in joined["presence"] if card["id"] == clinician.member)
     assert me["on_duty"] is True
     arrived = await cc.event("presence", room=room)
-    assert arrived["joined"] == [{"id": clinician.id, "name": clinician.name, "role": "clinician", "on_duty": True}]
-    assert "on_duty" not in next(c for c in joined["presence"] if c["id"] == carer.id)
+    assert arrived["joined"] == [{"id": clinician.member, "name": clinician.name, "role": "clinician", "on_duty": True}]
+    assert "on_duty" not in next(c for c in joined["presence"] if c["id"] == carer.member)
 
 
 async def test_open_hours_are_told_to_everyone_who_joins(server: Running, api: Api, clients: list[Client]) -> None:

@@ -148,17 +148,33 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     hearth = Hearth(tmp_path_factory.mktemp("fuzz"))
     sockets = contextlib.ExitStack()
     try:
-        hearth.hearth("user", "create", "lead", "--role", "facilitator", "--password-stdin", stdin="correct horse\n")
-        lead = hearth.http.post("/api/login", json={"username": "lead", "password": "correct horse"}).json()
+        for username, role in (("lead", "facilitator"), ("admin", "admin")):
+            hearth.hearth("user", "create", username, "--role", role, "--password-stdin", stdin="correct horse\n")
+        lead, admin = (
+            hearth.http.post("/api/login", json={"username": name, "password": "correct horse"}).json()
+            for name in ("lead", "admin")
+        )
         body = {"username": "member", "password": "correct horse", "display_name": "Member"}
         member = hearth.http.post("/api/signup", json=body).json()
         headers = {"Authorization": f"Bearer {lead['token']}"}
-        room = hearth.http.post("/api/rooms", json={"name": "Circle", "kind": "group"}, headers=headers).json()
-        room_id = room["room"]["id"]
-        hearth.http.post(f"/api/rooms/{room_id}/members", json={"user": member["user"]["id"]}, headers=headers)
+        made = hearth.http.post(
+            "/api/communities", json={"name": "Circles", "join": "open"},
+            headers={"Authorization": f"Bearer {admin['token']}"},
+        ).json()  # fmt: skip
+        community = made["community"]["id"]
+        cards = [
+            hearth.http.post(
+                f"/api/communities/{community}/members", json={"display_name": name},
+                headers={"Authorization": f"Bearer {who['token']}"},
+            ).json()["member"]["id"]
+            for who, name in ((lead, "Lead"), (member, "Member"))
+        ]  # fmt: skip
+        body = {"name": "Circle", "kind": "group", "community": community}
+        room_id = hearth.http.post("/api/rooms", json=body, headers=headers).json()["room"]["id"]
+        hearth.http.post(f"/api/rooms/{room_id}/members", json={"member": cards[1]}, headers=headers)
         players = [Player(hearth, lead["token"], room_id, sockets), Player(hearth, member["token"], room_id, sockets)]
         players[0].request("session", room=room_id, action="open", title="Circle")
-        ids = [room_id, lead["user"]["id"], member["user"]["id"], "r_000000000000", "u_000000000000"]
+        ids = [room_id, *cards, lead["user"]["id"], member["user"]["id"], "r_000000000000", "m_000000000000"]
         yield {"hearth": hearth, "players": players, "ids": ids}
     finally:
         sockets.close()

@@ -390,7 +390,9 @@ async def name_answers(api: Api, name: str) -> list[httpx.Response]:
     session = {"title": name, "start": "2027-03-04T19:00", "tz": "Europe/London", "duration_minutes": 60}
     return [
         await api.http.post("/api/signup", json=signup),
-        await api.http.post("/api/rooms", json={"name": name, "kind": "group"}, headers=auth(staff)),
+        await api.http.post(
+            "/api/rooms", json={"name": name, "kind": "group", "community": await api.community()}, headers=auth(staff)
+        ),
         await api.http.post(f"/api/rooms/{room}/sessions", json=session, headers=auth(staff)),
     ]
 

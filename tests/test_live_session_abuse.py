@@ -75,18 +75,18 @@ async def test_who_left_the_lobby_or_was_removed_from_it_is_told_to_the_facilita
     cw, cl, cr = [await _connect(server, clients, a) for a in (waiting, leaver, removed)]
     for c, account in ((cw, waiting), (cl, leaver), (cr, removed)):
         assert (await c.call("join", room=room))["waiting"] is True
-        await _session_event(cf, room, "waiting", user=account.id)
+        await _session_event(cf, room, "waiting", user=account.member)
     await cl.call("leave", room=room)
-    assert (await _session_event(cf, room, "left_lobby"))["user"] == leaver.id
-    await cf.call("remove", room=room, user=removed.id)
-    assert (await _session_event(cf, room, "removed"))["user"] == removed.id
+    assert (await _session_event(cf, room, "left_lobby"))["user"] == leaver.member
+    await cf.call("remove", room=room, user=removed.member)
+    assert (await _session_event(cf, room, "removed"))["user"] == removed.member
     await cf.call("session", room=room, action="pin", kind="agenda", text="Check-in first.")
     for c in (ci, cw):  # the pin is the first thing they hear of after the opening
         while (event := await c.event("session", room=room))["action"] in ("opened", "waiting"):
             pass
         assert event["action"] == "pinned", event
     seen = await _events_after(ci, room, opened["seq"])
-    assert [e["action"] for e in seen if e.get("user") in (leaver.id, removed.id)] == []
+    assert [e["action"] for e in seen if e.get("user") in (leaver.member, removed.member)] == []
 
 
 async def test_a_join_and_leave_storm_in_an_open_lobby_commits_no_more_than_the_users_bucket(
@@ -111,7 +111,7 @@ async def test_a_join_and_leave_storm_in_an_open_lobby_commits_no_more_than_the_
                 assert reply["result"]["waiting"] is True
                 await socket.call("leave", room=room)
         elapsed = time.monotonic() - started
-        committed = [e for e in await _events_after(cf, room, opened["seq"]) if e.get("user") == attacker.id]
+        committed = [e for e in await _events_after(cf, room, opened["seq"]) if e.get("user") == attacker.member]
         record_figure("lobby join/leave storm", "session events from 60 join+leave rounds", len(committed), "events")
         assert refused and {e["code"] for e in refused} == {"rate_limited"}
         assert all(e["retry_after"] > 0 for e in refused)
@@ -202,19 +202,19 @@ async def test_staff_cannot_be_removed_or_muted_and_unknown_people_are_not_found
     await cl.call("session", room=room, action="start")
     before = await _latest_seq(cl, room)
     for staff in (admin, colleague):
-        assert (await cl.error("remove", room=room, user=staff.id))["code"] == "forbidden"
-        assert (await cl.error("mute", room=room, user=staff.id))["code"] == "forbidden"
-    nobody = "u_000000000000"
-    for op, args in (
-        ("remove", {}),
-        ("mute", {}),
-        ("admit", {}),
-        ("deny", {}),
-        ("floor", {"action": "give"}),
-        ("session", {"action": "lead"}),
-        ("knock", {"text": "Hello?"}),
-    ):
-        assert (await cl.error(op, room=room, user=nobody, **args))["code"] == "not_found", op
+        assert (await cl.error("remove", room=room, user=staff.member))["code"] == "forbidden"
+        assert (await cl.error("mute", room=room, user=staff.member))["code"] == "forbidden"
+    for nobody in ("m_000000000000", member.id):  # no such member; an account id names no one in a session
+        for op, args in (
+            ("remove", {}),
+            ("mute", {}),
+            ("admit", {}),
+            ("deny", {}),
+            ("floor", {"action": "give"}),
+            ("session", {"action": "lead"}),
+            ("knock", {"text": "Hello?"}),
+        ):
+            assert (await cl.error(op, room=room, user=nobody, **args))["code"] == "not_found", (op, nobody)
     assert await _latest_seq(cl, room) == before
     assert (await ca.call("send", room=room, text="still here", client_id="a1"))["seq"] > before
 
@@ -240,8 +240,10 @@ async def test_session_texts_over_their_limits_are_too_large_and_wrong_types_bad
         (opening(title="t" * 201), "too_large"),
         (opening(agreement=7), "bad_request"),
         (opening(title=["Circle"]), "bad_request"),
-        (opening(co_facilitators=[f"u_{i}" for i in range(11)]), "bad_request"),
-        (opening(co_facilitators=["u" * 65]), "bad_request"),
+        (opening(co_facilitators=[f"m_{i}" for i in range(11)]), "bad_request"),
+        (opening(co_facilitators=["m" * 65]), "bad_request"),
+        (opening(co_facilitators=[p1.member]), "bad_request"),  # not a facilitator of the room
+        (opening(co_facilitators=["m_000000000000"]), "bad_request"),  # nobody here
     ):
         assert (await cf.error("session", **args))["code"] == code, (args, code)
     assert await _latest_seq(cf, room) == before
@@ -255,9 +257,9 @@ async def test_session_texts_over_their_limits_are_too_large_and_wrong_types_bad
         (cf, "session", {"action": "pin", "kind": "agenda", "text": "p" * 2001}, "too_large"),
         (cf, "session", {"action": "pin", "kind": "agenda", "text": "p" * 4001}, "too_large"),
         (cf, "session", {"action": "pin", "kind": "agenda", "text": None}, "bad_request"),
-        (cf, "deny", {"user": p2.id, "message": "m" * 501}, "too_large"),
-        (cf, "deny", {"user": p2.id, "message": "m" * 2001}, "too_large"),
-        (cf, "deny", {"user": p2.id, "message": 5}, "bad_request"),
+        (cf, "deny", {"user": p2.member, "message": "m" * 501}, "too_large"),
+        (cf, "deny", {"user": p2.member, "message": "m" * 2001}, "too_large"),
+        (cf, "deny", {"user": p2.member, "message": 5}, "bad_request"),
         (c2, "knock", {"text": "k" * 1001}, "too_large"),
         (c2, "knock", {"text": {"k": 1}}, "bad_request"),
         (c1, "checkin", {"mood": 3, "word": "w" * 41}, "too_large"),

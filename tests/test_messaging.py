@@ -52,9 +52,10 @@ async def test_join_reply_lists_room_seq_and_presence_once_per_user(
     await phone.call("join", room=room)
     sent = await phone.call("send", room=room, text="anyone here?", client_id="p1")
     joined = await laptop.call("join", room=room)
-    assert joined["room"] == {"id": room, "name": "Night owls", "kind": "drop_in"}
+    assert joined["room"] == {"id": room, "name": "Night owls", "kind": "drop_in", "community": await api.community()}
     assert joined["seq"] == sent["seq"]
-    assert joined["presence"] == [{"id": sam.id, "name": "Sam", "role": "caregiver"}]
+    assert joined["presence"] == [{"id": sam.member, "name": "Sam", "role": "caregiver"}]
+    assert joined["member"] == joined["presence"][0]  # who they are here: their member card
     assert joined["events"] == [] and joined["recovered"] is True
 
 
@@ -64,15 +65,15 @@ async def test_presence_events_tell_the_others_who_came_and_went(
     """Others see `presence` joined when a user arrives and left when their last device leaves."""
     room, (a, b), (ca, cb) = await _room_with(server, api, clients, encoding)
     arrived = await ca.event("presence", room=room)
-    assert arrived["joined"] == [{"id": b.id, "name": b.name, "role": "caregiver"}] and arrived["left"] == []
+    assert arrived["joined"] == [{"id": b.member, "name": b.name, "role": "caregiver"}] and arrived["left"] == []
     second = await open_client(server, b, encoding)
     await second.call("join", room=room)
     await second.call("leave", room=room)  # b still has another device in the room
     await second.close()
     assert await cb.call("leave", room=room) == {}
     left = await ca.event("presence", room=room)
-    assert left["left"] == [{"id": b.id, "name": b.name, "role": "caregiver"}] and left["joined"] == []
-    assert (await ca.call("join", room=room))["presence"] == [{"id": a.id, "name": a.name, "role": "caregiver"}]
+    assert left["left"] == [{"id": b.member, "name": b.name, "role": "caregiver"}] and left["joined"] == []
+    assert (await ca.call("join", room=room))["presence"] == [{"id": a.member, "name": a.name, "role": "caregiver"}]
 
 
 async def test_disconnect_counts_as_leaving(server: Running, api: Api, clients: list[Client], encoding: str) -> None:
@@ -81,7 +82,7 @@ async def test_disconnect_counts_as_leaving(server: Running, api: Api, clients: 
     await ca.event("presence", room=room)
     await cb.close()
     left = await ca.event("presence", room=room)
-    assert [u["id"] for u in left["left"]] == [b.id]
+    assert [u["id"] for u in left["left"]] == [b.member]
 
 
 async def test_message_event_carries_the_whole_envelope(
@@ -99,7 +100,7 @@ async def test_message_event_carries_the_whole_envelope(
             "room": room,
             "seq": first["seq"],
             "ts": first["ts"],
-            "from": {"id": a.id, "name": a.name, "role": "caregiver"},
+            "from": {"id": a.member, "name": a.name, "role": "caregiver"},
             "text": "Thank you all.",
             "client_id": "c-5f1e",
         }
@@ -114,7 +115,7 @@ async def test_typing_reaches_the_others_but_not_the_typist(
     room, (a, _), (ca, cb) = await _room_with(server, api, clients, encoding)
     assert await ca.call("typing", room=room) == {}
     event = await cb.event("typing", room=room)
-    assert event == {"ev": "typing", "room": room, "user": {"id": a.id, "name": a.name, "role": "caregiver"}}
+    assert event == {"ev": "typing", "room": room, "user": {"id": a.member, "name": a.name, "role": "caregiver"}}
     await ca.call("send", room=room, text="here", client_id="t1")
     seen = []
     while not seen or seen[-1].get("ev") != "message":
@@ -136,7 +137,7 @@ async def test_edit_delete_and_react_are_durable_events(
     events = await cb.messages(room, 5)
     assert [e["ev"] for e in events] == ["message", "edit", "reaction", "reaction", "delete"]
     assert events[1]["target"] == sent["seq"] and events[1]["text"] == "I feel tired today"
-    assert events[2]["emoji"] == "🙏" and events[2]["remove"] is False and events[2]["from"]["id"] == b.id
+    assert events[2]["emoji"] == "🙏" and events[2]["remove"] is False and events[2]["from"]["id"] == b.member
     assert events[3]["remove"] is True
     assert events[4]["target"] == sent["seq"] and "text" not in events[4]
 

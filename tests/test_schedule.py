@@ -204,7 +204,7 @@ async def test_who_may_schedule_see_and_register_is_checked(server: Running, api
     )
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     session = await create(api, staff, room, **WEEKLY_THURSDAY, start="2027-05-06T19:00", rrule="FREQ=WEEKLY")
-    assert session["facilitators"] == [staff.id]
+    assert session["facilitators"] == [staff.member]  # member ids of the room's community
     key = "2027-05-06T18:00:00Z"
     for method, url in (
         ("GET", f"/api/rooms/{room}/sessions"),
@@ -224,18 +224,23 @@ async def test_who_may_schedule_see_and_register_is_checked(server: Running, api
     # A clinician of the room can be made co-facilitator, and may then change the session.
     clinician = await api.staff("clinician")
     r = await api.http.patch(
-        f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.id]}, headers=auth(staff)
+        f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.member]}, headers=auth(staff)
     )
     assert r.status_code == 400  # not yet a member of the room
     assert (await api.add_member(staff, room, clinician)).status_code == 201
     r = await api.http.patch(
-        f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.id, member.id]}, headers=auth(staff)
-    )
+        f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.member, member.member]},
+        headers=auth(staff),
+    )  # fmt: skip
     assert r.status_code == 400  # a patient cannot co-facilitate
     r = await api.http.patch(
         f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.id]}, headers=auth(staff)
     )
-    assert r.status_code == 200 and r.json()["session"]["facilitators"] == [staff.id, clinician.id]
+    assert r.status_code == 400  # an account id is no member id
+    r = await api.http.patch(
+        f"/api/sessions/{session['id']}", json={"co_facilitators": [clinician.member]}, headers=auth(staff)
+    )
+    assert r.status_code == 200 and r.json()["session"]["facilitators"] == [staff.member, clinician.member]
     r = await api.http.patch(f"/api/sessions/{session['id']}", json={"title": "Renamed"}, headers=auth(clinician))
     assert r.status_code == 200 and r.json()["session"]["title"] == "Renamed"
     drop_in = await api.room(other_staff, kind="drop_in")
@@ -362,7 +367,7 @@ async def test_the_scheduler_sees_every_rooms_occurrences_with_their_facilitator
     at = {**WEEKLY_THURSDAY, "tz": "UTC"}  # within the 366 days that registration reaches
     one = await create(
         api, staff, room, **at, start=f"{day:%Y-%m-%d}T19:00", capacity=1, agreement="What is said here stays.",
-        lobby_minutes=5, reminder_minutes=60, auto_admit=True, co_facilitators=[clinician.id],
+        lobby_minutes=5, reminder_minutes=60, auto_admit=True, co_facilitators=[clinician.member],
     )  # fmt: skip
     two = await create(api, other_staff, other_room, **at, start=f"{day:%Y-%m-%d}T20:00")
     key = f"{day:%Y-%m-%d}T19:00:00Z"
@@ -373,7 +378,8 @@ async def test_the_scheduler_sees_every_rooms_occurrences_with_their_facilitator
     mine = [o for o in found if o.session in (one["id"], two["id"])]
     assert [(o.session, o.room) for o in mine] == [(one["id"], room), (two["id"], other_room)]
     first = mine[0]
-    assert first.facilitators == (staff.id, clinician.id) and first.agreement == "What is said here stays."
+    assert first.facilitators == (staff.id, clinician.id)  # the store keeps accounts
+    assert first.agreement == "What is said here stays."
     assert (first.lobby_minutes, first.reminder_minutes, first.auto_admit, first.capacity) == (5, 60, True, 1)
     assert first.start == first.key == day.replace(hour=19) and not first.cancelled
     assert await schedule.occurrence(one["id"], first.key) == first

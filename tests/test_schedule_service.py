@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from rooms.communities import CommunityService, name_key
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
-from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.model import JoinPolicy, Member, MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.schedule import Session, SessionId
 from rooms.schedule_rules import Place, Registration, due, newcomer, promoted, standing
 from rooms.schedule_service import Action, ScheduleService
-from tests.schedule_memory import MemoryDirectory, MemorySchedule
+from tests.schedule_memory import MemoryAudit, MemoryCommunities, MemoryDirectory, MemorySchedule
 
 FIRST = datetime(2027, 2, 4, 19, tzinfo=UTC)
 WEEKLY = {"title": "Thursday circle", "tz": "UTC", "duration_minutes": 60, "start": "2027-02-04T19:00"}
@@ -34,27 +35,40 @@ class Clock:
 class World:
     service: ScheduleService
     directory: MemoryDirectory
+    communities: MemoryCommunities
     lead: User
     member: User
     admin: User
     outsider: User
     room: Room
 
+    async def card(self, user: User) -> Member:
+        """`user`'s member card in the room's community (made when they have none)."""
+        found = await self.communities.member_of(self.room.community, user.id)
+        if found is not None:
+            return found
+        return await self.communities.add_member(self.room.community, user, user.name, name_key(user.name))
+
     async def session(self, **fields: Any) -> Session:
         return await self.service.create(await self.service.permit_scheduling(self.lead, self.room.id), fields)
 
 
 async def world(clock: Clock) -> World:
-    """A group room with its facilitator and a member; an admin and an outsider beside it."""
-    directory = MemoryDirectory()
+    """A group room of a community with its facilitator and a member; an admin and an
+    outsider (a member of the community, not of the group) beside it."""
+    directory, communities = MemoryDirectory(), MemoryCommunities()
     lead = await directory.create_user("lead", "Lead", Role.FACILITATOR, "x")
     member = await directory.create_user("sam", "Sam", Role.PATIENT, "x")
     admin = await directory.create_user("ada", "Ada", Role.ADMIN, "x")
     outsider = await directory.create_user("olu", "Olu", Role.PATIENT, "x")
-    room = await directory.create_room("Circle", RoomKind.GROUP, lead)
+    community = await communities.create("Long COVID", JoinPolicy.OPEN, admin.id)
+    for user in (lead, member, outsider):
+        await communities.add_member(community.id, user, user.name, name_key(user.name))
+    room = await directory.create_room("Circle", RoomKind.GROUP, lead, community.id)
     await directory.add_member(room.id, member.id, MemberRole.MEMBER)
-    service = ScheduleService(MemorySchedule(), directory, clock=clock)
-    return World(service, directory, lead, member, admin, outsider, room)
+    members = CommunityService(communities, MemoryAudit())
+    service = ScheduleService(MemorySchedule(), directory, members, clock=clock)
+    return World(service, directory, communities, lead, member, admin, outsider, room)
 
 
 async def test_permits_answer_not_found_then_forbidden_by_the_permission_matrix() -> None:
@@ -71,7 +85,7 @@ async def test_permits_answer_not_found_then_forbidden_by_the_permission_matrix(
         await service.permit(member, SessionId("s_none"), Action.SEE)
     with pytest.raises(Forbidden):
         await service.permit_scheduling(member, room.id)
-    drop_in = await w.directory.create_room("Night owls", RoomKind.DROP_IN, lead)
+    drop_in = await w.directory.create_room("Night owls", RoomKind.DROP_IN, lead, room.community)
     with pytest.raises(BadRequest):
         await service.permit_scheduling(lead, drop_in.id)
     with pytest.raises(NotFound):
@@ -143,3 +157,31 @@ async def test_the_calendar_makes_each_thing_happen_in_its_own_window() -> None:
     assert at(76) == (False, False, True)
     assert due(replace(occurrence, cancelled=True), FIRST, end_grace=grace).open is False
     assert due(replace(occurrence, reminder_minutes=0), FIRST - timedelta(minutes=1), end_grace=grace).remind is False
+
+
+async def test_a_session_names_its_facilitators_by_member_ids_and_stores_their_accounts() -> None:
+    """`co_facilitators` are member ids of the room's community, and the session's card shows
+    member ids; the store keeps accounts. An account id, another community's member or a
+    patient is no co-facilitator. An admin who schedules gets a card there to be shown by."""
+    w = await world(Clock(datetime(2027, 1, 1, tzinfo=UTC)))
+    service, room = w.service, w.room
+    clinician = await w.directory.create_user("cleo", "Cleo", Role.CLINICIAN, "x")
+    await w.directory.add_member(room.id, clinician.id, MemberRole.MEMBER)
+    co, lead = await w.card(clinician), await w.card(w.lead)
+    session = await w.session(**WEEKLY, co_facilitators=[co.id, lead.id, co.id])  # the lead and a repeat: once
+    assert session.facilitators == (w.lead.id, clinician.id)
+    card = await service.card(room, session)
+    assert card["facilitators"] == [lead.id, co.id]
+    assert all(u not in str(card) for u in (w.lead.id, clinician.id))
+    elsewhere = await w.communities.create("Carers", JoinPolicy.OPEN, w.admin.id)
+    other = await w.communities.add_member(elsewhere.id, clinician, "Cleo", name_key("Cleo"))
+    manage = await service.permit(w.lead, session.id, Action.MANAGE)
+    for refused in ([clinician.id], [other.id], [(await w.card(w.member)).id], ["m_" + "x" * 70], "m_1"):
+        with pytest.raises(BadRequest):
+            await service.update(manage, {"co_facilitators": refused})
+    assert (await service.update(manage, {"co_facilitators": []})).facilitators == (w.lead.id,)
+    assert await w.communities.member_of(room.community, w.admin.id) is None
+    by_admin = await service.create(await service.permit_scheduling(w.admin, room.id), dict(WEEKLY))
+    admin_card = await w.communities.member_of(room.community, w.admin.id)
+    assert admin_card is not None and admin_card.name == "Ada"
+    assert (await service.card(room, by_admin))["facilitators"] == [admin_card.id]

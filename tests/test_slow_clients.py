@@ -56,7 +56,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4408_and_the_room_goes
                 sent += 16
                 if left := sender.seen("presence", room=room, where=lambda e: e["left"]):
                     break
-        assert left[0]["left"][0]["id"] == slow.id
+        assert left[0]["left"][0]["id"] == slow.member
         # The room goes on at full speed for those who read.
         ack = await sender.call("send", room=room, text="still here", client_id="after")
         assert ack["seq"] == sent + 1
@@ -85,7 +85,7 @@ async def test_a_phone_that_stops_reading_and_answering_is_let_go_and_leaves_the
         for i in range(4):
             await asyncio.gather(*(sender.call("send", room=room, text=text, client_id=f"f{i}.{j}") for j in range(16)))
         event = await sender.event("presence", room=room, where=lambda e: e["left"])
-        assert event["left"][0]["id"] == slow.id
+        assert event["left"][0]["id"] == slow.member
         stalled.transport.abort()
         await sender.close()
 
@@ -109,7 +109,7 @@ async def test_a_phone_that_is_behind_gets_no_typing_until_it_has_caught_up(tmp_
         for i in range(25):
             await asyncio.gather(*(sender.call("send", room=room, text=text, client_id=f"f{i}.{j}") for j in range(16)))
         await writer.call("typing", room=room)  # while the phone is behind
-        assert (await sender.event("typing", room=room))["user"]["id"] == typist.id  # the others see it
+        assert (await sender.event("typing", room=room))["user"]["id"] == typist.member  # the others see it
         await sender.call("send", room=room, text="after", client_id="after")
 
         seen: list[dict[str, object]] = []
@@ -125,7 +125,7 @@ async def test_a_phone_that_is_behind_gets_no_typing_until_it_has_caught_up(tmp_
         async with asyncio.timeout(TIMEOUT):
             while (event := orjson.loads(await phone.recv()))["ev"] != "typing":
                 assert event["ev"] == "presence"
-        assert event["user"]["id"] == later.id  # type: ignore[index]
+        assert event["user"]["id"] == later.member  # type: ignore[index]
         for client in (sender, writer, newcomer):
             await client.close()
         await phone.close()

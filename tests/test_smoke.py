@@ -18,4 +18,4 @@ async def test_two_people_talk_in_a_drop_in_room(
     await cb.call("join", room=room)
     sent = await ca.call("send", room=room, text="Hello", client_id="c1")
     got = await cb.event("message", room=room)
-    assert got["seq"] == sent["seq"] and got["text"] == "Hello" and got["from"]["id"] == a.id
+    assert got["seq"] == sent["seq"] and got["text"] == "Hello" and got["from"]["id"] == a.member

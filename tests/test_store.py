@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from rooms.communities import name_key
 from rooms.errors import Conflict, NotFound
-from rooms.model import Event, EventKind, NewEvent, Role, RoomId, RoomKind, Seq, User
+from rooms.model import Event, EventKind, JoinPolicy, Member, NewEvent, Role, RoomId, RoomKind, Seq
 from server.settings import normalise_db_url
+from server.store.communities import SqlCommunities
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
@@ -22,7 +24,8 @@ from server.store.tables import rooms
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[SqlTranscriptStore, User]]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[SqlTranscriptStore, Member]]:
+    """The store, and the writer: a member of the community every room here is made in."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'hearth.db'}"
     else:
@@ -30,14 +33,24 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     engines = open_engines(url)
     await upgrade(engines)
     user = await SqlDirectory(engines).create_user("writer", "Writer", Role.PATIENT, "x")
-    yield SqlTranscriptStore(engines), user
+    communities = SqlCommunities(engines)
+    community = await communities.create("Writers", JoinPolicy.OPEN, user.id)
+    yield SqlTranscriptStore(engines), await communities.add_member(community.id, user, "Writer", name_key("Writer"))
     await engines.dispose()
 
 
-async def test_one_batch_of_600_with_300_retries_stores_each_key_once(store: tuple[SqlTranscriptStore, User]) -> None:
+async def _room(transcripts: SqlTranscriptStore, member: Member, name: str = "r") -> RoomId:
+    """A group room of the member's community, made by their account."""
+    directory = SqlDirectory(transcripts.engines)
+    account = await directory.get_user(member.account)
+    assert account is not None
+    return (await directory.create_room(name, RoomKind.GROUP, account, member.community)).id
+
+
+async def test_one_batch_of_600_with_300_retries_stores_each_key_once(store: tuple[SqlTranscriptStore, Member]) -> None:
     """The idempotency probe covers every key of a batch however many statements it takes."""
     transcripts, user = store
-    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    room = await _room(transcripts, user)
 
     def sends(ids: range) -> list[NewEvent]:
         return [NewEvent(room, EventKind.MESSAGE, user, {"text": f"m{i}"}, client_id=f"c{i}") for i in ids]
@@ -52,13 +65,13 @@ async def test_one_batch_of_600_with_300_retries_stores_each_key_once(store: tup
 
 
 async def test_two_workers_committing_the_same_retries_at_once_store_each_key_once(
-    store: tuple[SqlTranscriptStore, User],
+    store: tuple[SqlTranscriptStore, Member],
 ) -> None:
     """A phone that resends through a second worker while the first still commits: both
     workers' batches name the same keys at the same moment. Each key is stored once, both
     senders get that one event back, and the room's seqs have no hole."""
     transcripts, user = store
-    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    room = await _room(transcripts, user)
     url = transcripts.engines.writer.url.render_as_string(hide_password=False)
     other = SqlTranscriptStore(open_engines(url))  # a second worker's engines
     try:
@@ -76,11 +89,11 @@ async def test_two_workers_committing_the_same_retries_at_once_store_each_key_on
         await other.engines.dispose()
 
 
-async def test_a_batch_settles_each_event_on_its_own(store: tuple[SqlTranscriptStore, User]) -> None:
+async def test_a_batch_settles_each_event_on_its_own(store: tuple[SqlTranscriptStore, Member]) -> None:
     """One batch: a send to a room that is gone is refused alone; a key sent twice is one
     event; a key reused for another kind of event is a conflict; the rest is stored in order."""
     transcripts, user = store
-    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    room = await _room(transcripts, user)
     gone = RoomId("r_gone")
     batch = [
         NewEvent(room, EventKind.MESSAGE, user, {"text": "one"}, client_id="k1"),
@@ -99,15 +112,13 @@ async def test_a_batch_settles_each_event_on_its_own(store: tuple[SqlTranscriptS
 
 
 async def test_batches_over_two_rooms_keep_each_rooms_order_beside_edits_on_another_worker(
-    store: tuple[SqlTranscriptStore, User],
+    store: tuple[SqlTranscriptStore, Member],
 ) -> None:
     """Messages to two rooms in one batch land at each room's next seqs, in batch order,
     while another worker's batches edit in both rooms at once (taking the rooms' locks the
     other way round): no deadlock, no hole, no repeat."""
     transcripts, user = store
-    directory = SqlDirectory(transcripts.engines)
-    a, b = [await directory.create_room(name, RoomKind.GROUP, user) for name in ("a", "b")]
-    rooms_ = (a.id, b.id)
+    rooms_ = (await _room(transcripts, user, "a"), await _room(transcripts, user, "b"))
     first = await transcripts.append([NewEvent(r, EventKind.MESSAGE, user, {"text": "0"}) for r in rooms_])
     targets = {e.room: e.seq for e in first if isinstance(e, Event)}
     url = transcripts.engines.writer.url.render_as_string(hide_password=False)
@@ -131,12 +142,12 @@ async def test_batches_over_two_rooms_keep_each_rooms_order_beside_edits_on_anot
 
 
 async def test_a_commit_that_waited_for_its_room_is_stamped_when_it_got_it(
-    store: tuple[SqlTranscriptStore, User],
+    store: tuple[SqlTranscriptStore, Member],
 ) -> None:
     """Times follow seqs: a message that waited while another worker held its room gets the
     time it got the room, not the time it started waiting."""
     transcripts, user = store
-    room = (await SqlDirectory(transcripts.engines).create_room("r", RoomKind.GROUP, user)).id
+    room = await _room(transcripts, user)
     async with transcripts.engines.writer.begin() as other_worker:  # mid-commit, holding the room
         await other_worker.execute(select(rooms.c.id).where(rooms.c.id == room).with_for_update())
         waiting = asyncio.create_task(transcripts.append([NewEvent(room, EventKind.MESSAGE, user, {"text": "hi"})]))

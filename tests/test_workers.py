@@ -163,13 +163,13 @@ async def test_kill_9_of_a_worker_loses_no_acknowledged_message_and_its_users_le
             event = await watch.event(room=room)
             if "seq" in event:
                 seqs.append(event["seq"])
-            elif event["ev"] == "presence" and [u["id"] for u in event["left"]] == [doomed_user.id]:
+            elif event["ev"] == "presence" and [u["id"] for u in event["left"]] == [doomed_user.member]:
                 left_at = asyncio.get_running_loop().time()
     assert seqs == list(range(seqs[0], last["seq"] + 1)), "a gap or a duplicate"
     assert acked <= set(range(1, last["seq"] + 1)) and seqs[0] == 1
     newcomer = await cluster.client(1, await process_account(cluster.workers[1]))
     present = (await newcomer.call("join", room=room))["presence"]
-    assert doomed_user.id not in [u["id"] for u in present]
+    assert doomed_user.member not in [u["id"] for u in present]
 
 
 async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: Cluster) -> None:
@@ -181,12 +181,14 @@ async def test_presence_is_shared_and_a_graceful_leave_is_seen_at_once(cluster: 
     await phone.call("join", room=room)
     await laptop.call("join", room=room)
     joined = await other.call("join", room=room)
-    assert sorted(u["id"] for u in joined["presence"]) == sorted([sam.id, jo.id])
+    assert sorted(u["id"] for u in joined["presence"]) == sorted([sam.member, jo.member])
     await other.call("typing", room=room)  # on worker 2; Sam's phone is on worker 1
-    assert (await phone.event("typing", room=room))["user"]["id"] == jo.id
+    assert (await phone.event("typing", room=room))["user"]["id"] == jo.member
     await phone.call("leave", room=room)
     await laptop.call("leave", room=room)
-    await other.until("presence", room=room, where=lambda e: [u["id"] for u in e["left"]] == [sam.id], within=2 * UNIT)
+    await other.until(
+        "presence", room=room, where=lambda e: [u["id"] for u in e["left"]] == [sam.member], within=2 * UNIT
+    )
 
 
 async def test_a_redis_restart_mid_traffic_loses_nothing(
@@ -406,13 +408,13 @@ async def test_the_lobby_opens_once_and_the_floor_is_the_same_from_both_workers(
     await facilitator.call("session", room=room, action="start")
     await sam_c.call("hand", room=room, up=True)
     await jo_c.call("hand", room=room, up=True)
-    await facilitator.call("floor", room=room, action="give", user=jo.id, seconds=60)
+    await facilitator.call("floor", room=room, action="give", user=jo.member, seconds=60)
     views = []
     for worker in (0, 1):
         look = await cluster.client(worker, staff)
         views.append((await look.call("join", room=room))["session"])
-    assert views[0]["queue"] == views[1]["queue"] == [sam.id]
-    assert views[0]["floor"] == views[1]["floor"] == jo.id
+    assert views[0]["queue"] == views[1]["queue"] == [sam.member]
+    assert views[0]["floor"] == views[1]["floor"] == jo.member
     assert views[0]["floor_until"] == views[1]["floor_until"]
     history = (await facilitator.call("history", room=room, limit=100))["events"]
     assert [e["action"] for e in history if e["ev"] == "session"].count("opened") == 1

@@ -14,7 +14,8 @@ const $ = (id) => document.getElementById(id);
 
 const S = {
   token: sessionStorage.getItem(TOKEN_KEY),
-  user: null,
+  user: null, // the account: shown to its owner only
+  me: null, // our member card in the open room's community: what the others see of us
   ws: null,
   nextId: 1,
   calls: new Map(), // command id -> {resolve, reject}
@@ -28,7 +29,7 @@ const S = {
   lastSeq: 0,
   buffer: null, // live durable events held back while join/history is in flight
   msgs: new Map(), // seq -> message model
-  reacts: new Map(), // target seq -> Map(emoji -> Set(user id))
+  reacts: new Map(), // target seq -> Map(emoji -> Set(member id))
   pending: new Map(), // client_id -> {client_id, room, text, acked, inflight, li}
   presence: new Map(),
   typers: new Map(),
@@ -91,7 +92,7 @@ function setStatus(text, state) {
 }
 
 function show(view) {
-  for (const id of ['signin', 'rooms', 'room']) $(id).hidden = id !== view;
+  for (const id of ['signin', 'rooms', 'room', 'agreement']) $(id).hidden = id !== view;
   $('signout').hidden = view === 'signin';
 }
 
@@ -190,16 +191,63 @@ async function signOut(message = '', revoke = false) {
 async function loadRooms() {
   const list = $('room-list');
   try {
-    const { rooms } = await api('GET', '/api/rooms');
-    if (!rooms.length) return list.replaceChildren(h('li', { class: 'muted', text: 'No rooms yet.' }));
-    list.replaceChildren(...rooms.map((r) => h('li', {},
+    const [{ rooms }, { communities }] = await Promise.all([api('GET', '/api/rooms'), api('GET', '/api/communities')]);
+    const names = new Map(communities.map((c) => [c.id, c.name]));
+    list.replaceChildren(...(rooms.length ? rooms.map((r) => h('li', {},
       h('button', { type: 'button', class: 'room-btn', onclick: () => openRoom(r) },
         h('span', { class: 'room-name', text: r.name }),
-        h('span', { class: 'room-kind', text: r.kind === 'group' ? 'Group' : 'Drop-in' })))));
+        h('span', { class: 'room-kind', text: `${r.kind === 'group' ? 'Group' : 'Drop-in'} · ${names.get(r.community) || ''}` }))))
+      : [h('li', { class: 'muted', text: 'No rooms yet. Join a community below to see its rooms.' })]));
+    renderCommunities(communities);
   } catch (err) {
     if (err.status === 401) return signOut('Please sign in again.');
     showError(err);
   }
+}
+
+// A community: you are in it under the name shown, or you choose the name others will see.
+function renderCommunities(communities) {
+  $('community-list').replaceChildren(...communities.map((c) => {
+    if (c.member) return h('li', { class: 'community', text: `${c.name}: you are “${c.member.name}” here.` });
+    if (c.join !== 'open') return h('li', { class: 'community muted', text: `${c.name}: by invitation.` });
+    const id = `name-${c.id}`;
+    const form = h('form', { class: 'stack community', onsubmit: (e) => joinCommunity(e, c) },
+      h('label', { for: id, text: `${c.name}: the name others will see here` }),
+      h('input', { id, name: 'display_name', maxlength: 40, required: true, autocomplete: 'nickname' }),
+      h('button', { type: 'submit', class: 'primary', text: 'Join this community' }));
+    return h('li', {}, form);
+  }));
+}
+
+async function joinCommunity(e, community) {
+  e.preventDefault();
+  const name = new FormData(e.target).get('display_name').trim();
+  try {
+    await api('POST', `/api/communities/${community.id}/members`, { display_name: name });
+    loadRooms();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// `join` answered agreement_required: show the text; once agreed, join again.
+function askAgreement(agreement) {
+  const room = S.room;
+  $('agreement-text').textContent = agreement.text;
+  show('agreement');
+  $('agreement-text').focus();
+  $('agreement-accept').onclick = async () => {
+    try {
+      const body = { version: agreement.version, ...(agreement.room ? { room: agreement.room } : {}) };
+      await api('POST', `/api/communities/${agreement.community}/agreement/accept`, body);
+      if (S.room !== room) return;
+      show('room');
+      if (S.connected) joinRoom();
+    } catch (err) {
+      showError(err);
+    }
+  };
+  $('agreement-back').onclick = () => leaveRoom();
 }
 
 function openRoom(room) {
@@ -219,6 +267,7 @@ function leaveRoom() {
 }
 
 function resetRoom() {
+  S.me = null;
   S.loaded = false;
   S.buffer = null;
   S.pending.clear();
@@ -247,6 +296,7 @@ async function joinRoom() {
     const res = await call('join', resume ? { room: room.id, since: S.lastSeq } : { room: room.id });
     if (S.room !== room) return;
     Object.assign(room, res.room);
+    S.me = res.member; // who we are in this room's community: our own `from`, presence and typing card
     $('room-name').textContent = room.name;
     setPresence(res.presence);
     if (resume && res.recovered) {
@@ -266,7 +316,8 @@ async function joinRoom() {
     for (const p of S.pending.values()) if (!p.acked) trySend(p);
   } catch (err) {
     if (S.room === room) S.buffer = null;
-    if (err.code !== 'disconnected') showError(err);
+    if (err.code === 'agreement_required' && S.room === room) askAgreement(err.agreement);
+    else if (err.code !== 'disconnected') showError(err);
   } finally {
     list.removeAttribute('aria-busy');
   }
@@ -381,7 +432,7 @@ function onEvent(ev) {
     for (const u of ev.left || []) S.presence.delete(u.id);
     renderPresence();
   } else if (ev.ev === 'typing') {
-    if (ev.user && ev.user.id !== S.user?.id) showTyping(ev.user);
+    if (ev.user && ev.user.id !== S.me?.id) showTyping(ev.user);
   } else if (typeof ev.seq === 'number') {
     if (S.buffer) S.buffer.push(ev);
     else applyEvent(ev);
@@ -414,7 +465,7 @@ function foldReaction(ev) {
 function addMessage(ev) {
   const m = { ...ev, li: h('li') };
   S.msgs.set(ev.seq, m);
-  const p = ev.client_id && ev.from?.id === S.user?.id ? S.pending.get(ev.client_id) : null;
+  const p = ev.client_id && ev.from?.id === S.me?.id ? S.pending.get(ev.client_id) : null;
   if (p) {
     p.li.remove();
     S.pending.delete(ev.client_id);
@@ -432,7 +483,7 @@ function addMessage(ev) {
 }
 
 function renderMessage(m) {
-  const mine = m.from?.id === S.user?.id;
+  const mine = m.from?.id === S.me?.id;
   m.li.className = `msg${mine ? ' mine' : ''}${m.deleted ? ' deleted' : ''}`;
   const kids = [h('div', { class: 'meta' },
     h('span', { class: 'who', text: mine ? `${m.from.name} (you)` : m.from?.name || 'Someone' }),
@@ -453,7 +504,7 @@ function actionBar(m, mine) {
   const byEmoji = S.reacts.get(m.seq) || new Map();
   for (const [emoji, users] of byEmoji) {
     if (!users.size) continue;
-    const on = users.has(S.user?.id);
+    const on = users.has(S.me?.id);
     bar.append(h('button', {
       type: 'button', class: 'chip', 'aria-pressed': String(on),
       'aria-label': `${emoji} ${users.size}${on ? ', tap to remove yours' : ''}`,
@@ -515,7 +566,7 @@ function sendMessage() {
 function renderPending(p) {
   p.li.replaceChildren(
     h('div', { class: 'meta' },
-      h('span', { class: 'who', text: `${S.user?.name || 'You'} (you)` }),
+      h('span', { class: 'who', text: `${S.me?.name || S.user?.name || 'You'} (you)` }),
       h('span', { class: 'state', text: p.acked ? 'sent' : 'sending…' })),
     h('p', { class: 'text', text: p.text }));
 }
@@ -581,7 +632,7 @@ function renderPresence() {
   const people = [...S.presence.values()];
   $('presence-count').textContent = `${people.length} here`;
   $('presence-list').replaceChildren(...people.map((u) => h('li', {},
-    h('span', { text: u.id === S.user?.id ? `${u.name} (you)` : u.name }),
+    h('span', { text: u.id === S.me?.id ? `${u.name} (you)` : u.name }),
     STAFF.has(u.role) ? h('span', { class: 'role', text: u.role }) : null)));
 }
 

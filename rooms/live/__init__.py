@@ -24,6 +24,7 @@ from rooms.live.plans import (
     MAX_USER_ID,
     MAX_WORD,
     PIN_KINDS,
+    Actor,
     co_facilitator_ids,
     opening_texts,
     plan_admit,
@@ -56,16 +57,17 @@ from rooms.live.seeing import (
     may_send,
     moves,
     place,
+    session_view,
     visible,
 )
 from rooms.live.state import ENDED, LIVE, LOBBY, Checkin, LiveRoom, LiveSession
 
 __all__ = [
-    "DEFAULT_TITLE", "ENDED", "LIVE", "LOBBY", "LOBBY_ACTIONS", "MAX_AGREEMENT", "MAX_CO_FACILITATORS",
-    "MAX_DENIAL", "MAX_FLOOR_SECONDS", "MAX_KNOCK", "MAX_PIN", "MAX_USER_ID", "MAX_WORD", "NO_MOVES", "PIN_KINDS",
+    "DEFAULT_TITLE", "ENDED", "LIVE", "LOBBY", "LOBBY_ACTIONS", "MAX_AGREEMENT", "MAX_CO_FACILITATORS", "MAX_DENIAL",
+    "MAX_FLOOR_SECONDS", "MAX_KNOCK", "MAX_PIN", "MAX_USER_ID", "MAX_WORD", "NO_MOVES", "PIN_KINDS", "Actor",
     "Checkin", "LiveRoom", "LiveSession", "Moves", "Place", "attendance_report", "co_facilitator_ids", "for_lobby",
     "lobby_sees", "may_send", "moves", "opening_texts", "place", "plan_admit", "plan_arrival", "plan_checkin_entry",
     "plan_checkin_start", "plan_deny", "plan_floor", "plan_hand", "plan_knock", "plan_lead", "plan_leave_lobby",
     "plan_mute", "plan_open", "plan_pass", "plan_pin", "plan_queue", "plan_remove", "plan_setting", "plan_state",
-    "plan_time_up", "visible",
+    "plan_time_up", "session_view", "visible",
 ]  # fmt: skip

@@ -1,10 +1,16 @@
 """Planning the commands of a live session: each `plan_*` checks a command against the
 state (`rooms.live.state`) and returns the body of the event to commit
-(`rooms.live.events`), or raises the protocol's error."""
+(`rooms.live.events`), or raises the protocol's error.
+
+A command is made by an `Actor`: a member and their standing in the room. Whether they may
+is the permission matrix's to say (`rooms.permissions`), asked with their standing in the
+session as it stands: one of its facilitators or not.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from rooms.clock import iso_ms
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -31,6 +37,7 @@ from rooms.live.events import (
     Waiting,
 )
 from rooms.live.state import ANSWER, LIVE, LOBBY, LiveRoom, LiveSession
+from rooms.permissions import Op, Standing, allowed, moderated, require
 from rooms.service import clean_name, clean_text
 
 PIN_KINDS = ("agenda", "resource")
@@ -53,9 +60,19 @@ def _need(room: LiveRoom) -> LiveSession:
     return session
 
 
-def _facilitator(session: LiveSession, user: str) -> None:
-    if not session.facilitates(user):
-        raise Forbidden("Only the session's facilitators can do that.")
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a command: their member id in the room, and their standing there."""
+
+    id: str
+    standing: Standing
+
+    def in_session(self, session: LiveSession) -> Standing:
+        return self.standing.in_session(session.facilitates(self.id))
+
+
+def _require(op: Op, session: LiveSession, actor: Actor) -> None:
+    require(op, actor.in_session(session))
 
 
 def opening_texts(title: str | None, agreement: str | None) -> tuple[str, str]:
@@ -66,12 +83,12 @@ def opening_texts(title: str | None, agreement: str | None) -> tuple[str, str]:
 
 
 def co_facilitator_ids(value: object) -> list[str]:
-    """The `co_facilitators` of an ad-hoc session: at most MAX_CO_FACILITATORS user ids, each
+    """The `co_facilitators` of an ad-hoc session: at most MAX_CO_FACILITATORS member ids, each
     named once, in the order given."""
     if isinstance(value, list) and len(value) > MAX_CO_FACILITATORS:
         raise BadRequest(f"A session has at most {MAX_CO_FACILITATORS} co-facilitators.")
     if not isinstance(value, list) or not all(isinstance(u, str) and 0 < len(u) <= MAX_USER_ID for u in value):
-        raise BadRequest("`co_facilitators` must be a list of user ids.")
+        raise BadRequest("`co_facilitators` must be a list of member ids.")
     return list(dict.fromkeys(value))
 
 
@@ -107,10 +124,10 @@ def plan_open(
     }
 
 
-def plan_state(room: LiveRoom, user: str, action: str) -> Started | Ended:
-    """`start` (lobby → live) or `end` (→ ended), by a facilitator."""
+def plan_state(room: LiveRoom, actor: Actor, action: str) -> Started | Ended:
+    """`start` (lobby → live) or `end` (→ ended)."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.SESSION_RUN, session, actor)
     if action == "start":
         if session.state != LOBBY:
             raise Conflict("The session has already started.")
@@ -149,10 +166,10 @@ def plan_leave_lobby(room: LiveRoom, user: str) -> LeftLobby | None:
     return {"action": "left_lobby", "user": user, "to": [user]}
 
 
-def plan_admit(room: LiveRoom, user: str, who: str | None) -> Admitted:
+def plan_admit(room: LiveRoom, actor: Actor, who: str | None) -> Admitted:
     """Admit one waiting member, or (`who` None) everyone waiting, within capacity."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.LOBBY, session, actor)
     if who is None:
         users = list(session.waiting)
         if not users:
@@ -166,9 +183,9 @@ def plan_admit(room: LiveRoom, user: str, who: str | None) -> Admitted:
     return {"action": "admitted", "users": users}
 
 
-def plan_deny(room: LiveRoom, user: str, who: str, message: str | None) -> Denied:
+def plan_deny(room: LiveRoom, actor: Actor, who: str, message: str | None) -> Denied:
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.LOBBY, session, actor)
     if who not in session.waiting:
         raise NotFound("That person is not waiting in the lobby.")
     body: Denied = {"action": "denied", "user": who, "to": [who]}
@@ -177,29 +194,31 @@ def plan_deny(room: LiveRoom, user: str, who: str, message: str | None) -> Denie
     return body
 
 
-def plan_knock(room: LiveRoom, user: str, who: str | None, text: str) -> Knock:
+def plan_knock(room: LiveRoom, actor: Actor, who: str | None, text: str) -> Knock:
     """A private line between a waiting member (`user` in the event) and the facilitators;
-    the envelope's `from` says who wrote it."""
+    the envelope's `from` says who wrote it. Whoever may answer a knock answers `who`;
+    anyone else knocks for themselves."""
     session = _need(room)
     text = clean_text(text, max_chars=MAX_KNOCK)
-    if session.facilitates(user):
+    if allowed(Op.KNOCK_ANSWER, actor.in_session(session)):
         if who is None or who not in session.waiting:
             raise NotFound("That person is not waiting in the lobby.")
         return {"action": "knock", "user": who, "text": text, "to": [who]}
-    if user not in session.waiting:
+    if actor.id not in session.waiting:
         raise Conflict("Knocking is for members waiting in the lobby.")
-    return {"action": "knock", "user": user, "text": text, "to": [user]}
+    return {"action": "knock", "user": actor.id, "text": text, "to": [actor.id]}
 
 
-def plan_setting(room: LiveRoom, user: str, name: str, on: bool) -> Locked | FloorOnly:
+def plan_setting(room: LiveRoom, actor: Actor, name: str, on: bool) -> Locked | FloorOnly:
     """`locked` (no new arrivals in the lobby) or `floor_only` (only the floor holder speaks)."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.SESSION_RUN, session, actor)
     return {"action": "locked", "locked": on} if name == "locked" else {"action": "floor_only", "on": on}
 
 
-def plan_hand(room: LiveRoom, user: str, up: bool) -> Hand:
+def plan_hand(room: LiveRoom, actor: Actor, up: bool) -> Hand:
     session = _need(room)
+    user = actor.id
     if not session.inside(user):
         raise Forbidden("Wait to be admitted first.")
     if up == (user in session.queue):
@@ -207,10 +226,10 @@ def plan_hand(room: LiveRoom, user: str, up: bool) -> Hand:
     return {"action": "hand", "user": user, "up": up}
 
 
-def plan_floor(room: LiveRoom, user: str, who: str | None, seconds: int | None, now_ms: int) -> Floor:
-    """Give the floor to `who` (facilitators), optionally for `seconds`; `who` None takes it back."""
+def plan_floor(room: LiveRoom, actor: Actor, who: str | None, seconds: int | None, now_ms: int) -> Floor:
+    """Give the floor to `who`, optionally for `seconds`; `who` None takes it back."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.FLOOR, session, actor)
     if session.state != LIVE:
         raise Conflict("The session has not started.")
     if who is not None and not session.inside(who):
@@ -223,9 +242,10 @@ def plan_floor(room: LiveRoom, user: str, who: str | None, seconds: int | None, 
     return body
 
 
-def plan_pass(room: LiveRoom, user: str) -> Floor:
+def plan_pass(room: LiveRoom, actor: Actor) -> Floor:
     """The floor holder passes it on: to the first raised hand, or to nobody."""
     session = _need(room)
+    user = actor.id
     if session.floor != user:
         raise Conflict("You do not have the floor.")
     following = next((u for u in session.queue if u != user), None)
@@ -237,32 +257,32 @@ def plan_time_up(session: LiveSession) -> Floor:
     return {"action": "floor", "user": None, "reason": "time", "after": session.floor_seq}
 
 
-def plan_queue(room: LiveRoom, user: str, order: Sequence[str]) -> Queue:
+def plan_queue(room: LiveRoom, actor: Actor, order: Sequence[str]) -> Queue:
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.FLOOR, session, actor)
     if sorted(order) != sorted(session.queue) or len(set(order)) != len(order):
         raise BadRequest("The new order must list exactly the raised hands.")
     return {"action": "queue", "order": list(order)}
 
 
-def plan_mute(room: LiveRoom, user: str, who: str, muted: bool, *, staff: bool) -> Muted:
-    """Mute or unmute someone in the session. `staff`: `who` is one of the room's staff (its
-    facilitators, admins), whom a session's facilitators do not moderate."""
+def plan_mute(room: LiveRoom, actor: Actor, who: str, muted: bool, *, target: Standing) -> Muted:
+    """Mute or unmute someone in the session; `target` is their standing in the room (whom
+    moderation reaches: `rooms.permissions.moderated`)."""
     session = _need(room)
-    _facilitator(session, user)
-    if staff or session.facilitates(who):
+    _require(Op.MUTE, session, actor)
+    if not moderated(target.in_session(session.facilitates(who))):
         raise Forbidden("Facilitators and admins cannot be muted.")
     if not session.inside(who):
         raise NotFound("That person is not in the session.")
     return {"action": "muted", "user": who, "muted": muted}
 
 
-def plan_remove(room: LiveRoom, user: str, who: str, *, staff: bool) -> Removed:
-    """Remove someone in the session or in its lobby (`staff`: as for `plan_mute`). The
+def plan_remove(room: LiveRoom, actor: Actor, who: str, *, target: Standing) -> Removed:
+    """Remove someone in the session or in its lobby (`target`: as for `plan_mute`). The
     removal of someone waiting is private, as their waiting was."""
     session = _need(room)
-    _facilitator(session, user)
-    if staff or session.facilitates(who):
+    _require(Op.REMOVE, session, actor)
+    if not moderated(target.in_session(session.facilitates(who))):
         raise Forbidden("Facilitators and admins cannot be removed.")
     if who in session.removed:
         raise Conflict("That person was already removed.")
@@ -274,10 +294,10 @@ def plan_remove(room: LiveRoom, user: str, who: str, *, staff: bool) -> Removed:
     return body
 
 
-def plan_lead(room: LiveRoom, user: str, who: str) -> Lead:
+def plan_lead(room: LiveRoom, actor: Actor, who: str) -> Lead:
     """Hand the lead to another facilitator of the session (or take it, as one of them)."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.SESSION_RUN, session, actor)
     if not session.facilitates(who):
         if not session.knows(who):
             raise NotFound("That person is not in the session.")
@@ -287,18 +307,18 @@ def plan_lead(room: LiveRoom, user: str, who: str) -> Lead:
     return {"action": "lead", "user": who}
 
 
-def plan_pin(room: LiveRoom, user: str, kind: str, text: str) -> Pinned:
+def plan_pin(room: LiveRoom, actor: Actor, kind: str, text: str) -> Pinned:
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.SESSION_RUN, session, actor)
     if kind not in PIN_KINDS:
         raise BadRequest("A pin is an `agenda` or a `resource`.")
     return {"action": "pinned", "kind": kind, "text": clean_text(text, max_chars=MAX_PIN)}
 
 
-def plan_checkin_start(room: LiveRoom, user: str, present: Sequence[str]) -> CheckinStarted:
+def plan_checkin_start(room: LiveRoom, actor: Actor, present: Sequence[str]) -> CheckinStarted:
     """Walk the roster once: every participant present, in the order given (facilitators not)."""
     session = _need(room)
-    _facilitator(session, user)
+    _require(Op.CHECKIN_START, session, actor)
     if session.state != LIVE:
         raise Conflict("The session has not started.")
     if session.checkin is not None:
@@ -310,21 +330,22 @@ def plan_checkin_start(room: LiveRoom, user: str, present: Sequence[str]) -> Che
 
 
 def plan_checkin_entry(
-    room: LiveRoom, user: str, mood: int | None, word: str | None, passed: bool
+    room: LiveRoom, actor: Actor, mood: int | None, word: str | None, passed: bool
 ) -> list[SessionBody]:
     """The member whose turn it is posts a mood 1–5 and a word, or passes. Their entry is
     private to them and the facilitators; the next turn, and at the end the facilitators'
-    summary, follow."""
+    summary, follow. Whoever may skip a turn, answering out of turn, skips it."""
     session = _need(room)
     if word is not None:  # checked whatever the answer: a word over its limit is never dropped silently
         word = clean_text(word, max_chars=MAX_WORD, what="Word")
     checkin = session.checkin
     if checkin is None or checkin.current is None:
         raise Conflict("There is no check-in round going.")
-    if checkin.current != user and not session.facilitates(user):
+    user = actor.id
+    if checkin.current != user and not allowed(Op.CHECKIN_SKIP, actor.in_session(session)):
         raise Conflict("It is not your turn.")
     member = checkin.current
-    if checkin.current != user:  # a facilitator moves past someone who is not answering
+    if checkin.current != user:  # moving past someone who is not answering
         entry: CheckinEntry = {
             "action": "checkin",
             "step": "skipped",

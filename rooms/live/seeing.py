@@ -8,7 +8,8 @@ from enum import StrEnum
 from typing import Any
 
 from rooms.errors import Forbidden
-from rooms.live.state import LIVE, LiveRoom
+from rooms.live.state import LIVE, LiveRoom, LiveSession
+from rooms.permissions import Op, Standing, allowed
 
 # What a member waiting in the lobby sees of the session, besides what is addressed to them.
 LOBBY_ACTIONS = frozenset({"opened", "started", "ended", "locked", "pinned"})
@@ -68,6 +69,15 @@ def visible(event: Mapping[str, Any], user: str, *, facilitator: bool) -> bool:
     return to is None or facilitator or user in to
 
 
+def session_view(session: LiveSession, user: str, standing: Standing, *, waiting: bool) -> dict[str, Any]:
+    """The session as `user` (of `standing` in the room) sees it on joining (§5a.4): its
+    outline while they wait; the facilitators' view (who waits, who is in) for whoever joins
+    as the room's facilitator or may admit; else what every participant sees."""
+    if allowed(Op.ROOM_FACILITATE, standing) or allowed(Op.LOBBY, standing.in_session(session.facilitates(user))):
+        return session.for_facilitators()
+    return session.lobby_view() if waiting else session.public()
+
+
 def for_lobby(event: Mapping[str, Any], user: str) -> Mapping[str, Any] | None:
     """The event as a member waiting in the lobby may see it, or None: who else waits, who
     is in and who registered stay out of it."""
@@ -89,12 +99,12 @@ def lobby_sees(event: Mapping[str, Any], user: str) -> bool:
     return action in LOBBY_ACTIONS or user in event.get("to", ()) or user in event.get("users", ())
 
 
-def may_send(room: LiveRoom, user: str, *, staff: bool = False, message: bool = True) -> None:
-    """Raise unless `user` may act in the room now: nobody waiting or removed may (edit,
-    react, type...); for a `message`, mute and floor-only mode apply too. The room's staff
-    (its facilitators, admins) always may."""
+def may_send(room: LiveRoom, user: str, standing: Standing, *, message: bool = True) -> None:
+    """Raise unless `user` (of `standing` in the room) may act in the room now: nobody waiting
+    or removed may (edit, react, type...); for a `message`, mute and floor-only mode apply
+    too. Whom the permission matrix lets post past them always may."""
     session = room.active
-    if session is None or staff or session.facilitates(user):
+    if session is None or allowed(Op.POST_ANYWAY, standing.in_session(session.facilitates(user))):
         return
     if user in session.removed:
         raise Forbidden("You were removed from this session.")

@@ -12,16 +12,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rooms.clock import now_us
 from rooms.errors import Conflict
-from rooms.model import MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.model import CommunityId, MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.ports import Directory, Revocations
 from server.store.engine import Engines
 from server.store.sql import guarded
-from server.store.tables import revoked_tokens, room_members, rooms, users
+from server.store.tables import bans, members, revoked_tokens, room_members, rooms, users
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ def _user(row: Any) -> User:
 
 def _room(row: Any) -> Room:
     hours = orjson.loads(row.open_hours) if row.open_hours else None
-    return Room(RoomId(row.id), row.name, RoomKind(row.kind), hours)
+    return Room(RoomId(row.id), row.name, RoomKind(row.kind), CommunityId(row.community_id), hours)
 
 
 class Recent:
@@ -90,15 +90,17 @@ class Recent:
         self._known.pop(key, None)
         self._loading.pop(key, None)
 
+    def drop_where(self, match: Callable[[tuple[Any, ...]], bool]) -> None:
+        """Drop every entry whose key (a tuple) `match`es."""
+        for key in [k for k in (*self._known, *self._loading) if isinstance(k, tuple) and match(k)]:
+            self.drop(key)
 
-class SqlDirectory:
-    """Who exists, which rooms exist, who belongs where. Reads use the reader engine."""
+
+class Queries:
+    """One read or one transaction on the store's engines; a connection failure is `Unavailable`."""
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
-        self.recent = Recent()
-        self._revoked: set[str] | None = None  # loaded by `load_revoked`, then kept in memory
-        self._revoked_meanwhile: set[str] | None = None  # revocations made here during a reload
 
     async def _one(self, query: Any) -> Any:
         async def run() -> Any:
@@ -121,6 +123,16 @@ class SqlDirectory:
                     await conn.execute(statement)
 
         await guarded(run)
+
+
+class SqlDirectory(Queries):
+    """Who exists, which rooms exist, who belongs where. Reads use the reader engine."""
+
+    def __init__(self, engines: Engines) -> None:
+        super().__init__(engines)
+        self.recent = Recent()
+        self._revoked: set[str] | None = None  # loaded by `load_revoked`, then kept in memory
+        self._revoked_meanwhile: set[str] | None = None  # revocations made here during a reload
 
     # Users
 
@@ -175,18 +187,22 @@ class SqlDirectory:
         return await self.recent.get(("member", room, user), load)
 
     async def rooms_for(self, user: User) -> list[Room]:
+        """Every room `user` may join: the drop-in rooms of their communities and the groups
+        they belong to; none of a community that banned them (admins: every room)."""
         query = select(rooms).order_by(rooms.c.created_at, rooms.c.id)
         if user.role is not Role.ADMIN:
-            mine = select(room_members.c.room_id).where(room_members.c.user_id == user.id)
-            query = query.where(or_(rooms.c.kind == RoomKind.DROP_IN.value, rooms.c.id.in_(mine)))
+            groups = select(room_members.c.room_id).where(room_members.c.user_id == user.id)
+            communities = select(members.c.community_id).where(members.c.user_id == user.id)
+            banned = select(bans.c.community_id).where(bans.c.user_id == user.id)
+            drop_ins = and_(rooms.c.kind == RoomKind.DROP_IN.value, rooms.c.community_id.in_(communities))
+            query = query.where(or_(drop_ins, rooms.c.id.in_(groups)), rooms.c.community_id.not_in(banned))
         return [_room(row) for row in await self._all(query)]
 
-    async def create_room(self, name: str, kind: RoomKind, creator: User) -> Room:
-        room = Room(RoomId(new_id("r")), name, kind)
+    async def create_room(self, name: str, kind: RoomKind, creator: User, community: CommunityId) -> Room:
+        room = Room(RoomId(new_id("r")), name, kind, community)
         now = now_us()
-        statements: list[Any] = [
-            insert(rooms).values(id=room.id, name=name, kind=kind.value, created_by=creator.id, created_at=now)
-        ]
+        values = {"id": room.id, "name": name, "kind": kind.value, "community_id": community}
+        statements: list[Any] = [insert(rooms).values(**values, created_by=creator.id, created_at=now)]
         statements.append(  # the creator runs the room: its sessions, members and hours
             insert(room_members).values(
                 room_id=room.id, user_id=creator.id, role=MemberRole.FACILITATOR.value, added_at=now

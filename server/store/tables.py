@@ -41,16 +41,97 @@ users = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# A community: a condition-specific group of rooms (rooms/model.py). `join`: open or invite.
+communities = Table(
+    "communities",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(120), nullable=False),
+    Column("join_policy", String(16), nullable=False),
+    Column("created_by", String(32), ForeignKey("users.id"), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# An account inside a community under a display name; `name_key` (the name case-folded) is
+# unique in the community, and so is the account.
+members = Table(
+    "members",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("display_name", String(120), nullable=False),
+    Column("name_key", String(200), nullable=False),
+    Column("joined_at", BigInteger, nullable=False),
+    UniqueConstraint("community_id", "user_id"),
+    UniqueConstraint("community_id", "name_key"),
+    Index("ix_members_user_id", "user_id"),
+)
+
+# Accounts banned from a community (not names: every member card of the account is out).
+bans = Table(
+    "bans",
+    metadata,
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("banned_by", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("community_id", "user_id"),
+)
+
+# Versions of a group agreement. `scope` is "" for the community's own, or a room's id for a
+# room's agreement on top of it; the current version is the highest.
+agreements = Table(
+    "agreements",
+    metadata,
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_by", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("community_id", "scope", "version"),
+)
+
+# Who accepted which version of which agreement, and when.
+acceptances = Table(
+    "acceptances",
+    metadata,
+    Column("member_id", String(32), ForeignKey("members.id"), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("accepted_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("member_id", "scope", "version"),
+)
+
+# Append-only: no code path updates or deletes a row (on PostgreSQL a trigger refuses both).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("community_id", String(32), nullable=True),
+    Column("room_id", String(32), nullable=True),
+    Column("target", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_audit_log_community_id_id", "community_id", "id"),
+)
+
 rooms = Table(
     "rooms",
     metadata,
     Column("id", String(32), primary_key=True),
     Column("name", String(120), nullable=False),
     Column("kind", String(16), nullable=False),
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
     Column("created_by", String(32), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("open_hours", Text, nullable=True),  # JSON: {"tz", "days", "from", "to"}; null: always open
+    Index("ix_rooms_community_id", "community_id"),
 )
 
 room_members = Table(
@@ -71,7 +152,7 @@ events = Table(
     Column("room_id", String(32), ForeignKey("rooms.id"), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False),
-    Column("sender_id", String(32), nullable=False),
+    Column("sender_id", String(32), nullable=False),  # a member id (m_…), or "hearth"
     Column("sender_name", String(120), nullable=False),
     Column("sender_role", String(16), nullable=False),
     Column("client_id", String(64), nullable=True),

@@ -12,18 +12,20 @@ from typing import Any
 
 import pytest
 
+from rooms.communities import CommunityService
 from rooms.errors import Conflict
-from rooms.model import MemberRole, Role, Room, RoomKind, User
-from rooms.ports import ScheduleStore
+from rooms.model import JoinPolicy, MemberRole, Role, Room, RoomKind, User
+from rooms.ports import AuditLog, Communities, ScheduleStore
 from rooms.schedule import Session
 from rooms.schedule_rules import REGISTERED, Place, Registration
 from rooms.schedule_service import Action, ScheduleService
 from server.settings import normalise_db_url
+from server.store.communities import SqlAuditLog, SqlCommunities
 from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
 from server.store.schedule import SqlSchedule
-from tests.schedule_memory import MemoryDirectory, MemorySchedule
+from tests.schedule_memory import MemoryAudit, MemoryCommunities, MemoryDirectory, MemorySchedule
 
 NOW = datetime(2027, 1, 1, 12, tzinfo=UTC)
 FIRST = datetime(2027, 2, 4, 19, tzinfo=UTC)  # a Thursday, the first of a weekly session
@@ -66,8 +68,11 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     engines = None
     store: ScheduleStore
     directory: MemoryDirectory | SqlDirectory
+    communities: Communities
+    audit: AuditLog
     if request.param == "memory":
         store, directory = MemorySchedule(), MemoryDirectory()
+        communities, audit = MemoryCommunities(), MemoryAudit()
     else:
         if request.param == "sqlite":
             url = f"sqlite+aiosqlite:///{tmp_path / 'hearth.db'}"
@@ -76,12 +81,15 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         engines = open_engines(url)
         await upgrade(engines)
         store, directory = SqlSchedule(engines), SqlDirectory(engines)
+        communities, audit = SqlCommunities(engines), SqlAuditLog(engines)
     lead = await directory.create_user("lead", "Lead", Role.FACILITATOR, "x")
     people = [await directory.create_user(f"p{i}", f"Person {i}", Role.PATIENT, "x") for i in range(10)]
-    room = await directory.create_room("Circle", RoomKind.GROUP, lead)
+    community = await communities.create("Circle's community", JoinPolicy.OPEN, lead.id)
+    room = await directory.create_room("Circle", RoomKind.GROUP, lead, community.id)
     for person in people:
         await directory.add_member(room.id, person.id, MemberRole.MEMBER)
-    yield World(ScheduleService(store, directory, clock=lambda: NOW), store, lead, people, room)
+    service = ScheduleService(store, directory, CommunityService(communities, audit), clock=lambda: NOW)
+    yield World(service, store, lead, people, room)
     if engines is not None:
         await engines.dispose()
 

@@ -8,6 +8,9 @@ A test waits for what a user would observe, never for time to pass:
 - `await client.until("presence", where=..., within=...)` waits until one has come;
 - `await client.no_event("reminder", within=2 * UNIT)` fails if one comes in that time.
 
+Set `client.on_wire = []` to keep every frame from then on as it came on the wire (bytes), for a
+test that reads what was sent rather than what it decodes to.
+
 Every deadline is a multiple of `UNIT` (see `tests.support.deadlines`).
 """
 
@@ -48,6 +51,7 @@ class Client:
         self.replies: dict[int, asyncio.Future[Frame]] = {}
         self.inbox = Inbox()
         self.closed: asyncio.Future[tuple[int | None, str]] = asyncio.get_running_loop().create_future()
+        self.on_wire: list[bytes] | None = None  # a list: every frame from now on, as it came on the wire
         self.reader = asyncio.create_task(self._read())
 
     def encode(self, message: Frame) -> str | bytes:
@@ -59,6 +63,8 @@ class Client:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
+                if self.on_wire is not None:
+                    self.on_wire.append(raw if isinstance(raw, bytes) else raw.encode())
                 message = msgpack.unpackb(raw) if isinstance(raw, bytes) else orjson.loads(raw)
                 if self.encoding == MSGPACK:
                     assert isinstance(raw, bytes), "msgpack connections get binary frames"

@@ -99,8 +99,9 @@ class ServerProcess:
             await self.signal(signal.SIGKILL)
 
 
-async def process_account(proc: ServerProcess, role: str = "patient") -> Account:
-    """An account on a server process: staff through `hearth user create`, others by signup."""
+async def process_account(proc: ServerProcess, role: str = "patient", *, join: bool = True) -> Account:
+    """An account on a server process: staff through `hearth user create`, others by signup;
+    with `join`, a member of the store's community (`process_community`) under its username."""
     username = new_username("p")
     async with httpx.AsyncClient(base_url=proc.http_url, timeout=TIMEOUT) as http:
         if role in ("facilitator", "clinician", "admin"):
@@ -111,13 +112,40 @@ async def process_account(proc: ServerProcess, role: str = "patient") -> Account
             body = {"username": username, "password": PASSWORD, "display_name": username, "role": role}
             r = await http.post("/api/signup", json=body)
         assert r.status_code in (200, 201), r.text
-    return Account.signed_in(username, r.json())
+        account = Account.signed_in(username, r.json())
+        if join:
+            community = await process_community(proc, account)
+            r = await http.post(
+                f"/api/communities/{community}/members", json={"display_name": username}, headers=auth(account)
+            )
+            assert r.status_code == 201, r.text
+            account.member = r.json()["member"]["id"]
+    return account
+
+
+async def process_community(proc: ServerProcess, viewer: Account) -> str:
+    """The community of the server's store, as `viewer` finds it: the first there is, or a
+    new open one that an admin (made by `hearth user create`) makes. Workers that share a
+    store share it."""
+    async with httpx.AsyncClient(base_url=proc.http_url, timeout=TIMEOUT) as http:
+        r = await http.get("/api/communities", headers=auth(viewer))
+        assert r.status_code == 200, r.text
+        if r.json()["communities"]:
+            found: str = r.json()["communities"][0]["id"]
+            return found
+        admin = await process_account(proc, "admin", join=False)
+        r = await http.post("/api/communities", json={"name": "Test community"}, headers=auth(admin))
+        assert r.status_code == 201, r.text
+        made: str = r.json()["community"]["id"]
+        return made
 
 
 async def process_room(proc: ServerProcess, owner: Account, kind: str = "drop_in") -> str:
-    """A room on a server process, made by `owner` over HTTP."""
+    """A room on a server process, made by `owner` over HTTP in the store's community."""
+    community = await process_community(proc, owner)
     async with httpx.AsyncClient(base_url=proc.http_url, timeout=TIMEOUT) as http:
-        r = await http.post("/api/rooms", json={"name": "Group", "kind": kind}, headers=auth(owner))
+        body = {"name": "Group", "kind": kind, "community": community}
+        r = await http.post("/api/rooms", json=body, headers=auth(owner))
         assert r.status_code == 201, r.text
         room: str = r.json()["room"]["id"]
         return room

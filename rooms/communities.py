@@ -1,0 +1,297 @@
+"""Communities and their members: who someone is inside one, and what they agreed to.
+
+A member's display name is theirs in one community only: unique there by what it reads as
+(`name_key`: whatever its case, compatibility forms, invisible joiners or spacing), trimmed,
+and held to the rules of every name (`rooms.service.clean_name`: no control,
+bidi or invisible formatting characters). A name that passes for staff is refused to anyone
+who is not: a role is shown by the card's `role`, never by a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
+from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, Room, RoomId, User, UserId
+from rooms.permissions import Op, Standing, allowed, in_community, require, require_bannable
+from rooms.ports import Agreement, AuditLog, Communities
+from rooms.service import clean_name, clean_text
+
+MAX_DISPLAY_NAME = 40
+MAX_NAME_KEY = 200  # the store's column for `name_key`
+_JOINERS = "\u200c\u200d"  # allowed in names (rooms.service.clean_name), invisible in them
+_NO_JOINERS = str.maketrans("", "", _JOINERS)
+MAX_AGREEMENT = 20_000
+MAX_REASON = 500
+# Words that say someone speaks for the group. A member who is not staff may not put them in
+# a name, whatever the case or the characters around them ("Sam (Facilitator)", "ADMIN_jo").
+_STAFF_WORDS = re.compile(
+    r"(?<![^\W_])(facilitator|moderator|mod|admin|administrator|clinician|staff|nurse|doctor|dr|hearth)(?![^\W_])"
+)
+
+
+def name_key(name: str) -> str:
+    """What two names are compared by, so that a name that reads the same as another is
+    taken: compatibility forms folded (NFKC: "Ｓａｍ" is "Sam", a precomposed é the decomposed
+    one), the invisible joiners taken out ("Sa\u200dm" is "Sam"), runs of spaces made one and
+    the ends trimmed, case-folded ("SAM" is "Sam"). A key longer than the column holds (a
+    name of characters that NFKC spells out at length) is kept as its SHA-256."""
+    folded = unicodedata.normalize("NFKC", name).translate(_NO_JOINERS)
+    key = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
+    if len(key) > MAX_NAME_KEY:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+def _as_read(name: str) -> str:
+    """A name as the eye reads it, for the staff-word check: compatibility forms folded
+    ("Ｍｏｄ" is "Mod"), accents and the invisible joiners that `clean_name` lets through
+    taken out ("facili\u200dtator" and "Ádmin" read as the words they hide), case-folded."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    kept = "".join(c for c in decomposed if unicodedata.category(c) != "Mn" and c not in _JOINERS)
+    return unicodedata.normalize("NFKC", kept).casefold()
+
+
+def clean_display_name(name: str, role: Role) -> str:
+    """A display name as stored, or BadRequest / TooLarge."""
+    name = clean_name(name, what="Display name", max_chars=MAX_DISPLAY_NAME)
+    if not role.is_staff and _STAFF_WORDS.search(_as_read(name)):
+        raise BadRequest("A display name cannot say that you are staff; staff are shown by their role.")
+    return name
+
+
+class CommunityService:
+    """Communities, membership, the group agreement and bans, on the ports given."""
+
+    def __init__(self, communities: Communities, audit: AuditLog) -> None:
+        self.communities = communities
+        self.audit = audit
+
+    async def community(self, community_id: CommunityId) -> Community:
+        community = await self.communities.get(community_id)
+        if community is None:
+            raise NotFound("There is no such community.")
+        return community
+
+    async def standing(self, user: User, community: CommunityId) -> Standing:
+        """The actor's standing in a community (no room, no session). An account banned from
+        it is no member there: a banned facilitator is staff of it no more."""
+        member = await self.communities.member_of(community, user.id) is not None
+        return in_community(user.role, member=member and not await self.communities.banned(community, user.id))
+
+    async def create(self, actor: User, name: str, join: JoinPolicy) -> Community:
+        require(Op.COMMUNITY_CREATE, in_community(actor.role, member=False))
+        community = await self.communities.create(clean_name(name, what="Community name"), join, actor.id)
+        await self.audit.record(actor.id, "community.create", community=community.id)
+        return community
+
+    async def listed(self, actor: User) -> list[tuple[Community, Member | None]]:
+        """The open communities and `actor`'s; every one for those who may add people to a
+        community they are not in (admins)."""
+        everything = allowed(Op.MEMBER_INVITE, in_community(actor.role, member=False))
+        return await self.communities.listed(actor.id, everything)
+
+    async def join(self, actor: User, community_id: CommunityId, display_name: str) -> Member:
+        """`actor` joins an open community under `display_name` (Conflict when the name is
+        another member's, or they are a member already). Joining one by invitation is adding
+        oneself: for whom the matrix lets add people to it."""
+        community = await self.community(community_id)
+        if community.join is not JoinPolicy.OPEN and not allowed(
+            Op.MEMBER_INVITE, await self.standing(actor, community.id)
+        ):
+            raise Forbidden("This community is by invitation. Ask its staff to add you.")
+        return await self._add(actor, community, actor, display_name)
+
+    async def invite(self, actor: User, community_id: CommunityId, account: User | None, display_name: str) -> Member:
+        """Staff add an account to the community under `display_name`."""
+        community = await self.community(community_id)
+        require(Op.MEMBER_INVITE, await self.standing(actor, community.id))
+        if account is None:
+            raise NotFound("There is no such user.")
+        member = await self._add(actor, community, account, display_name)
+        await self.audit.record(actor.id, "member.add", community=community.id, target=member.id)
+        return member
+
+    async def _add(self, actor: User, community: Community, account: User, display_name: str) -> Member:
+        if await self.communities.banned(community.id, account.id):
+            raise Banned("This account is banned from this community.")
+        name = clean_display_name(display_name, account.role)
+        return await self.communities.add_member(community.id, account, name, name_key(name))
+
+    async def me(self, actor: User, community_id: CommunityId) -> Member:
+        """The actor's own card in the community: NotFound when they have none, Banned while
+        their account is banned from it (their card stays, but they do nothing with it)."""
+        community = await self.community(community_id)
+        member = await self.communities.member_of(community.id, actor.id)
+        if member is None:
+            raise NotFound("You are not a member of this community.")
+        if await self.communities.banned(community.id, actor.id):
+            raise Banned("This account is banned from this community.")
+        return member
+
+    async def rename(self, actor: User, community_id: CommunityId, display_name: str) -> Member:
+        member = await self.me(actor, community_id)
+        name = clean_display_name(display_name, actor.role)
+        if name == member.name:
+            return member
+        return await self.communities.rename(member, name, name_key(name))
+
+    async def home_for_room(self, actor: User, community_id: object) -> Community:
+        """The community a new room goes in: the one named (where `actor` is staff), or the
+        only one there is; BadRequest when there are several and none is named."""
+        if community_id is None:
+            only = await self.communities.only()
+            if only is None:
+                raise BadRequest("Name the room's `community`.")
+            community = only
+        elif isinstance(community_id, str) and len(community_id) <= 64:
+            community = await self.community(CommunityId(community_id))
+        else:
+            raise BadRequest("`community` must be a community id.")
+        require(Op.ROOM_CREATE, await self.standing(actor, community.id))
+        return community
+
+    async def card_of(self, community: CommunityId, account: UserId) -> Member:
+        """The member card `account` has in `community`: NotFound when it has none (add them
+        to the community first)."""
+        member = await self.communities.member_of(community, account)
+        if member is None:
+            raise NotFound("That person is not a member of this room's community.")
+        return member
+
+    async def member_in(self, community: CommunityId, member_id: MemberId) -> Member:
+        """The member of `community` with that id: NotFound for another community's."""
+        member = await self.communities.member(member_id)
+        if member is None or member.community != community:
+            raise NotFound("There is no such member in this community.")
+        return member
+
+    async def account_of(self, actor: User, community_id: CommunityId, member_id: MemberId) -> Member:
+        """Whose card it is, for the community's staff; every reading is audited."""
+        community = await self.community(community_id)
+        require(Op.MEMBER_ACCOUNT, await self.standing(actor, community.id))
+        member = await self.member_in(community.id, member_id)
+        await self.audit.record(actor.id, "member.account", community=community.id, target=member.id)
+        return member
+
+    async def ids_in(self, community: CommunityId, accounts: Sequence[UserId]) -> list[str]:
+        """The member ids `accounts` have in `community`, in their order (none for an account
+        that is not a member)."""
+        found = [await self.communities.member_of(community, account) for account in accounts]
+        return [member.id for member in found if member is not None]
+
+    async def accounts_in(self, community: CommunityId, member_ids: Sequence[str]) -> list[UserId]:
+        """The accounts of the members named, in their order: NotFound for an id that is not
+        a member of `community`."""
+        return [(await self.member_in(community, MemberId(m))).account for m in member_ids]
+
+    async def account(self, community: CommunityId, member_id: str) -> UserId | None:
+        """The account behind a member id of `community` (None: no such member there)."""
+        member = await self.communities.member(MemberId(member_id))
+        return member.account if member is not None and member.community == community else None
+
+    # Entering a room
+
+    async def enter(self, user: User, room: Room) -> Member:
+        """The member `user` is in `room`'s community, once they may enter it: not banned, a
+        member (admins become one under their account's name when they first come), and the
+        current agreements (the community's, then the room's own) accepted."""
+        if await self.communities.banned(room.community, user.id):
+            raise Banned("This account is banned from this community.")
+        member = await self.own_card(user, room.community)
+        for scope in (None, room.id):
+            agreement = await self.communities.agreement(room.community, scope)
+            if agreement is not None and not await self.communities.accepted(member.id, agreement):
+                raise AgreementRequired("Please read and accept the group agreement first.", agreement.public())
+        return member
+
+    async def own_card(self, user: User, community: CommunityId) -> Member:
+        """The member `user` is in `community`; admins, staff everywhere, become one under their
+        account's name the first time they need a card there; anyone else: Forbidden."""
+        member = await self.communities.member_of(community, user.id)
+        if member is None:
+            if not allowed(Op.ROOM_ENTER, in_community(user.role, member=False)):  # admins enter anywhere
+                raise Forbidden("Join this room's community first.")
+            member = await self._admin_member(user, community)
+        return member
+
+    async def _admin_member(self, user: User, community: CommunityId) -> Member:
+        # An account's name may be twice as long as a display name: it is cut, not refused.
+        name = clean_display_name(user.name[:MAX_DISPLAY_NAME], user.role)
+        for n in range(1, 100):
+            shown = name if n == 1 else f"{name[: MAX_DISPLAY_NAME - 4]} {n}"
+            try:
+                return await self.communities.add_member(community, user, shown, name_key(shown))
+            except Conflict:  # the name is taken; or they were made a member meanwhile
+                if (member := await self.communities.member_of(community, user.id)) is not None:
+                    return member
+        raise BadRequest("Choose a display name for this community first.")
+
+    # The group agreement
+
+    async def set_agreement(self, actor: User, community_id: CommunityId, text: str, room: Room | None) -> Agreement:
+        community = await self.community(community_id)
+        require(Op.AGREEMENT_SET, await self.standing(actor, community.id))
+        if room is not None and room.community != community.id:
+            raise NotFound("There is no such room in this community.")
+        text = clean_text(text, max_chars=MAX_AGREEMENT, what="Agreement")
+        agreement = await self.communities.set_agreement(
+            community.id, None if room is None else room.id, text, actor.id
+        )
+        await self.audit.record(
+            actor.id, "agreement.set", community=community.id, room=agreement.room, reason=f"v{agreement.version}"
+        )
+        return agreement
+
+    async def agreement(
+        self, actor: User, community_id: CommunityId, room: Room | None = None
+    ) -> tuple[Agreement | None, bool]:
+        """The current agreement (the community's, or `room`'s own), and whether `actor`
+        accepted it (True when there is none)."""
+        member = await self.me(actor, community_id)
+        agreement = await self.communities.agreement(member.community, _scope(member, room))
+        return agreement, agreement is None or await self.communities.accepted(member.id, agreement)
+
+    async def accept(self, actor: User, community_id: CommunityId, version: int, room: Room | None = None) -> Agreement:
+        """Record the acceptance of `version`: Conflict unless it is the current one."""
+        member = await self.me(actor, community_id)
+        agreement = await self.communities.agreement(member.community, _scope(member, room))
+        if agreement is None or agreement.version != version:
+            raise Conflict("That is not the current version of the agreement.")
+        await self.communities.accept(member.id, agreement)
+        return agreement
+
+    # Bans
+
+    async def ban(self, actor: User, community_id: CommunityId, member_id: MemberId, reason: str) -> Member:
+        community = await self.community(community_id)
+        require(Op.BAN, await self.standing(actor, community.id))
+        member = await self.member_in(community.id, member_id)
+        require_bannable(member.role, itself=member.account == actor.id)
+        reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
+        if not await self.communities.ban(community.id, member.account, actor.id, reason):
+            raise Conflict("That member is banned already.")
+        await self.audit.record(actor.id, "ban", community=community.id, target=member.id, reason=reason)
+        return member
+
+    async def unban(self, actor: User, community_id: CommunityId, member_id: MemberId) -> Member:
+        community = await self.community(community_id)
+        require(Op.BAN, await self.standing(actor, community.id))
+        member = await self.member_in(community.id, member_id)
+        if not await self.communities.unban(community.id, member.account):
+            raise NotFound("That member is not banned.")
+        await self.audit.record(actor.id, "ban.lift", community=community.id, target=member.id)
+        return member
+
+
+def _scope(member: Member, room: Room | None) -> RoomId | None:
+    """The room whose own agreement is meant (None: the community's); NotFound for a room
+    of another community."""
+    if room is None:
+        return None
+    if room.community != member.community:
+        raise NotFound("There is no such room in this community.")
+    return room.id
