@@ -152,6 +152,13 @@ class Communities(Protocol):
 
     async def banned(self, community: CommunityId, user: UserId) -> bool: ...
 
+    async def load_bans(self) -> frozenset[tuple[CommunityId, UserId]]:
+        """Every ban, read again from the store (each heartbeat: a ban whose notice was lost
+        holds within one)."""
+
+    async def recheck_ban(self, community: CommunityId, user: UserId) -> bool:
+        """Read one account's ban from the store now (its notice came from another worker)."""
+
     async def ban(self, community: CommunityId, user: UserId, actor: UserId, reason: str) -> bool:
         """False when the account was banned already."""
 
@@ -169,6 +176,9 @@ class Communities(Protocol):
 
     async def accept(self, member: MemberId, agreement: Agreement) -> None:
         """Record that `member` accepted it now (once; accepting again changes nothing)."""
+
+    def forget_all(self) -> None:
+        """Drop everything remembered: notices may have been missed."""
 
     def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
         """Drop what this worker remembers of the community (its agreements), of `user` in it

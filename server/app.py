@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await broker.start()
         shared = open_shared(broker, presence_ttl=settings.presence_ttl)
         store = SqlTranscriptStore(engines)
+        communities = SqlCommunities(engines)
+        await communities.load_bans()
         hub = Hub(
             settings,
             store=store,
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             shared=shared,
             accounts=accounts,
             outbox=SqlOutbox(engines),
-            communities=SqlCommunities(engines),
+            communities=communities,
             audit=SqlAuditLog(engines),
         )
         hub.start()

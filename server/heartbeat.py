@@ -2,7 +2,8 @@
 
 - From the store, needed most while Redis is away: each room feed catches up with what is
   committed (so a lost publish is late by one beat at most), and sockets whose token was
-  revoked on another worker are closed (if that worker's notice was lost).
+  revoked, or whose account was banned from a community they are in, on another worker are
+  closed (if that worker's notice was lost).
 - On shared state: this worker's presence leases and connection counts are renewed, and
   its rooms swept for users of workers that died, whose departure is told and noted in
   any live session.
@@ -14,7 +15,8 @@ import asyncio
 import logging
 
 from rooms.errors import Unavailable
-from rooms.ports import Limiter, Revocations, TranscriptStore
+from rooms.model import UserId
+from rooms.ports import Communities, Limiter, Revocations, TranscriptStore
 from server.clients import Clients
 from server.fanout import Fanout
 from server.health import Health
@@ -37,6 +39,7 @@ class Heartbeat:
         roster: Roster,
         clients: Clients,
         desk: LiveDesk,
+        communities: Communities,
     ) -> None:
         self.every = every
         self.store = store
@@ -47,6 +50,7 @@ class Heartbeat:
         self.roster = roster
         self.clients = clients
         self.desk = desk
+        self.communities = communities
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -79,6 +83,10 @@ class Heartbeat:
         revoked = await self.directory.load_revoked()
         for jti in {c.token_id for c in self.clients.registry.all()} & revoked:
             self.clients.revoke(jti)
+        bans = await self.communities.load_bans()
+        present = {(m.community, c.user_id) for c in self.clients.registry.all() for m in c.members.values()}
+        for community, user in present & bans:
+            self.clients.banned(community, UserId(user))
 
     async def on_shared_state(self) -> None:
         await self.roster.renew()

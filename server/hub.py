@@ -97,7 +97,7 @@ class Hub:
             clients,
             standing=self.service.standing_in,
             forget_role=directory.forget_role,
-            forget_community=communities.forget,
+            communities=communities,
             worker=worker,
         )
         self.heartbeat = Heartbeat(
@@ -110,6 +110,7 @@ class Hub:
             roster=roster,
             clients=clients,
             desk=desk,
+            communities=communities,
         )
 
     @staticmethod

@@ -22,6 +22,7 @@ import msgpack
 
 from rooms.model import CommunityId, Member, MemberId, Role, RoomId, User, UserId
 from rooms.permissions import Standing
+from rooms.ports import Communities
 from server.broker import Backend
 from server.clients import Clients
 from server.fanout import Fanout
@@ -34,7 +35,6 @@ CONTROL = RoomId("_control")  # the broker channel for notices to people, not ro
 
 StandingIn = Callable[[User, RoomId], Awaitable[Standing]]
 Forget = Callable[[RoomId, UserId], None]
-ForgetCommunity = Callable[[CommunityId, UserId | None, MemberId | None], None]
 
 
 class Notices:
@@ -47,7 +47,7 @@ class Notices:
         *,
         standing: StandingIn,
         forget_role: Forget,
-        forget_community: ForgetCommunity,
+        communities: Communities,
         worker: str,
     ) -> None:
         self.broker = broker
@@ -56,7 +56,7 @@ class Notices:
         self.clients = clients
         self.standing = standing  # what a user is in a room, read afresh
         self.forget_role = forget_role  # drop what this worker remembers of a role
-        self.forget_community = forget_community  # and of a community, a member, a ban
+        self.communities = communities  # what this worker remembers of communities, members, bans
         self.worker = worker
         self._task: asyncio.Task[None] | None = None
 
@@ -91,7 +91,7 @@ class Notices:
     ) -> None:
         """A community's agreement, or a member's card or ban, changed: every worker drops what
         it remembers of it, so the next join reads it afresh."""
-        self.forget_community(community, user, member)
+        self.communities.forget(community, user, member)
         await self._send({"community": [community, user, member]})
 
     async def renamed(self, member: Member) -> None:
@@ -102,13 +102,14 @@ class Notices:
         await self._send({"renamed": card})
 
     def _renamed_here(self, member: Member) -> None:
-        self.forget_community(member.community, member.account, member.id)
+        self.communities.forget(member.community, member.account, member.id)
         self.clients.renamed(member)
 
     async def banned(self, community: CommunityId, user: UserId) -> None:
         """`user` is banned from `community`: on every worker, what was remembered of them
-        there is dropped and their sockets in its rooms close (4403)."""
-        self.forget_community(community, user, None)
+        there is dropped and their sockets in its rooms close (4403). A worker that misses the
+        notice (the broker away) closes them at its next heartbeat, which reloads the bans."""
+        self.communities.forget(community, user, None)
         self.clients.banned(community, user)
         await self._send({"banned": [community, user]})
 
@@ -133,6 +134,7 @@ class Notices:
         while True:
             try:
                 async with self.broker.subscribe(CONTROL) as messages:
+                    self.communities.forget_all()  # what changed while it was away was not heard
                     async for raw in messages:
                         notice = msgpack.unpackb(raw, raw=False)
                         if notice.get("origin") != self.worker:
@@ -155,15 +157,18 @@ class Notices:
                 self.clients.revoke(notice["revoked"])
             elif "community" in notice:
                 community, user, member = notice["community"]
-                self.forget_community(CommunityId(community), user and UserId(user), member and MemberId(member))
+                self.communities.forget(CommunityId(community), user and UserId(user), member and MemberId(member))
+                if user:  # a ban lifted
+                    await self.communities.recheck_ban(CommunityId(community), UserId(user))
             elif "renamed" in notice:
                 member, community, account, name, role = notice["renamed"]
                 card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
                 self._renamed_here(card)
             elif "banned" in notice:
                 community, user = notice["banned"]
-                self.forget_community(CommunityId(community), UserId(user), None)
-                self.clients.banned(CommunityId(community), UserId(user))
+                self.communities.forget(CommunityId(community), UserId(user), None)
+                if await self.communities.recheck_ban(CommunityId(community), UserId(user)):
+                    self.clients.banned(CommunityId(community), UserId(user))
             else:
                 self._notify_here(set(notice["users"]), notice["event"])
         except Exception:

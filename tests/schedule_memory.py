@@ -246,6 +246,12 @@ class MemoryCommunities:
     async def banned(self, community: CommunityId, user: UserId) -> bool:
         return (community, user) in self.bans
 
+    async def load_bans(self) -> frozenset[tuple[CommunityId, UserId]]:
+        return frozenset(self.bans)
+
+    async def recheck_ban(self, community: CommunityId, user: UserId) -> bool:
+        return (community, user) in self.bans
+
     async def ban(self, community: CommunityId, user: UserId, actor: UserId, reason: str) -> bool:
         new = (community, user) not in self.bans
         self.bans.add((community, user))
@@ -270,8 +276,11 @@ class MemoryCommunities:
     async def accept(self, member: MemberId, agreement: Agreement) -> None:
         self.acceptances.add((member, agreement.room, agreement.version))
 
-    def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
+    def forget_all(self) -> None:
         pass  # nothing is remembered beside what is stored
+
+    def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
+        pass
 
 
 _communities: type[Communities] = MemoryCommunities

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
+from server.store.tables import bans
 from tests.conftest import (
     TIMEOUT,
     UNIT,
@@ -25,6 +27,8 @@ from tests.conftest import (
     process_account,
     process_room,
     record_figure,
+    serving,
+    test_settings,
 )
 from tests.support.processes import process_community
 from tests.test_communities import audit, enter, new_community
@@ -252,3 +256,25 @@ async def test_a_ban_and_an_agreement_made_on_one_worker_hold_on_the_other(
         return "result" in await sam_again.request("join", room=room)
 
     await eventually(back_in, within=1.0 * UNIT, every=0.05)
+
+
+async def test_a_ban_whose_notice_never_came_closes_the_socket_at_the_next_heartbeat(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A ban written by another worker while the broker was away reaches no notice here: the
+    heartbeat, which reloads the bans from the store, closes the account's socket with 4403
+    within a beat, and its next join is refused."""
+    async with serving(test_settings(tmp_path).with_(presence_ttl=1.0)) as (running, api):  # a beat every 0.25 s
+        staff = await api.staff()
+        room = await api.room(staff)
+        sam = await api.signup()
+        client = await open_client(running, sam)
+        clients.append(client)
+        await client.call("join", room=room)
+        values = {"community_id": await api.community(), "user_id": sam.id, "banned_by": staff.id}
+        async with running.hub.audit.engines.writer.begin() as conn:  # type: ignore[attr-defined]
+            await conn.execute(insert(bans).values(**values, reason="elsewhere", created_at=0))
+        assert await client.closing(within=2.0 * UNIT) == (4403, "banned from this community")
+        again = await open_client(running, sam)
+        clients.append(again)
+        assert (await again.error("join", room=room))["code"] == "banned"

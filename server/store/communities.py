@@ -39,7 +39,11 @@ class SqlCommunities(Queries):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.recent = Recent()
+        # A member who is not one yet is read again at once: joining a community on one worker
+        # and a room on another a moment later must not find "not a member" remembered.
+        self.recent = Recent(absent_ttl=0.0)
+        self._bans: set[tuple[CommunityId, UserId]] | None = None  # loaded by `load_bans`
+        self._bans_meanwhile: list[tuple[tuple[CommunityId, UserId], bool]] | None = None
         self._accepted: set[tuple[str, str, int]] = set()  # (member, scope, version): given for good
 
     async def create(self, name: str, join: JoinPolicy, creator: UserId) -> Community:
@@ -128,11 +132,42 @@ class SqlCommunities(Queries):
         return Member(member.id, member.community, member.account, name, member.role)
 
     async def banned(self, community: CommunityId, user: UserId) -> bool:
-        async def load() -> bool:
-            query = select(bans.c.user_id).where(bans.c.community_id == community, bans.c.user_id == user)
-            return await self._one(query) is not None
+        """From memory once `load_bans` ran (every worker reloads it each heartbeat, and a ban
+        made on another worker is read at once when its notice comes); from the store before."""
+        if self._bans is not None:
+            return (community, user) in self._bans
+        return await self._read_ban(community, user)
 
-        return bool(await self.recent.get(("banned", community, user), load))
+    async def _read_ban(self, community: CommunityId, user: UserId) -> bool:
+        query = select(bans.c.user_id).where(bans.c.community_id == community, bans.c.user_id == user)
+        return await self._one(query) is not None
+
+    async def load_bans(self) -> frozenset[tuple[CommunityId, UserId]]:
+        """Every ban, read again from the store: a small table (the accounts put out of some
+        community), kept in memory so that a join reads nothing for it."""
+        self._bans_meanwhile = []  # a ban or a lift made here while the read runs counts too
+        try:
+            rows = await self._all(select(bans.c.community_id, bans.c.user_id))
+            loaded = {(CommunityId(row.community_id), UserId(row.user_id)) for row in rows}
+            for key, banned in self._bans_meanwhile:
+                (loaded.add if banned else loaded.discard)(key)
+        finally:
+            self._bans_meanwhile = None
+        self._bans = loaded
+        return frozenset(loaded)
+
+    async def recheck_ban(self, community: CommunityId, user: UserId) -> bool:
+        """Read one account's ban from the store now (a notice says it changed elsewhere)."""
+        banned = await self._read_ban(community, user)
+        self._note_ban((community, user), banned)
+        return banned
+
+    def _note_ban(self, key: tuple[CommunityId, UserId], banned: bool) -> None:
+        for known in (self._bans, self._bans_meanwhile):
+            if isinstance(known, set):
+                (known.add if banned else known.discard)(key)
+            elif isinstance(known, list):
+                known.append((key, banned))
 
     async def ban(self, community: CommunityId, user: UserId, actor: UserId, reason: str) -> bool:
         values = {"community_id": community, "user_id": user, "banned_by": actor, "reason": reason}
@@ -140,8 +175,7 @@ class SqlCommunities(Queries):
             await self._write(insert(bans).values(**values, created_at=now_us()))
         except IntegrityError:
             return False
-        finally:
-            self.recent.drop(("banned", community, user))
+        self._note_ban((community, user), True)
         return True
 
     async def unban(self, community: CommunityId, user: UserId) -> bool:
@@ -149,7 +183,7 @@ class SqlCommunities(Queries):
         found = await self._one(select(bans.c.user_id).where(*where))
         if found is not None:
             await self._write(bans.delete().where(*where))
-        self.recent.drop(("banned", community, user))
+        self._note_ban((community, user), False)
         return found is not None
 
     async def agreement(self, community: CommunityId, room: RoomId | None) -> Agreement | None:
@@ -205,12 +239,15 @@ class SqlCommunities(Queries):
             self._accepted.clear()
         self._accepted.add(key)
 
+    def forget_all(self) -> None:
+        """Drop everything remembered (the control channel was away: changes may be missed)."""
+        self.recent.clear()
+
     def forget(self, community: CommunityId, user: UserId | None = None, member: MemberId | None = None) -> None:
         self.recent.drop_where(lambda key: key[:2] == ("agreement", community))
         self.recent.drop("only")  # a community made on another worker: there may be two now
         if user is not None:
             self.recent.drop(("member_of", community, user))
-            self.recent.drop(("banned", community, user))
         if member is not None:
             self.recent.drop(("member", member))
 

@@ -90,6 +90,10 @@ class Recent:
         self._known.pop(key, None)
         self._loading.pop(key, None)
 
+    def clear(self) -> None:
+        self._known.clear()
+        self._loading.clear()
+
     def drop_where(self, match: Callable[[tuple[Any, ...]], bool]) -> None:
         """Drop every entry whose key (a tuple) `match`es."""
         for key in [k for k in (*self._known, *self._loading) if isinstance(k, tuple) and match(k)]:
