@@ -31,7 +31,7 @@ from typing import Any
 from rooms.communities import CommunityService
 from rooms.errors import BadRequest, Forbidden, NotFound
 from rooms.model import Role, Room, RoomId, RoomKind, User, UserId
-from rooms.permissions import REFUSALS, Op, Standing, allowed, in_room, require, require_co_facilitator
+from rooms.permissions import REFUSALS, Op, Standing, allowed, require, require_co_facilitator
 from rooms.ports import Directory, LockedSession, ScheduleStore
 from rooms.schedule import (
     LATEST,
@@ -56,6 +56,7 @@ from rooms.schedule_rules import (
     promoted,
     standing,
 )
+from rooms.service import room_standing
 
 # Windows
 DEFAULT_WINDOW = timedelta(days=60)  # occurrences listed when no `to` is given
@@ -150,11 +151,8 @@ class ScheduleService:
     async def _standing(self, user: User, room: Room, session: Session | None = None) -> Standing:
         """What `user` is in `room`, and in `session` if one is named: one of its facilitators
         while they are in the room."""
-        membership = await self.directory.member_role(room.id, user.id)
-        member = await self.communities.member_of(room.community, user.id) is not None
-        member = member and not await self.communities.banned(room.community, user.id)  # banned: no member
-        standing = in_room(user.role, member=member, kind=room.kind, membership=membership)
-        facilitates = session is not None and user.id in session.facilitators and membership is not None
+        standing = await room_standing(self.directory, self.communities, user, room)
+        facilitates = session is not None and user.id in session.facilitators and standing.room_member
         return standing.in_session(facilitates)
 
     async def _visible_room(self, user: User, room_id: RoomId, session: Session | None = None) -> tuple[Room, Standing]:

@@ -85,6 +85,17 @@ def check_client_id(client_id: str) -> str:
     return client_id
 
 
+async def room_standing(directory: Directory, communities: Communities, user: User, room: Room) -> Standing:
+    """What `user` is in `room`: their role, whether they belong in it, whether they are one
+    of its facilitators. An account banned from the room's community is none of these: a
+    banned facilitator runs nothing there, a banned member sees nothing of it."""
+    if await communities.banned(room.community, user.id):
+        return in_room(user.role, member=False, kind=room.kind, membership=None)
+    membership = await directory.member_role(room.id, user.id)
+    member = membership is not None or await communities.member_of(room.community, user.id) is not None
+    return in_room(user.role, member=member, kind=room.kind, membership=membership)
+
+
 class RoomService:
     """Rooms, membership, a person's standing in a room, and the making of durable events.
     Who may do what is the permission matrix's to say (`rooms.permissions`)."""
@@ -107,14 +118,7 @@ class RoomService:
         return room
 
     async def standing(self, user: User, room: Room) -> Standing:
-        """What `user` is in `room`: their role, whether they belong in it, whether they are
-        one of its facilitators. An account banned from the room's community is none of these:
-        a banned facilitator runs nothing there."""
-        if await self.communities.banned(room.community, user.id):
-            return in_room(user.role, member=False, kind=room.kind, membership=None)
-        membership = await self.directory.member_role(room.id, user.id)
-        member = membership is not None or await self.communities.member_of(room.community, user.id) is not None
-        return in_room(user.role, member=member, kind=room.kind, membership=membership)
+        return await room_standing(self.directory, self.communities, user, room)
 
     async def standing_in(self, user: User, room_id: RoomId) -> Standing:
         return await self.standing(user, await self.room(room_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,7 @@ from tests.conftest import (
 )
 from tests.support.processes import process_community
 from tests.test_communities import audit, enter, new_community
+from tests.test_schedule import WEEKLY_THURSDAY, create, group, occurrence_url, occurrences
 
 
 async def ban(http: httpx.AsyncClient, actor: Account, community: str, member: str, reason: str) -> httpx.Response:
@@ -278,3 +280,35 @@ async def test_a_ban_whose_notice_never_came_closes_the_socket_at_the_next_heart
         again = await open_client(running, sam)
         clients.append(again)
         assert (await again.error("join", room=room))["code"] == "banned"
+
+
+async def test_a_banned_account_keeps_no_right_over_the_communitys_sessions(api: Api) -> None:
+    """A banned facilitator of a group schedules, changes and cancels nothing there any more;
+    a banned member of the group neither sees its sessions nor registers."""
+    lead, room, (pat,) = await group(api, members=1)
+    other = await api.staff()
+    r = await api.http.post(
+        f"/api/rooms/{room}/members", json={"member": other.member, "role": "facilitator"}, headers=auth(lead)
+    )
+    assert r.status_code == 201, r.text
+    start = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT19:00")
+    session = await create(api, lead, room, **WEEKLY_THURSDAY, start=start)
+    community = await api.community()
+    admin = await api.staff("admin", join=False)
+    for banned in (other, pat):
+        assert (await ban(api.http, admin, community, banned.member, "out")).status_code == 201
+    r = await api.http.post(
+        f"/api/rooms/{room}/sessions", json={**WEEKLY_THURSDAY, "start": start}, headers=auth(other)
+    )
+    assert r.status_code == 403
+    r = await api.http.patch(f"/api/sessions/{session['id']}", json={"title": "Mine now"}, headers=auth(other))
+    assert r.status_code == 403
+    r = await api.http.get(f"/api/rooms/{room}/sessions", headers=auth(pat))
+    assert r.status_code == 403
+    end = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT00:00:00Z")
+    listed = await occurrences(api, lead, session["id"], start[:10] + "T00:00:00Z", end)
+    key = listed[0]["key"]
+    r = await api.http.post(occurrence_url(session["id"], key, "registration"), headers=auth(pat))
+    assert r.status_code == 403
+    r = await api.http.post(occurrence_url(session["id"], key, "cancel"), json={}, headers=auth(other))
+    assert r.status_code == 403
