@@ -268,9 +268,12 @@ class CommunityService:
 
     async def ban(self, actor: User, community_id: CommunityId, member_id: MemberId, reason: str) -> Member:
         community = await self.community(community_id)
-        require(Op.BAN, await self.standing(actor, community.id))
+        standing = await self.standing(actor, community.id)
+        require(Op.BAN, standing)
         member = await self.member_in(community.id, member_id)
         require_bannable(member.role, itself=member.account == actor.id)
+        if member.role.is_staff:
+            require(Op.BAN_STAFF, standing)
         reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
         if not await self.communities.ban(community.id, member.account, actor.id, reason):
             raise Conflict("That member is banned already.")
@@ -279,8 +282,11 @@ class CommunityService:
 
     async def unban(self, actor: User, community_id: CommunityId, member_id: MemberId) -> Member:
         community = await self.community(community_id)
-        require(Op.BAN, await self.standing(actor, community.id))
+        standing = await self.standing(actor, community.id)
+        require(Op.BAN, standing)
         member = await self.member_in(community.id, member_id)
+        if member.role.is_staff:
+            require(Op.BAN_STAFF, standing)
         if not await self.communities.unban(community.id, member.account):
             raise NotFound("That member is not banned.")
         await self.audit.record(actor.id, "ban.lift", community=community.id, target=member.id)

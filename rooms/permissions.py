@@ -46,6 +46,7 @@ class Op(StrEnum):
     MEMBER_ACCOUNT = "read a member's account"
     AGREEMENT_SET = "set the group agreement"
     BAN = "ban a member, or lift a ban"
+    BAN_STAFF = "ban a member of staff, or lift their ban"
     # Rooms
     ROOM_CREATE = "create a room"
     ROOM_ENTER = "join a group room, see its sessions"
@@ -78,6 +79,7 @@ WHERE: dict[Op, str] = {
     Op.MEMBER_ACCOUNT: "`GET /api/communities/{c}/members/{m}`",
     Op.AGREEMENT_SET: "`PUT /api/communities/{c}/agreement`",
     Op.BAN: "`POST /api/communities/{c}/bans`, `DELETE /api/communities/{c}/bans/{m}`",
+    Op.BAN_STAFF: "the same, of a facilitator or clinician",
     Op.ROOM_CREATE: "`POST /api/rooms`",
     Op.ROOM_ENTER: "`join`; `GET /api/rooms/{r}/sessions`, a session's occurrences, the calendars",
     Op.ROOM_MEMBERS: "`POST /api/rooms/{r}/members`",
@@ -111,6 +113,7 @@ MATRIX: dict[Op, frozenset[Who]] = {
     Op.MEMBER_ACCOUNT: _STAFF,
     Op.AGREEMENT_SET: _STAFF,
     Op.BAN: _STAFF,
+    Op.BAN_STAFF: frozenset({Who.ADMIN}),
     Op.ROOM_CREATE: frozenset({Who.FACILITATOR, Who.ADMIN}),
     Op.ROOM_ENTER: _EVERYONE,
     Op.ROOM_MEMBERS: _RUNS_ROOM,
@@ -145,6 +148,7 @@ REFUSALS: dict[Op, str] = {
     Op.MEMBER_ACCOUNT: "Only this community's staff can see whose a member card is.",
     Op.AGREEMENT_SET: "Only this community's staff can change its agreement.",
     Op.BAN: "Only this community's staff can ban.",
+    Op.BAN_STAFF: "Only an admin can ban a member of staff, or lift their ban.",
     Op.ROOM_CREATE: "Only facilitators and admins can open rooms.",
     Op.ROOM_ENTER: "This group is for its members. Ask its facilitator to add you.",
     Op.ROOM_MEMBERS: "Only this room's facilitators can add members.",

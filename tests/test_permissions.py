@@ -299,6 +299,22 @@ async def _ban(w: World) -> Tried:
     return tried
 
 
+@row("ban a member of staff, or lift their ban")
+async def _ban_staff(w: World) -> Tried:
+    tried: Tried = {}
+    for kind, p in w.kinds():
+        target = (await w.person("clinician", communities=[w.b], client=False)).cards[w.b]
+        banned = http_allowed(
+            await w.call("POST", f"/api/communities/{w.b}/bans", p, {"member": target, "reason": "A test."})
+        )
+        if not banned:
+            r = await w.call("POST", f"/api/communities/{w.b}/bans", w.root, {"member": target, "reason": "A test."})
+            assert r.status_code == 201, r.text
+        lifted = http_allowed(await w.call("DELETE", f"/api/communities/{w.b}/bans/{target}", p))
+        tried[kind] = {"ban": banned, "lift": lifted}
+    return tried
+
+
 # Rooms
 
 
