@@ -6,6 +6,7 @@ people is checked further by the domain (`rooms.service.clean_text`), which answ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,14 @@ from rooms.errors import BadRequest
 
 MAX_ID = 2**53 - 1  # the largest integer every JSON parser reads exactly
 ID = 64  # characters of an id (room, user, client_id): past it, `bad_request`
+_ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the shape of an id (a room's, a member's, a community's...):
+    1 to 64 ASCII letters, digits, `_` or `-`. What has not names nothing, and the store is
+    not asked (nor is its answer remembered)."""
+    return _ID_SHAPE.fullmatch(value) is not None
 
 
 def string(values: Mapping[str, Any], name: str, *, max_len: int = 200) -> str:

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from rooms.errors import BadRequest, Forbidden, NotFound, TooLarge
+from rooms.errors import BadRequest, Banned, Forbidden, NotFound, TooLarge
 from rooms.hours import check_hours
 from rooms.model import CommunityId, EventKind, Member, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
 from rooms.permissions import (
@@ -135,8 +135,10 @@ class RoomService:
         return room
 
     async def entry(self, user: User, room: Room, *, on_duty: bool = False) -> Standing:
-        """`user`'s standing in `room`, once they may join it (else Forbidden), and be shown on
-        duty there if they ask to."""
+        """`user`'s standing in `room`, once they may join it (else Banned or Forbidden), and
+        be shown on duty there if they ask to."""
+        if await self.communities.banned(room.community, user.id):
+            raise Banned("This account is banned from this community.")
         standing = await self.standing(user, room)
         require(Op.ROOM_ENTER, standing)
         if on_duty:

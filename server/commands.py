@@ -76,8 +76,10 @@ async def op_join(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     since = fields.maybe_integer(args, "since", low=0)
     on_duty = fields.flag(args, "on_duty")
     room = await hub.service.room(room_id)
+    standing = await hub.service.entry(
+        user, room, on_duty=on_duty
+    )  # before the agreements: a group's own is its members'
     member = await hub.members.enter(user, room)
-    standing = await hub.service.entry(user, room, on_duty=on_duty)
     conn.members[room.id] = member  # (a join again on this connection takes the card as it is now)
     try:
         if await hub.communities.banned(room.community, user.id):  # banned while it was checked

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import quote
 
 from server.settings import normalise_db_url
 from tests.conftest import (
     ServerProcess,
+    auth,
     open_client,
     process_account,
     process_room,
@@ -67,3 +69,30 @@ async def test_hearth_migrate_prepares_postgresql_for_production_workers(
     client = await open_client(proc, staff)
     assert (await client.call("join", room=room))["seq"] == 0
     await client.close()
+
+
+async def test_ids_that_name_nothing_get_404_not_500_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """A NUL byte (which PostgreSQL's text cannot hold) or 10 KB in an id, in a path or a
+    body, names nothing: 404, or 400 where the body's id is malformed, never a 500."""
+    settings = test_settings(tmp_path).with_(database_url=normalise_db_url(postgres_url))
+    async with serving(settings) as (running, api):
+        staff = await api.staff()
+        community = await api.community()
+        room = await api.room(staff)
+        for bad in ("\x00", "x" * 10_000, "r_\u00e9"):
+            for path in (
+                f"/api/communities/{quote(bad)}/agreement",
+                f"/api/communities/{community}/members/{quote(bad)}",
+            ):
+                r = await api.http.get(path, headers=auth(staff))
+                assert r.status_code == 404, (path[:40], r.status_code, r.text[:200])
+            r = await api.http.put(
+                f"/api/communities/{community}/agreement", json={"text": "Be kind.", "room": bad}, headers=auth(staff)
+            )
+            assert r.status_code in (400, 404), r.text[:200]
+            r = await api.http.post(
+                f"/api/communities/{community}/members", json={"user": bad, "display_name": "X"}, headers=auth(staff)
+            )
+            assert r.status_code in (400, 404), r.text[:200]
+            r = await api.http.post(f"/api/rooms/{room}/members", json={"member": bad}, headers=auth(staff))
+            assert r.status_code in (400, 404), r.text[:200]

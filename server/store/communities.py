@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rooms.clock import now_us
 from rooms.errors import Conflict
+from rooms.fields import is_id
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, RoomId, User, UserId
 from rooms.ports import Agreement, AuditLog, Communities
 from server.store.directory import Queries, Recent, new_id
@@ -57,6 +58,9 @@ class SqlCommunities(Queries):
         return community
 
     async def get(self, community: CommunityId) -> Community | None:
+        if not is_id(community):
+            return None
+
         async def load() -> Community | None:
             row = await self._one(select(communities).where(communities.c.id == community))
             return _community(row) if row else None
@@ -103,6 +107,9 @@ class SqlCommunities(Queries):
         return await self.recent.get(("member_of", community, user), load)
 
     async def member(self, member: MemberId) -> Member | None:
+        if not is_id(member):
+            return None
+
         async def load() -> Member | None:
             query = select(*_MEMBER_COLUMNS).join(users, users.c.id == members.c.user_id).where(members.c.id == member)
             row = await self._one(query)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rooms.clock import now_us
 from rooms.errors import Conflict
+from rooms.fields import is_id
 from rooms.model import CommunityId, MemberRole, Role, Room, RoomId, RoomKind, User, UserId
 from rooms.ports import Directory, Revocations
 from server.store.engine import Engines
@@ -141,6 +142,9 @@ class SqlDirectory(Queries):
     # Users
 
     async def get_user(self, user: UserId) -> User | None:
+        if not is_id(user):
+            return None
+
         async def load() -> User | None:
             row = await self._one(select(users).where(users.c.id == user))
             return _user(row) if row else None
@@ -167,6 +171,9 @@ class SqlDirectory(Queries):
     # Rooms and membership
 
     async def get_room(self, room: RoomId) -> Room | None:
+        if not is_id(room):
+            return None
+
         async def load() -> Room | None:
             row = await self._one(select(rooms).where(rooms.c.id == room))
             return _room(row) if row else None

@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rooms.clock import from_us, now_us, to_us
+from rooms.fields import is_id
 from rooms.model import RoomId, UserId
 from rooms.ports import ScheduleStore
 from rooms.schedule import LOCAL_FORMAT, Change, Occurrence, Session, SessionId, keys_near
@@ -113,6 +114,9 @@ class SqlSchedule:
         await guarded(run)
 
     async def get(self, session_id: SessionId) -> Session | None:
+        if not is_id(session_id):
+            return None
+
         async def run() -> Session | None:
             async with self.engines.reader.connect() as conn:
                 return await _load(conn, session_id)
