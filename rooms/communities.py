@@ -154,12 +154,15 @@ class CommunityService:
         require(Op.ROOM_CREATE, await self.standing(actor, community.id))
         return community
 
-    async def card_of(self, community: CommunityId, account: UserId) -> Member:
-        """The member card `account` has in `community`: NotFound when it has none (add them
-        to the community first)."""
-        member = await self.communities.member_of(community, account)
+    async def card_of_account(self, actor: User, room: Room, account: UserId) -> Member:
+        """The member card an account has in `room`'s community, for one who runs the room
+        and names the person by account: NotFound when it has none (add them to the community
+        first). Linking an account to its card is a reading of another member's account: it
+        is audited like one."""
+        member = await self.communities.member_of(room.community, account)
         if member is None:
             raise NotFound("That person is not a member of this room's community.")
+        await self.audit.record(actor.id, "member.account", community=room.community, room=room.id, target=member.id)
         return member
 
     async def member_in(self, community: CommunityId, member_id: MemberId) -> Member:

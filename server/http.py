@@ -223,15 +223,13 @@ async def add_member(request: Request) -> Response:
     # Refused before the person is looked up: whether an account or a card is in the community
     # is for those who may add members to know.
     room = await hub.service.managed_room(user, RoomId(request.path_params["room"]), Op.ROOM_MEMBERS)
-    if "member" in data:  # a member card of the room's community; or, for staff who know it, the account
+    if "member" in data:
         who = await hub.members.member_in(room.community, MemberId(fields.string(data, "member", max_len=fields.ID)))
-        target = who.account
     else:
-        target = UserId(_text(data, "user"))
-        who = await hub.members.card_of(room.community, target)
-    added = await hub.service.add_member(user, room.id, target, MemberRole(role))
+        who = await hub.members.card_of_account(user, room, UserId(fields.string(data, "user", max_len=fields.ID)))
+    added = await hub.service.add_member(user, room.id, who.account, MemberRole(role))
     if added:
-        await hub.notices.role_changed(room.id, target)
+        await hub.notices.role_changed(room.id, who.account)
     return JSON({"member": who.public(), "role": role}, status_code=201 if added else 200)
 
 

@@ -699,3 +699,18 @@ async def test_a_database_of_revision_0003_is_upgraded_into_one_community(
         assert [e.get("action") for e in shown[2:]] == ["opened", "waiting", "admitted", "hand", "ended"]
         assert shown[3]["to"] == [member[SAM]]  # private to Sam: shown to Sam, by member id
         assert shown[5]["user"] == member[SAM] and "u_" not in repr(shown)
+
+
+async def test_naming_a_room_member_by_account_is_audited_as_reading_their_account(server: Running, api: Api) -> None:
+    """A facilitator who adds someone to a room by account id learns their card: the log
+    says who linked which card, in which room; adding by member id reads no account."""
+    lead = await api.staff()
+    room = await api.room(lead, kind="group")
+    sam, kit = await api.signup(), await api.signup()
+    r = await api.http.post(f"/api/rooms/{room}/members", json={"user": sam.id}, headers=auth(lead))
+    assert r.status_code == 201 and r.json()["member"]["id"] == sam.member
+    r = await api.http.post(f"/api/rooms/{room}/members", json={"member": kit.member}, headers=auth(lead))
+    assert r.status_code == 201
+    (row,) = await audit(server, "member.account", target=sam.member)
+    assert (row["actor"], row["room_id"]) == (lead.id, room)
+    assert await audit(server, "member.account", target=kit.member) == []
