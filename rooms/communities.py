@@ -182,14 +182,17 @@ class CommunityService:
 
     async def ids_in(self, community: CommunityId, accounts: Sequence[UserId]) -> list[str]:
         """The member ids `accounts` have in `community`, in their order (none for an account
-        that is not a member)."""
-        found = [await self.communities.member_of(community, account) for account in accounts]
-        return [member.id for member in found if member is not None]
+        that is not a member, or is banned there)."""
+        return [member.id for member in await self._present(community, accounts)]
 
-    async def accounts_in(self, community: CommunityId, member_ids: Sequence[str]) -> list[UserId]:
-        """The accounts of the members named, in their order: NotFound for an id that is not
-        a member of `community`."""
-        return [(await self.member_in(community, MemberId(m))).account for m in member_ids]
+    async def in_good_standing(self, community: CommunityId, accounts: Sequence[UserId]) -> list[UserId]:
+        """Those of `accounts` who are members of `community` and not banned there: whom its
+        rooms' reminders and sessions count."""
+        return [member.account for member in await self._present(community, accounts)]
+
+    async def _present(self, community: CommunityId, accounts: Sequence[UserId]) -> list[Member]:
+        found = [await self.communities.member_of(community, account) for account in accounts]
+        return [m for m in found if m is not None and not await self.communities.banned(community, m.account)]
 
     async def account(self, community: CommunityId, member_id: str) -> UserId | None:
         """The account behind a member id of `community` (None: no such member there)."""

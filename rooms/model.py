@@ -58,7 +58,8 @@ class User:
     role: Role
 
     def public(self) -> dict[str, str]:
-        """What other members see of this user."""
+        """The account as its owner sees it (sign-in answers, `auth`): never shown to a peer,
+        who sees a member card (`Member.public`)."""
         return {"id": self.id, "name": self.name, "role": self.role.value}
 
 

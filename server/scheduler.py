@@ -83,7 +83,9 @@ class Scheduler:
         if lease is None:
             return  # another worker is at it right now
         try:
-            users = await self.schedule.registered(occurrence.session, occurrence.key)
+            room = await self.hub.service.room(occurrence.room)
+            registered = await self.schedule.registered(occurrence.session, occurrence.key)
+            users = await self.hub.members.in_good_standing(room.community, registered)  # not the banned
             event = {
                 "ev": "reminder",
                 "room": occurrence.room,
