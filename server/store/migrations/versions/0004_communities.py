@@ -162,15 +162,33 @@ def _members_for_accounts(community: str) -> None:
             ),
             {"id": member, "c": community, "u": user_id, "name": shown, "key": _key(shown), "at": now},
         )
-    for user_id, member in member_of.items():
-        bind.execute(sa.text("UPDATE events SET sender_id = :m WHERE sender_id = :u"), {"m": member, "u": user_id})
-    sessions = bind.execute(sa.text("SELECT room_id, seq, body FROM events WHERE kind = 'session'")).all()
-    for room_id, seq, body in sessions:
-        renamed = _rename(orjson.loads(body), member_of)
-        bind.execute(
-            sa.text("UPDATE events SET body = :b WHERE room_id = :r AND seq = :s"),
-            {"b": orjson.dumps(renamed).decode(), "r": room_id, "s": seq},
+    # One statement for every sender (not one scan of the events per account).
+    bind.execute(
+        sa.text(
+            "UPDATE events SET sender_id = (SELECT m.id FROM members m WHERE m.user_id = events.sender_id)"
+            " WHERE sender_id IN (SELECT user_id FROM members)"
         )
+    )
+    # Session bodies name people inside JSON: rewritten in batches, never all held at once.
+    after: tuple[str, int] = ("", -1)
+    while True:
+        batch = bind.execute(
+            sa.text(
+                "SELECT room_id, seq, body FROM events WHERE kind = 'session'"
+                " AND (room_id > :r OR (room_id = :r AND seq > :s)) ORDER BY room_id, seq LIMIT 500"
+            ),
+            {"r": after[0], "s": after[1]},
+        ).all()
+        if not batch:
+            break
+        for room_id, seq, body in batch:
+            renamed = orjson.dumps(_rename(orjson.loads(body), member_of)).decode()
+            if renamed != body:
+                bind.execute(
+                    sa.text("UPDATE events SET body = :b WHERE room_id = :r AND seq = :s"),
+                    {"b": renamed, "r": room_id, "s": seq},
+                )
+        after = (batch[-1][0], batch[-1][1])
 
 
 def _rename(value: Any, member_of: dict[str, str]) -> Any:
