@@ -1,66 +1,22 @@
 """Communities and their members: who someone is inside one, and what they agreed to.
 
-A member's display name is theirs in one community only: unique there by what it reads as
-(`name_key`: whatever its case, compatibility forms, invisible joiners or spacing), trimmed,
-and held to the rules of every name (`rooms.service.clean_name`: no control,
-bidi or invisible formatting characters). A name that passes for staff is refused to anyone
-who is not: a role is shown by the card's `role`, never by a name.
+A member's display name is theirs in one community only, unique there by what it reads as,
+and held to the rules of `rooms.names`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections.abc import Sequence
 
 from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
-from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, Room, RoomId, User, UserId
+from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, User, UserId
+from rooms.names import MAX_DISPLAY_NAME, clean_display_name, name_key
 from rooms.permissions import Op, Standing, allowed, in_community, require, require_bannable
 from rooms.ports import Agreement, AuditLog, Communities
 from rooms.service import clean_name, clean_text
 
-MAX_DISPLAY_NAME = 40
-MAX_NAME_KEY = 200  # the store's column for `name_key`
-_JOINERS = "\u200c\u200d"  # allowed in names (rooms.service.clean_name), invisible in them
-_NO_JOINERS = str.maketrans("", "", _JOINERS)
 MAX_AGREEMENT = 20_000
 MAX_REASON = 500
-# Words that say someone speaks for the group. A member who is not staff may not put them in
-# a name, whatever the case or the characters around them ("Sam (Facilitator)", "ADMIN_jo").
-_STAFF_WORDS = re.compile(
-    r"(?<![^\W_])(facilitator|moderator|mod|admin|administrator|clinician|staff|nurse|doctor|dr|hearth)(?![^\W_])"
-)
-
-
-def name_key(name: str) -> str:
-    """What two names are compared by, so that a name that reads the same as another is
-    taken: compatibility forms folded (NFKC: "Ｓａｍ" is "Sam", a precomposed é the decomposed
-    one), the invisible joiners taken out ("Sa\u200dm" is "Sam"), runs of spaces made one and
-    the ends trimmed, case-folded ("SAM" is "Sam"). A key longer than the column holds (a
-    name of characters that NFKC spells out at length) is kept as its SHA-256."""
-    folded = unicodedata.normalize("NFKC", name).translate(_NO_JOINERS)
-    key = unicodedata.normalize("NFKC", " ".join(folded.split()).casefold())
-    if len(key) > MAX_NAME_KEY:
-        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return key
-
-
-def _as_read(name: str) -> str:
-    """A name as the eye reads it, for the staff-word check: compatibility forms folded
-    ("Ｍｏｄ" is "Mod"), accents and the invisible joiners that `clean_name` lets through
-    taken out ("facili\u200dtator" and "Ádmin" read as the words they hide), case-folded."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    kept = "".join(c for c in decomposed if unicodedata.category(c) != "Mn" and c not in _JOINERS)
-    return unicodedata.normalize("NFKC", kept).casefold()
-
-
-def clean_display_name(name: str, role: Role) -> str:
-    """A display name as stored, or BadRequest / TooLarge."""
-    name = clean_name(name, what="Display name", max_chars=MAX_DISPLAY_NAME)
-    if not role.is_staff and _STAFF_WORDS.search(_as_read(name)):
-        raise BadRequest("A display name cannot say that you are staff; staff are shown by their role.")
-    return name
 
 
 class CommunityService:

@@ -3,9 +3,9 @@ so a newcomer sees the real shape: the same person under a different name in eac
 
 from __future__ import annotations
 
-from rooms.communities import name_key
 from rooms.errors import Conflict
 from rooms.model import Community, EventKind, JoinPolicy, Member, MemberRole, NewEvent, Role, RoomKind, User
+from rooms.names import name_key
 from server.auth import Accounts
 from server.store.communities import SqlCommunities
 from server.store.directory import SqlDirectory

@@ -209,6 +209,8 @@ async def test_a_name_is_taken_whatever_its_case_normalisation_or_spaces(api: Ap
         "Jo\u200dsé",  # an invisible joiner
         "sam  kay",
         "Sam\u00a0Kay",  # a no-break space
+        "Sаm Kаy",  # Cyrillic а, drawn as a Latin a
+        "Ѕam Κay",  # Cyrillic Ѕ, Greek Κ
     ]
     other = await api.signup(join=False)
     for name in same:
@@ -241,7 +243,8 @@ async def test_a_name_too_long_or_with_control_or_override_characters_is_refused
     sam = await api.signup(join=False)
     r = await enter(api, sam, community, "x" * 41)
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
-    for bad in ["Sam\u202e(rotatilicaf)", "Sam\x07", "Sam\nKay", "\u200b", "Sam\u2066x", "   "]:
+    invisible = ["Sa\u034fm", "Sam\ufe0f", "Sam\u180b", "\u3164", "\u2800", "\u0301", "Z" + "\u0301" * 20, "- ."]
+    for bad in ["Sam\u202e(rotatilicaf)", "Sam\x07", "Sam\nKay", "\u200b", "Sam\u2066x", "   ", *invisible]:
         r = await enter(api, sam, community, bad)
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", repr(bad)
     r = await enter(api, sam, community, "x" * 40)
@@ -258,6 +261,12 @@ async def test_a_name_too_long_or_with_control_or_override_characters_is_refused
         "Ｍｏｄｅｒａｔｏｒ",  # fullwidth letters read the same
         "Sam (facili\u200dtator)",  # a joiner is invisible: it must not hide the word
         "Ádmin",  # an accent does not make it another word
+        "Mods",
+        "Admin1",
+        "SysAdmin",
+        "Аdmin",  # a Cyrillic А
+        "Therapist Jo",
+        "HearthBot",
     ],
 )
 async def test_a_patient_may_not_take_a_name_that_passes_for_staff(api: Api, name: str) -> None:
@@ -283,7 +292,7 @@ async def test_staff_may_say_so_in_a_name_and_ordinary_words_are_not_refused(api
         "name": "Sam (facilitator)",
         "role": "facilitator",
     }
-    for name in ["Andrew", "Modesto", "Hearthstone fan", "Adminah"]:
+    for name in ["Andrew", "Modesto", "Hearthstone fan", "Adminah", "Drew", "Staffordshire Sam", "Sam ❤️", "Nguyễn"]:
         patient = await api.signup(join=False)
         assert (await enter(api, patient, community, name)).status_code == 201, name
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from rooms.communities import CommunityService, name_key
+from rooms.communities import CommunityService
 from rooms.errors import BadRequest, Conflict, Forbidden, NotFound
 from rooms.model import JoinPolicy, Member, MemberRole, Role, Room, RoomId, RoomKind, User, UserId
+from rooms.names import name_key
 from rooms.schedule import Session, SessionId
 from rooms.schedule_rules import Place, Registration, due, newcomer, promoted, standing
 from rooms.schedule_service import Action, ScheduleService

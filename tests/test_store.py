@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from rooms.communities import name_key
 from rooms.errors import Conflict, NotFound
 from rooms.model import Event, EventKind, JoinPolicy, Member, NewEvent, Role, RoomId, RoomKind, Seq
+from rooms.names import name_key
 from server.settings import normalise_db_url
 from server.store.communities import SqlCommunities
 from server.store.directory import SqlDirectory
