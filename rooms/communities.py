@@ -182,14 +182,18 @@ class CommunityService:
 
     async def _admin_member(self, user: User, community: CommunityId) -> Member:
         # An account's name may be twice as long as a display name: it is cut, not refused.
+        # Ten tries: names taken on purpose cannot make an admin's visit cost a read each.
         name = clean_display_name(user.name[:MAX_DISPLAY_NAME], user.role)
-        for n in range(1, 100):
+        for n in range(1, 11):
             shown = name if n == 1 else f"{name[: MAX_DISPLAY_NAME - 4]} {n}"
             try:
-                return await self.communities.add_member(community, user, shown, name_key(shown))
+                member = await self.communities.add_member(community, user, shown, name_key(shown))
             except Conflict:  # the name is taken; or they were made a member meanwhile
-                if (member := await self.communities.member_of(community, user.id)) is not None:
-                    return member
+                if (meanwhile := await self.communities.member_of(community, user.id)) is not None:
+                    return meanwhile
+                continue
+            await self.audit.record(user.id, "member.add", community=community, target=member.id)
+            return member
         raise BadRequest("Choose a display name for this community first.")
 
     # The group agreement
