@@ -171,6 +171,18 @@ class Target:
         return self.http.replace("http://", "ws://").rstrip("/") + "/ws"
 
 
+async def bench_community(http: Any, auth: dict[str, str]) -> str:
+    """The community the bench's rooms and users are in: the first there is, made by the
+    bench's admin the first time."""
+    r = await http.get("/api/communities", headers=auth)
+    r.raise_for_status()
+    if r.json()["communities"]:
+        return str(r.json()["communities"][0]["id"])
+    r = await http.post("/api/communities", json={"name": "Bench", "join": "open"}, headers=auth)
+    r.raise_for_status()
+    return str(r.json()["community"]["id"])
+
+
 async def provision(t: Target, n_rooms: int, n_users: int, run: str) -> tuple[list[str], list[str]]:
     """(tokens of n_users users, n_rooms fresh drop-in room ids)."""
     if t.kind == "reference":
@@ -187,10 +199,12 @@ async def provision(t: Target, n_rooms: int, n_users: int, run: str) -> tuple[li
         r.raise_for_status()
         auth = {"Authorization": "Bearer " + r.json()["token"]}
         gate = asyncio.Semaphore(16)
+        community = await bench_community(http, auth)
 
         async def room(i: int) -> str:
             async with gate:
-                r = await http.post("/api/rooms", json={"name": f"bench {run} {i}", "kind": "drop_in"}, headers=auth)
+                body = {"name": f"bench {run} {i}", "kind": "drop_in", "community": community}
+                r = await http.post("/api/rooms", json=body, headers=auth)
                 r.raise_for_status()
                 return str(r.json()["room"]["id"])
 
@@ -207,7 +221,14 @@ async def provision(t: Target, n_rooms: int, n_users: int, run: str) -> tuple[li
                 body = {"username": user, "password": "bench-password", "display_name": user}
                 r = await http.post("/api/signup", json=body)
                 r.raise_for_status()
-                return str(r.json()["token"])
+                token = str(r.json()["token"])
+                r = await http.post(  # a member of the bench's community, under the same name
+                    f"/api/communities/{community}/members",
+                    json={"display_name": user},
+                    headers={"Authorization": "Bearer " + token},
+                )
+                r.raise_for_status()
+                return token
 
             tokens += await asyncio.gather(*(signup(batch + i) for i in range(min(10, missing - batch))))
     if t.user_cache and missing > 0:

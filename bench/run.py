@@ -142,7 +142,8 @@ def hearth(tmp: Path, name: str, workers: int, extra_env: dict[str, str]) -> Ite
     }
     env.pop("PORT", None)
     uv = shutil.which("uv") or "uv"
-    create = ["user", "create", FACILITATOR[0], "--role", "facilitator", "--password-stdin"]
+    # An admin: it makes the bench's community, and its rooms there.
+    create = ["user", "create", FACILITATOR[0], "--role", "admin", "--password-stdin"]
     subprocess.run(
         [uv, "run", "--frozen", "hearth", *create],
         input=(FACILITATOR[1] + "\n").encode(),
