@@ -1,10 +1,11 @@
-"""`hearth serve | migrate | user create | demo`."""
+"""`hearth serve | migrate | user create | demo | safety scan`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import TypeVar
 
 from rooms.errors import HearthError
 from rooms.model import Role
+from rooms.safety import PhraseError
 from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.logs import configure
 from server.settings import ConfigError, Settings
@@ -103,6 +105,48 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_safety_scan(args: argparse.Namespace, settings: Settings) -> int:
+    """Messages on stdin, one a line; one JSON verdict a line on stdout, in order, exactly one
+    per input line (bytes split on "\\n" only, a "\\r" before it dropped, invalid UTF-8
+    replaced), by the detector the server uses."""
+    from rooms.safety import load_detector
+
+    detector = load_detector(args.locale)
+    miss = _verdict(None, None, args.phrases)
+    hits: dict[str, bytes] = {}  # by phrase id: the same few lines, encoded once
+    out = sys.stdout.buffer
+    # Written a batch at a time (stdout may be unbuffered: PYTHONUNBUFFERED), or a line at a
+    # time for someone typing.
+    batch = 1 if sys.stdin.isatty() else 1024
+    pending: list[bytes] = []
+    for raw in sys.stdin.buffer:
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        hit = detector.scan(line.decode("utf-8", "replace"))
+        if hit is None:
+            pending.append(miss)
+        else:
+            verdict = hits.get(hit.phrase)
+            if verdict is None:
+                verdict = hits[hit.phrase] = _verdict(hit.category, hit.phrase, args.phrases)
+            pending.append(verdict)
+        if len(pending) >= batch:
+            out.write(b"".join(pending))
+            out.flush()
+            pending.clear()
+    out.write(b"".join(pending))
+    out.flush()
+    return 0
+
+
+def _verdict(category: str | None, phrase: str | None, with_phrase: bool) -> bytes:
+    verdict: dict[str, object] = {"hit": category is not None, "category": category}
+    if with_phrase:
+        verdict["phrase"] = phrase
+    return (json.dumps(verdict) + "\n").encode()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hearth", description="Hearth, a real-time server for support groups.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -126,6 +170,13 @@ def parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--display-name")
     create.set_defaults(run=cmd_user_create)
+    safety = sub.add_parser("safety", help="the crisis detector").add_subparsers(dest="safety_command", required=True)
+    scan = safety.add_parser(
+        "scan", help='messages on stdin, one a line; writes {"hit", "category"} as JSON, one line each'
+    )
+    scan.add_argument("--locale", default="en", help="the phrase file to use (default: en)")
+    scan.add_argument("--phrases", action="store_true", help="add the id of the phrase that matched")
+    scan.set_defaults(run=cmd_safety_scan)
     return p
 
 
@@ -139,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except HearthError as exc:
         print(f"hearth: {exc.message}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, PhraseError) as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 2
 
