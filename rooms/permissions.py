@@ -47,6 +47,8 @@ class Op(StrEnum):
     AGREEMENT_SET = "set the group agreement"
     BAN = "ban a member, or lift a ban"
     BAN_STAFF = "ban a member of staff, or lift their ban"
+    CASES = "see and handle the safety queue"
+    CRISIS_RESOURCES = "set the crisis resources"
     # Rooms
     ROOM_CREATE = "create a room"
     ROOM_ENTER = "join a group room, see its sessions"
@@ -80,6 +82,8 @@ WHERE: dict[Op, str] = {
     Op.AGREEMENT_SET: "`PUT /api/communities/{c}/agreement`",
     Op.BAN: "`POST /api/communities/{c}/bans`, `DELETE /api/communities/{c}/bans/{m}`",
     Op.BAN_STAFF: "the same, of a facilitator or clinician",
+    Op.CASES: "`GET /api/communities/{c}/cases`, `POST /api/cases/{k}`; `alert` events",
+    Op.CRISIS_RESOURCES: "`PUT /api/communities/{c}/resources/crisis`",
     Op.ROOM_CREATE: "`POST /api/rooms`",
     Op.ROOM_ENTER: "`join`; `GET /api/rooms/{r}/sessions`, a session's occurrences, the calendars",
     Op.ROOM_MEMBERS: "`POST /api/rooms/{r}/members`",
@@ -114,6 +118,8 @@ MATRIX: dict[Op, frozenset[Who]] = {
     Op.AGREEMENT_SET: _STAFF,
     Op.BAN: _STAFF,
     Op.BAN_STAFF: frozenset({Who.ADMIN}),
+    Op.CASES: _STAFF,
+    Op.CRISIS_RESOURCES: _STAFF,
     Op.ROOM_CREATE: frozenset({Who.FACILITATOR, Who.ADMIN}),
     Op.ROOM_ENTER: _EVERYONE,
     Op.ROOM_MEMBERS: _RUNS_ROOM,
@@ -149,6 +155,8 @@ REFUSALS: dict[Op, str] = {
     Op.AGREEMENT_SET: "Only this community's staff can change its agreement.",
     Op.BAN: "Only this community's staff can ban.",
     Op.BAN_STAFF: "Only an admin can ban a member of staff, or lift their ban.",
+    Op.CASES: "Only this community's staff see its safety queue.",
+    Op.CRISIS_RESOURCES: "Only this community's staff set its crisis resources.",
     Op.ROOM_CREATE: "Only facilitators and admins can open rooms.",
     Op.ROOM_ENTER: "This group is for its members. Ask its facilitator to add you.",
     Op.ROOM_MEMBERS: "Only this room's facilitators can add members.",

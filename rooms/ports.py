@@ -27,6 +27,7 @@ from rooms.model import (
 )
 
 if TYPE_CHECKING:  # rooms.schedule imports rooms.service, which imports this module
+    from rooms.safety.cases import Case, CaseStatus
     from rooms.schedule import Change, Occurrence, Session, SessionId
     from rooms.schedule_rules import Attendance, Place, Status
 
@@ -199,6 +200,27 @@ class AuditLog(Protocol):
         target: str | None = None,
         reason: str | None = None,
     ) -> None: ...
+
+
+class SafetyStore(Protocol):
+    """The safety queue's cases and the communities' crisis resources. Implementation:
+    SqlSafety. A case's text (a report's snapshot, a note) is read by staff only."""
+
+    async def open_case(self, case: Case) -> None: ...
+
+    async def case(self, case_id: str) -> Case | None: ...
+
+    async def cases(self, community: CommunityId, status: CaseStatus | None) -> list[Case]:
+        """The community's cases (with `status`, those only), oldest first."""
+
+    async def update_case(self, case: Case, *, expected: CaseStatus) -> bool:
+        """Store `case`'s status and steps, if its stored status is still `expected`
+        (False: someone changed it meanwhile, and nothing was stored)."""
+
+    async def resources(self, community: CommunityId, locale: str) -> list[dict[str, str]] | None:
+        """The crisis resources the community set for `locale` (None: none set)."""
+
+    async def set_resources(self, community: CommunityId, locale: str, resources: list[dict[str, str]]) -> None: ...
 
 
 class Revocations(Protocol):

@@ -19,6 +19,7 @@ from server.auth import Accounts, Passwords, Tokens, load_secret
 from server.broker import open_broker, open_shared
 from server.http import SecurityHeaders, routes
 from server.http_communities import routes as community_routes
+from server.http_safety import routes as safety_routes
 from server.http_sessions import routes as session_routes
 from server.hub import Hub
 from server.scheduler import Scheduler
@@ -28,6 +29,7 @@ from server.store.directory import SqlDirectory
 from server.store.engine import open_engines
 from server.store.migrate import upgrade
 from server.store.outbox import SqlOutbox
+from server.store.safety import SqlSafety
 from server.store.schedule import SqlSchedule
 from server.store.sql import SqlTranscriptStore
 from server.workpool import WorkPool
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             outbox=SqlOutbox(engines),
             communities=communities,
             audit=SqlAuditLog(engines),
+            safety=SqlSafety(engines),
         )
         hub.start()
         schedule = app.state.schedule = SqlSchedule(engines)
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *routes,
             *session_routes,
             *community_routes,
+            *safety_routes,
             Mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web"),
         ],
         middleware=[Middleware(AccessLog), Middleware(SecurityHeaders)],

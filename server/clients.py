@@ -8,7 +8,8 @@ reading share one budget per user (`server.connection.Budget`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from presence.registry import ConnectionRegistry
 from rooms.errors import Unavailable
@@ -75,6 +76,19 @@ class Clients:
                 for room, held in list(conn.members.items()):
                     if held.id == member.id:
                         conn.members[room] = member
+
+    def alert(self, community: CommunityId, room: RoomId, event: Mapping[str, Any]) -> None:
+        """Push a safety alert to the staff connections in `room`, and to those on duty in
+        any room of `community`; to nobody else."""
+        frames: dict[str, bytes] = {}
+        for conn in self.registry.all():
+            if conn.user is None or not conn.user.role.is_staff:
+                continue
+            here = room in conn.rooms
+            on_duty = any((m := conn.members.get(r)) is not None and m.community == community for r in conn.on_duty)
+            if here or on_duty:
+                frame = frames.get(conn.codec.name) or frames.setdefault(conn.codec.name, conn.codec.frame(event))
+                conn.push(frame)
 
     def banned(self, community: CommunityId, user: UserId) -> None:
         """Close every socket of `user` that is in (or joining) a room of `community`."""

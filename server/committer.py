@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from rooms.errors import HearthError, Internal
 from rooms.model import Event, NewEvent
@@ -43,6 +44,7 @@ class GroupCommitter:
         self._sent = asyncio.Event()
         self._sent.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.on_committed: Callable[[list[Event]], None] | None = None  # told after delivery (the safety watch)
 
     def start(self) -> None:
         self._tasks = [
@@ -113,6 +115,8 @@ class GroupCommitter:
             # worker's members are written to, so the other workers start sooner.
             await asyncio.sleep(0)
         self.fanout.deliver(batches)
+        if self.on_committed is not None:
+            self.on_committed(committed)
 
     async def _publish(self) -> None:
         while True:

@@ -13,7 +13,7 @@ from typing import Any
 from rooms import fields
 from rooms.errors import BadRequest, HearthError, Internal, RateLimited, Unavailable
 from rooms.model import Event
-from server import commands, session_commands
+from server import commands, safety_commands, session_commands
 from server.closecodes import CLOSE_TOO_MANY
 from server.commands import Handler, stamp
 from server.connection import Connection
@@ -21,7 +21,7 @@ from server.hub import Hub
 
 log = logging.getLogger("hearth.dispatch")
 
-OPS: dict[str, Handler] = {**commands.OPS, **session_commands.OPS}
+OPS: dict[str, Handler] = {**commands.OPS, **session_commands.OPS, **safety_commands.OPS}
 
 
 def command_id(frame: Mapping[str, Any]) -> int | None:

@@ -14,6 +14,8 @@ through it. The parts, and what each one is for:
     joins      a connection entering and leaving rooms
     notices    what every worker acts on at once (reminders, role changes, sign-outs, bans)
     members    communities and who someone is in each (rooms.communities)
+    cases      the safety queue (rooms.safety.cases)
+    safety     the crisis detector, reading what was committed here, off the path of delivery
     heartbeat  keeping leases, feeds and revocations right, every quarter lease
 """
 
@@ -26,7 +28,9 @@ import time
 from typing import Protocol
 
 from rooms.communities import CommunityService
-from rooms.ports import AuditLog, Communities, Directory, Outbox, Revocations, TranscriptStore
+from rooms.ports import AuditLog, Communities, Directory, Outbox, Revocations, SafetyStore, TranscriptStore
+from rooms.safety import load_detector
+from rooms.safety.cases import CaseService
 from rooms.service import RoomService
 from server.auth import Accounts
 from server.broker import Backend, Shared
@@ -43,6 +47,7 @@ from server.metrics import Metrics
 from server.notices import Notices
 from server.quotas import Quotas
 from server.roster import Roster
+from server.safety import SafetyWatch
 from server.settings import Settings
 
 log = logging.getLogger("hearth.hub")
@@ -65,6 +70,7 @@ class Hub:
         outbox: Outbox,
         communities: Communities,
         audit: AuditLog,
+        safety: SafetyStore,
     ) -> None:
         self.settings = settings
         self.limits = limits = settings.limits
@@ -80,6 +86,7 @@ class Hub:
         self.communities = communities
         self.audit = audit
         self.members = CommunityService(communities, audit)
+        self.cases = CaseService(safety, audit, self.members)
 
         self.health = health = Health(broker)
         self.quotas = quotas = Quotas(shared.limiter, health, limits)
@@ -100,6 +107,8 @@ class Hub:
             communities=communities,
             worker=worker,
         )
+        self.safety = SafetyWatch(load_detector("en"), self.cases, directory, communities, self.notices)
+        committer.on_committed = self.safety.committed
         self.heartbeat = Heartbeat(
             settings.presence_ttl / 4,
             store=store,
@@ -127,6 +136,7 @@ class Hub:
         self.desk.start()
         self.heartbeat.start()
         self.notices.start()
+        self.safety.start()
 
     async def drain(self) -> None:
         """Stop taking commands, commit and acknowledge what is pending, close with 1012.
@@ -148,4 +158,5 @@ class Hub:
         await self.heartbeat.close()
         await self.notices.close()
         await self.committer.close()
+        await self.safety.close()
         await self.fanout.close()

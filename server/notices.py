@@ -5,7 +5,8 @@
 - a token signed out (its sockets close);
 - a community changed (a new agreement, a ban lifted): what was remembered is dropped;
 - a member renamed: what was remembered is dropped, and their connections take the new card;
-- an account banned from a community (its sockets in that community's rooms close).
+- an account banned from a community (its sockets in that community's rooms close);
+- a safety case opened (an alert to the staff who should know of it).
 
 A notice lost while the broker is away is made good later where it matters: revocations
 are reloaded from the store by each heartbeat, and a role is read again at the next join.
@@ -113,6 +114,13 @@ class Notices:
         self.clients.banned(community, user)
         await self._send({"banned": [community, user]})
 
+    async def alert(self, community: CommunityId, room: RoomId, case: Mapping[str, Any]) -> None:
+        """A case opened: on every worker, the staff in `room` and the staff on duty in any
+        room of `community` get `{"ev": "alert", "room", "case"}`, and nobody else."""
+        event = {"ev": "alert", "room": room, "case": dict(case)}
+        self.clients.alert(community, room, event)
+        await self._send({"alert": [community, room, dict(case)]})
+
     async def _send(self, notice: dict[str, Any]) -> None:
         await self.fanout.publish([(CONTROL, pack({**notice, "origin": self.worker}))])
 
@@ -164,6 +172,9 @@ class Notices:
                 member, community, account, name, role = notice["renamed"]
                 card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
                 self._renamed_here(card)
+            elif "alert" in notice:
+                community, room, case = notice["alert"]
+                self.clients.alert(CommunityId(community), RoomId(room), {"ev": "alert", "room": room, "case": case})
             elif "banned" in notice:
                 community, user = notice["banned"]
                 self.communities.forget(CommunityId(community), UserId(user), None)

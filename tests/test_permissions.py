@@ -315,6 +315,27 @@ async def _ban_staff(w: World) -> Tried:
     return tried
 
 
+@row("see and handle the safety queue")
+async def _cases(w: World) -> Tried:
+    room = await w.room(kind="drop_in")
+    await w.lead.ws.call("join", room=room)
+    tried: Tried = {}
+    for kind, p in w.kinds():
+        sent = await w.lead.ws.call("send", room=room, text=f"Note {next(_n)}", client_id=f"c{next(_n)}")
+        case = (await w.lead.ws.call("report", room=room, seq=sent["seq"], reason="A test."))["case"]
+        seen = http_allowed(await w.call("GET", f"/api/communities/{w.a}/cases", p))
+        acted = http_allowed(await w.call("POST", f"/api/cases/{case}", p, {"action": "ack"}))
+        tried[kind] = {"see": seen, "act": acted}
+    return tried
+
+
+@row("set the crisis resources")
+async def _crisis_resources(w: World) -> Tried:
+    body = {"resources": [{"title": "Call for help", "text": "Call 112, day or night."}]}
+    path = f"/api/communities/{w.b}/resources/crisis"
+    return {kind: {"set": http_allowed(await w.call("PUT", path, p, body))} for kind, p in w.kinds()}
+
+
 # Rooms
 
 

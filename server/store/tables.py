@@ -120,6 +120,38 @@ audit_log = Table(
     Index("ix_audit_log_community_id_id", "community_id", "id"),
 )
 
+# The safety queue (rooms/safety/cases.py). `member` is the card of whom a case is about, as
+# it was (JSON); `steps` who acknowledged and resolved it, when, with what note (JSON).
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("room_id", String(32), nullable=False),
+    Column("category", String(16), nullable=True),
+    Column("seq", BigInteger, nullable=True),
+    Column("member", Text, nullable=False),
+    Column("raised_by", String(32), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("snapshot", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("steps", Text, nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Index("ix_cases_community_id_opened_at", "community_id", "opened_at"),
+)
+
+# A community's crisis resources per locale: a JSON list of {title, text, phone?, url?}.
+crisis_resources = Table(
+    "crisis_resources",
+    metadata,
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("community_id", "locale"),
+)
+
 rooms = Table(
     "rooms",
     metadata,
