@@ -48,6 +48,7 @@ class Op(StrEnum):
     BAN = "ban a member, or lift a ban"
     BAN_STAFF = "ban a member of staff, or lift their ban"
     CASES = "see and handle the safety queue"
+    REDACT = "redact someone's message"
     CRISIS_RESOURCES = "set the crisis resources"
     # Rooms
     ROOM_CREATE = "create a room"
@@ -83,6 +84,7 @@ WHERE: dict[Op, str] = {
     Op.BAN: "`POST /api/communities/{c}/bans`, `DELETE /api/communities/{c}/bans/{m}`",
     Op.BAN_STAFF: "the same, of a facilitator or clinician",
     Op.CASES: "`GET /api/communities/{c}/cases`, `POST /api/cases/{k}`; `alert` events",
+    Op.REDACT: "`redact`",
     Op.CRISIS_RESOURCES: "`PUT /api/communities/{c}/resources/crisis`",
     Op.ROOM_CREATE: "`POST /api/rooms`",
     Op.ROOM_ENTER: "`join`; `GET /api/rooms/{r}/sessions`, a session's occurrences, the calendars",
@@ -119,6 +121,7 @@ MATRIX: dict[Op, frozenset[Who]] = {
     Op.BAN: _STAFF,
     Op.BAN_STAFF: frozenset({Who.ADMIN}),
     Op.CASES: _STAFF,
+    Op.REDACT: _STAFF | {Who.ROOM_FACILITATOR},
     Op.CRISIS_RESOURCES: _STAFF,
     Op.ROOM_CREATE: frozenset({Who.FACILITATOR, Who.ADMIN}),
     Op.ROOM_ENTER: _EVERYONE,
@@ -156,6 +159,7 @@ REFUSALS: dict[Op, str] = {
     Op.BAN: "Only this community's staff can ban.",
     Op.BAN_STAFF: "Only an admin can ban a member of staff, or lift their ban.",
     Op.CASES: "Only this community's staff see its safety queue.",
+    Op.REDACT: "Only staff can redact someone's message.",
     Op.CRISIS_RESOURCES: "Only this community's staff set its crisis resources.",
     Op.ROOM_CREATE: "Only facilitators and admins can open rooms.",
     Op.ROOM_ENTER: "This group is for its members. Ask its facilitator to add you.",

@@ -35,6 +35,7 @@ _JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner: allowed in names 
 _NO_JOINERS = str.maketrans("", "", _JOINERS)
 MAX_NAME = 80
 MAX_EMOJI = 16
+MAX_REASON = 500
 
 
 def clean_text(text: str, *, max_chars: int, what: str = "Text") -> str:
@@ -198,6 +199,18 @@ class RoomService:
     async def new_delete(self, user: Member, room: RoomId, target: Seq, client_id: str | None) -> NewEvent:
         await self._own_message(user, room, target, "delete")
         return NewEvent(room, EventKind.DELETE, user, {}, _opt_client_id(client_id), target)
+
+    async def new_redaction(
+        self, actor: Member, standing: Standing, room: RoomId, target: Seq, reason: str
+    ) -> NewEvent:
+        """Staff take a message's text out of the store for good: a deletion that says it was
+        a redaction. The reason goes to the audit log, not to the room."""
+        require(Op.REDACT, standing)
+        clean_text(reason, max_chars=MAX_REASON, what="The reason")
+        event = await self.store.read_event(room, target)
+        if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
+            raise NotFound("There is no such message.")
+        return NewEvent(room, EventKind.DELETE, actor, {"redacted": True}, None, target)
 
     def new_reaction(
         self, user: Member, room: RoomId, target: Seq, emoji: str, remove: bool, client_id: str | None

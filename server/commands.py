@@ -137,6 +137,21 @@ async def op_delete(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Repl
     return await durable(hub, conn, await hub.service.new_delete(member, room, target, client_id))
 
 
+async def op_redact(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
+    """Staff take a message's text out of the store (docs/protocol.md §3.6a); audited."""
+    member, room = member_in(conn, args)
+    target = Seq(fields.integer(args, "target", low=1))
+    reason = text(hub, args, "reason")
+    new = await hub.service.new_redaction(member, conn.standing(room), room, target, reason)
+    done = await durable(hub, conn, new)
+    assert isinstance(done, asyncio.Future)
+    event = await done
+    await hub.audit.record(
+        signed_in(conn).id, "redact", community=member.community, room=room, target=str(target), reason=reason
+    )
+    return stamp(event)
+
+
 async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     member, room, target, client_id = _on_a_message(hub, conn, args)
     emoji = fields.string(args, "emoji", max_len=64)
@@ -175,6 +190,7 @@ OPS: dict[str, Handler] = {
     "edit": op_edit,
     "delete": op_delete,
     "react": op_react,
+    "redact": op_redact,
     "history": op_history,
     "typing": op_typing,
     "ping": op_ping,

@@ -333,7 +333,8 @@ class RoomFeed:
             if kept["seq"] == target and kept["ev"] == "message":
                 if deleted:
                     gone = ("text", "edited", "edit_seq")
-                    self.ring[i] = {k: v for k, v in kept.items() if k not in gone} | {"deleted": True}
+                    marks = {"deleted": True, **({"redacted": True} if change.get("redacted") else {})}
+                    self.ring[i] = {k: v for k, v in kept.items() if k not in gone} | marks
                 else:
                     self.ring[i] = kept | {"text": change["text"], "edited": True, "edit_seq": change["seq"]}
             elif deleted and kept["ev"] == "edit" and kept.get("target") == target:

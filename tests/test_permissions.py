@@ -329,6 +329,20 @@ async def _cases(w: World) -> Tried:
     return tried
 
 
+@row("redact someone's message")
+async def _redact(w: World) -> Tried:
+    room = await w.room("group")
+    await w.lead.ws.call("join", room=room)
+    tried: Tried = {}
+    for kind, p in w.kinds():
+        await p.ws.call("join", room=room)
+        sent = await w.lead.ws.call("send", room=room, text=f"Note {next(_n)}", client_id=f"c{next(_n)}")
+        reply = await p.ws.request("redact", room=room, target=sent["seq"], reason="A test.")
+        tried[kind] = {"redact": ws_allowed(reply)}
+        await p.ws.call("leave", room=room)
+    return tried
+
+
 @row("set the crisis resources")
 async def _crisis_resources(w: World) -> Tried:
     body = {"resources": [{"title": "Call for help", "text": "Call 112, day or night."}]}

@@ -138,7 +138,10 @@ def _place(
             target = targets[(new.room, new.target)]
             target["redacted"] = True
             kept = {k: v for k, v in target["body"].items() if k == "reply_to"}  # drops text and edits
-            deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps({**kept, "deleted": True}).decode()})
+            kept["deleted"] = True
+            if new.body.get("redacted"):
+                kept["redacted"] = True
+            deletes.append({"r": new.room, "s": new.target, "b": orjson.dumps(kept).decode()})
     return results, rows, edits, deletes
 
 

@@ -1,0 +1,52 @@
+"""Moderation that sticks: a redaction takes a message's text out of the store for good; the
+room, and anyone who resumes or reads history from before it, sees it as deleted and
+redacted."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from server.store.tables import events
+from tests.conftest import Api, Client, Running, open_client
+from tests.test_communities import audit
+
+
+async def test_a_redaction_is_replayed_and_the_text_is_gone_from_the_store(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    lead = await api.staff()
+    room = await api.room(lead)
+    sam, kit = await api.signup(), await api.signup()
+    c_lead, c_sam, c_kit = [await open_client(server, who) for who in (lead, sam, kit)]
+    clients += [c_lead, c_sam, c_kit]
+    for client in (c_lead, c_sam, c_kit):
+        await client.call("join", room=room)
+    sent = await c_sam.call("send", room=room, text="my address is 12 Elm Road, come round", client_id="x1")
+    await c_sam.call("edit", room=room, target=sent["seq"], text="my address is 12 Elm Road, flat 2")
+    before = sent["seq"] - 1
+    # A member may not redact; nor may staff redact what is not a message.
+    assert (await c_kit.error("redact", room=room, target=sent["seq"], reason="no"))["code"] == "forbidden"
+    assert (await c_lead.error("redact", room=room, target=9999, reason="no"))["code"] == "not_found"
+    assert (await c_lead.error("redact", room=room, target=sent["seq"], reason=""))["code"] == "bad_request"
+    done = await c_lead.call("redact", room=room, target=sent["seq"], reason="Shared an address")
+    live = await c_kit.event("delete", room=room)
+    assert live["target"] == sent["seq"] and live["redacted"] is True and live["seq"] == done["seq"]
+
+    # Text gone from every row of the store: the message and its edit.
+    async with server.hub.audit.engines.reader.connect() as conn:  # type: ignore[attr-defined]
+        rows = (await conn.execute(select(events.c.body).where(events.c.room_id == room))).all()
+    assert not any("Elm Road" in row.body for row in rows)
+
+    # Resume from before it, and history: deleted and redacted, no text.
+    late = await open_client(server, kit)
+    clients.append(late)
+    joined = await late.call("join", room=room, since=before)
+    shown = {e["seq"]: e for e in joined["events"]}
+    assert shown[done["seq"]]["redacted"] is True
+    assert "text" not in shown[sent["seq"]] and shown[sent["seq"]]["deleted"] is True
+    assert shown[sent["seq"]]["redacted"] is True
+    history = (await late.call("history", room=room))["events"]
+    assert not any("Elm Road" in str(e) for e in history)
+    assert (await c_lead.error("redact", room=room, target=sent["seq"], reason="again"))["code"] == "not_found"
+    (row,) = await audit(server, "redact", room_id=room)
+    assert (row["actor"], row["target"], row["reason"]) == (lead.id, str(sent["seq"]), "Shared an address")
