@@ -7,6 +7,7 @@ and held to the rules of `rooms.names`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, User, UserId
@@ -195,6 +196,21 @@ class CommunityService:
             await self.audit.record(user.id, "member.add", community=community, target=member.id)
             return member
         raise BadRequest("Choose a display name for this community first.")
+
+    # The audit log
+
+    async def audit_entries(
+        self, actor: User, community_id: CommunityId | None, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The audit log, newest first: a community's for its clinicians and admins, all of
+        it for admins. Actors and targets are as recorded (accounts, member ids): this is for
+        those who may know them."""
+        if community_id is None:
+            require(Op.AUDIT_READ, in_community(actor.role, member=False))  # admins only
+        else:
+            await self.community(community_id)
+            require(Op.AUDIT_READ, await self.standing(actor, community_id))
+        return await self.audit.read(community_id, before, limit)
 
     # The group agreement
 

@@ -49,6 +49,7 @@ class Op(StrEnum):
     BAN_STAFF = "ban a member of staff, or lift their ban"
     CASES = "see and handle the safety queue"
     REDACT = "redact someone's message"
+    AUDIT_READ = "read the audit log"
     CRISIS_RESOURCES = "set the crisis resources"
     # Rooms
     ROOM_CREATE = "create a room"
@@ -85,6 +86,7 @@ WHERE: dict[Op, str] = {
     Op.BAN_STAFF: "the same, of a facilitator or clinician",
     Op.CASES: "`GET /api/communities/{c}/cases`, `POST /api/cases/{k}`; `alert` events",
     Op.REDACT: "`redact`",
+    Op.AUDIT_READ: "`GET /api/audit?community=c` (admins: without `community` too)",
     Op.CRISIS_RESOURCES: "`PUT /api/communities/{c}/resources/crisis`",
     Op.ROOM_CREATE: "`POST /api/rooms`",
     Op.ROOM_ENTER: "`join`; `GET /api/rooms/{r}/sessions`, a session's occurrences, the calendars",
@@ -122,6 +124,7 @@ MATRIX: dict[Op, frozenset[Who]] = {
     Op.BAN_STAFF: frozenset({Who.ADMIN}),
     Op.CASES: _STAFF,
     Op.REDACT: _STAFF | {Who.ROOM_FACILITATOR},
+    Op.AUDIT_READ: frozenset({Who.CLINICIAN, Who.ADMIN}),
     Op.CRISIS_RESOURCES: _STAFF,
     Op.ROOM_CREATE: frozenset({Who.FACILITATOR, Who.ADMIN}),
     Op.ROOM_ENTER: _EVERYONE,
@@ -160,6 +163,7 @@ REFUSALS: dict[Op, str] = {
     Op.BAN_STAFF: "Only an admin can ban a member of staff, or lift their ban.",
     Op.CASES: "Only this community's staff see its safety queue.",
     Op.REDACT: "Only staff can redact someone's message.",
+    Op.AUDIT_READ: "Only admins, and a community's clinicians, read its audit log.",
     Op.CRISIS_RESOURCES: "Only this community's staff set its crisis resources.",
     Op.ROOM_CREATE: "Only facilitators and admins can open rooms.",
     Op.ROOM_ENTER: "This group is for its members. Ask its facilitator to add you.",

@@ -201,6 +201,10 @@ class AuditLog(Protocol):
         reason: str | None = None,
     ) -> None: ...
 
+    async def read(self, community: CommunityId | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` entries, newest first: of `community` (None: all), with ids below
+        `before` (None: from the newest)."""
+
 
 class SafetyStore(Protocol):
     """The safety queue's cases and the communities' crisis resources. Implementation:

@@ -151,7 +151,31 @@ async def lift_ban(request: Request) -> Response:
     return JSON({})
 
 
+@api
+async def read_audit(request: Request) -> Response:
+    """The audit log, newest first, `limit` (1–500, 100 by default) at a time; `before` an
+    entry id to page back from."""
+    user, _ = await signed_in(request)
+    params = request.query_params
+    community = params.get("community")
+    limit = _query_int(params.get("limit"), "limit", 1, 500) or 100
+    before = _query_int(params.get("before"), "before", 1, 2**62)
+    entries = await _hub(request).members.audit_entries(
+        user, None if community is None else CommunityId(community), before, limit
+    )
+    return JSON({"entries": entries})
+
+
+def _query_int(value: str | None, name: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+        raise BadRequest(f"`{name}` must be a whole number from {low} to {high}.")
+    return int(value)
+
+
 routes = [
+    Route("/api/audit", read_audit, methods=["GET"]),
     Route("/api/communities", create_community, methods=["POST"]),
     Route("/api/communities", list_communities, methods=["GET"]),
     Route("/api/communities/{community}/members", add_member, methods=["POST"]),

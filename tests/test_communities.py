@@ -723,3 +723,42 @@ async def test_naming_a_room_member_by_account_is_audited_as_reading_their_accou
     (row,) = await audit(server, "member.account", target=sam.member)
     assert (row["actor"], row["room_id"]) == (lead.id, room)
     assert await audit(server, "member.account", target=kit.member) == []
+
+
+async def test_the_audit_log_is_read_newest_first_by_admins_and_the_communitys_clinicians(api: Api) -> None:
+    community = await new_community(api)
+    admin = await api.staff("admin", join=False)
+    clinician, facilitator, patient = (
+        await api.staff("clinician", join=False),
+        await api.staff(join=False),
+        await api.signup(join=False),
+    )
+    for who, name in ((clinician, "Dr Lee"), (facilitator, "Fay"), (patient, "Pat")):
+        assert (await enter(api, who, community, name)).status_code == 201
+    r = await api.http.put(
+        f"/api/communities/{community}/agreement", json={"text": "Be kind."}, headers=auth(facilitator)
+    )
+    assert r.status_code == 200
+    pat = (await listed(api, patient))[community]["member"]["id"]
+    for _ in range(3):
+        assert (
+            await api.http.get(f"/api/communities/{community}/members/{pat}", headers=auth(clinician))
+        ).status_code == 200
+    r = await api.http.get("/api/audit", params={"community": community, "limit": 2}, headers=auth(clinician))
+    assert r.status_code == 200, r.text
+    first = r.json()["entries"]
+    assert [e["action"] for e in first] == ["member.account", "member.account"]
+    assert first[0]["id"] > first[1]["id"] and first[0]["target"] == pat
+    r = await api.http.get("/api/audit", params={"community": community, "before": first[1]["id"]}, headers=auth(admin))
+    rest = [e["action"] for e in r.json()["entries"]]
+    assert rest[:2] == ["member.account", "agreement.set"] and "community.create" in rest
+    assert (
+        await api.http.get("/api/audit", params={"community": community}, headers=auth(facilitator))
+    ).status_code == 403
+    assert (await api.http.get("/api/audit", params={"community": community}, headers=auth(patient))).status_code == 403
+    assert (await api.http.get("/api/audit", headers=auth(clinician))).status_code == 403  # all of it: admins only
+    assert (await api.http.get("/api/audit", headers=auth(admin))).status_code == 200
+    for bad in ({"limit": "0"}, {"limit": "501"}, {"before": "x"}, {"limit": "-1"}):
+        r = await api.http.get("/api/audit", params={"community": community, **bad}, headers=auth(admin))
+        assert r.status_code == 400, bad
+    assert (await api.http.get("/api/audit", params={"community": "c_nothing"}, headers=auth(admin))).status_code == 404

@@ -343,6 +343,12 @@ async def _redact(w: World) -> Tried:
     return tried
 
 
+@row("read the audit log")
+async def _audit(w: World) -> Tried:
+    path = f"/api/audit?community={w.b}"
+    return {kind: {"read": http_allowed(await w.call("GET", path, p))} for kind, p in w.kinds()}
+
+
 @row("set the crisis resources")
 async def _crisis_resources(w: World) -> Tried:
     body = {"resources": [{"title": "Call for help", "text": "Call 112, day or night."}]}

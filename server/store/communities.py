@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rooms.clock import now_us
+from rooms.clock import iso_ts, now_us
 from rooms.errors import Conflict
 from rooms.fields import is_id
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, RoomId, User, UserId
@@ -272,6 +273,26 @@ class SqlAuditLog(Queries):
     ) -> None:
         values = {"actor": actor, "action": action, "community_id": community, "room_id": room, "target": target}
         await self._write(insert(audit_log).values(**values, reason=reason, at=now_us()))
+
+    async def read(self, community: CommunityId | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+        query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if community is not None:
+            query = query.where(audit_log.c.community_id == community)
+        if before is not None:
+            query = query.where(audit_log.c.id < before)
+        return [
+            {
+                "id": row.id,
+                "at": iso_ts(datetime.fromtimestamp(row.at / 1_000_000, UTC)),
+                "actor": row.actor,
+                "action": row.action,
+                "community": row.community_id,
+                "room": row.room_id,
+                "target": row.target,
+                "reason": row.reason,
+            }
+            for row in await self._all(query)
+        ]
 
 
 _: type[Communities] = SqlCommunities
