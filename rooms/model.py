@@ -108,9 +108,17 @@ class Room:
     kind: RoomKind
     community: CommunityId
     open_hours: Mapping[str, Any] | None = None  # see rooms/hours.py
+    slow_mode: int = 0  # seconds between a member's messages (0: off)
+    suspended: str | None = None  # the notice, while its staff have suspended the room
 
-    def public(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "kind": self.kind.value, "community": self.community}
+    def public(self) -> dict[str, Any]:
+        card: dict[str, Any] = {"id": self.id, "name": self.name, "kind": self.kind.value, "community": self.community}
+        if self.slow_mode:
+            card["slow_mode"] = self.slow_mode
+        if self.suspended is not None:
+            card["suspended"] = True
+            card["notice"] = self.suspended
+        return card
 
 
 # The sender of what Hearth itself commits (a session opened by the schedule, a timer's end).

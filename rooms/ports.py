@@ -100,6 +100,12 @@ class Directory(Protocol):
     async def add_member(self, room: RoomId, user: UserId, role: MemberRole) -> bool:
         """Add or update a membership; False when it already was exactly that."""
 
+    async def set_moderation(self, room: RoomId, slow_mode: int, suspended: str | None) -> None:
+        """Set a room's slow mode (seconds; 0: off) and suspension (its notice; None: open)."""
+
+    def forget_room(self, room: RoomId) -> None:
+        """Drop what this worker remembers of the room (changed elsewhere)."""
+
     def forget_role(self, room: RoomId, user: UserId) -> None:
         """Drop what this worker remembers of `user`'s role in `room` (changed elsewhere):
         the next read is the store's."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rooms.errors import BadRequest, Banned, Forbidden, NotFound, TooLarge
@@ -19,6 +20,7 @@ from rooms.permissions import (
     NOBODY,
     Op,
     Standing,
+    allowed,
     in_community,
     in_room,
     require,
@@ -36,6 +38,7 @@ _NO_JOINERS = str.maketrans("", "", _JOINERS)
 MAX_NAME = 80
 MAX_EMOJI = 16
 MAX_REASON = 500
+MAX_SLOW_MODE = 3600
 
 
 def clean_text(text: str, *, max_chars: int, what: str = "Text") -> str:
@@ -164,6 +167,42 @@ class RoomService:
         checked = check_hours(hours)
         await self.directory.set_open_hours(room.id, checked)
         return Room(room.id, room.name, room.kind, room.community, checked)
+
+    async def moderate(
+        self, actor: User, room_id: RoomId, *, slow_mode: object = None, suspended: object = None, notice: object = None
+    ) -> Room:
+        """Set a room's slow mode (0–3600 seconds between a member's messages; 0: off) and
+        whether it is suspended (with a notice, 1–500 characters, shown to everyone)."""
+        room = await self.managed_room(actor, room_id, Op.ROOM_MODERATE)
+        slow = room.slow_mode
+        if slow_mode is not None:
+            if not isinstance(slow_mode, int) or isinstance(slow_mode, bool) or not 0 <= slow_mode <= MAX_SLOW_MODE:
+                raise BadRequest(f"`slow_mode` must be a whole number of seconds from 0 to {MAX_SLOW_MODE}.")
+            slow = slow_mode
+        held = room.suspended
+        if suspended is not None:
+            if not isinstance(suspended, bool):
+                raise BadRequest("`suspended` must be true or false.")
+            if suspended:
+                if not isinstance(notice, str):
+                    raise BadRequest("Say why in a `notice`: everyone in the room will read it.")
+                held = clean_text(notice, max_chars=MAX_REASON, what="The notice")
+            else:
+                held = None
+        elif notice is not None:
+            raise BadRequest("A `notice` goes with `suspended`.")
+        await self.directory.set_moderation(room.id, slow, held)
+        return replace(room, slow_mode=slow, suspended=held)
+
+    @staticmethod
+    def may_speak(room: Room, standing: Standing) -> int:
+        """Whether a member may send a message in `room` now: Forbidden while it is suspended;
+        the seconds of its slow mode that hold for them (0: none). Staff are exempt."""
+        if allowed(Op.ROOM_MODERATE, standing):
+            return 0
+        if room.suspended is not None:
+            raise Forbidden(f"This room is paused by its staff: {room.suspended}")
+        return room.slow_mode
 
     async def check_co_facilitators(self, room: RoomId, users: Sequence[UserId]) -> None:
         """Co-facilitators of a live session opened by hand must be facilitators of its room."""

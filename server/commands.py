@@ -14,7 +14,7 @@ from typing import Any
 
 from rooms import fields, live
 from rooms.clock import iso_ts
-from rooms.errors import Banned, Conflict, Forbidden
+from rooms.errors import Banned, Conflict, Forbidden, RateLimited
 from rooms.model import Event, Member, NewEvent, RoomId, Seq, User
 from server.connection import Connection
 from server.hub import Hub
@@ -113,6 +113,10 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     client_id = fields.string(args, "client_id", max_len=fields.ID)
     reply_to = fields.maybe_integer(args, "reply_to", low=1)
     may_post(hub, conn, room, message=True)
+    if slow := hub.service.may_speak(await hub.service.room(room), conn.standing(room)):
+        wait = await hub.quotas.take(f"slow:{room}:{member.id}", 1 / slow, 1)
+        if wait:
+            raise RateLimited(f"This room is in slow mode: one message every {slow} s.", retry_after=wait)
     latest = hub.fanout.feeds[room].last
     return await durable(hub, conn, hub.service.new_message(member, room, body, client_id, reply_to, latest))
 

@@ -235,13 +235,27 @@ async def add_member(request: Request) -> Response:
 
 @api
 async def update_room(request: Request) -> Response:
-    """PATCH a room: for now its `open_hours` (drop-in rooms; null for always open)."""
+    """PATCH a room: its `open_hours` (drop-in rooms; null for always open), `slow_mode`,
+    `suspended` and its `notice`."""
     user, _ = await signed_in(request)
     data = await body(request)
-    if set(data) != {"open_hours"}:
-        raise BadRequest("Only `open_hours` can be changed.")
-    room = await _hub(request).service.set_open_hours(user, RoomId(request.path_params["room"]), data["open_hours"])
-    return JSON({"room": {**room.public(), "open_hours": room.open_hours}})
+    hub = _hub(request)
+    room_id = RoomId(request.path_params["room"])
+    moderation = {"slow_mode", "suspended", "notice"}
+    if not data or not set(data) <= moderation | {"open_hours"} or ("open_hours" in data and set(data) & moderation):
+        raise BadRequest("Change either `open_hours`, or `slow_mode` and `suspended` (with a `notice`).")
+    if "open_hours" in data:
+        room = await hub.service.set_open_hours(user, room_id, data["open_hours"])
+        return JSON({"room": {**room.public(), "open_hours": room.open_hours}})
+    room = await hub.service.moderate(
+        user, room_id, slow_mode=data.get("slow_mode"), suspended=data.get("suspended"), notice=data.get("notice")
+    )
+    change: dict[str, Any] = {"slow_mode": room.slow_mode, "suspended": room.suspended is not None}
+    if room.suspended is not None:
+        change["notice"] = room.suspended
+    await hub.audit.record(user.id, "room.moderate", community=room.community, room=room.id, reason=room.suspended)
+    await hub.notices.room_changed(room.id, {"ev": "room", "room": room.id, **change})
+    return JSON({"room": room.public()})
 
 
 @api

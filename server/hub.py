@@ -104,6 +104,7 @@ class Hub:
             clients,
             standing=self.service.standing_in,
             forget_role=directory.forget_role,
+            forget_room=directory.forget_room,
             communities=communities,
             worker=worker,
         )

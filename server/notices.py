@@ -48,6 +48,7 @@ class Notices:
         *,
         standing: StandingIn,
         forget_role: Forget,
+        forget_room: Callable[[RoomId], None],
         communities: Communities,
         worker: str,
     ) -> None:
@@ -57,6 +58,7 @@ class Notices:
         self.clients = clients
         self.standing = standing  # what a user is in a room, read afresh
         self.forget_role = forget_role  # drop what this worker remembers of a role
+        self.forget_room = forget_room  # and of a room
         self.communities = communities  # what this worker remembers of communities, members, bans
         self.worker = worker
         self._task: asyncio.Task[None] | None = None
@@ -113,6 +115,17 @@ class Notices:
         self.communities.forget(community, user, None)
         self.clients.banned(community, user)
         await self._send({"banned": [community, user]})
+
+    async def room_changed(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        """A room's settings changed (slow mode, suspension): every worker reads the room
+        afresh at once, and everyone in it is told `event`."""
+        self._room_changed_here(room, event)
+        await self._send({"room_changed": [room, dict(event)]})
+
+    def _room_changed_here(self, room: RoomId, event: Mapping[str, Any]) -> None:
+        self.forget_room(room)
+        if (feed := self.fanout.feeds.get(room)) is not None:
+            feed.tick(event)
 
     async def alert(self, community: CommunityId, room: RoomId, case: Mapping[str, Any]) -> None:
         """A case opened: on every worker, the staff in `room` and the staff on duty in any
@@ -172,6 +185,9 @@ class Notices:
                 member, community, account, name, role = notice["renamed"]
                 card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
                 self._renamed_here(card)
+            elif "room_changed" in notice:
+                room, event = notice["room_changed"]
+                self._room_changed_here(RoomId(room), event)
             elif "alert" in notice:
                 community, room, case = notice["alert"]
                 self.clients.alert(CommunityId(community), RoomId(room), {"ev": "alert", "room": room, "case": case})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from server.store.tables import events
-from tests.conftest import Api, Client, Running, open_client
+from tests.conftest import Api, Client, Running, auth, open_client
 from tests.test_communities import audit
 
 
@@ -50,3 +50,67 @@ async def test_a_redaction_is_replayed_and_the_text_is_gone_from_the_store(
     assert (await c_lead.error("redact", room=room, target=sent["seq"], reason="again"))["code"] == "not_found"
     (row,) = await audit(server, "redact", room_id=room)
     assert (row["actor"], row["target"], row["reason"]) == (lead.id, str(sent["seq"]), "Shared an address")
+
+
+async def test_slow_mode_holds_members_to_one_message_per_interval_and_staff_are_exempt(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    lead = await api.staff()
+    room = await api.room(lead)
+    sam = await api.signup()
+    c_lead, c_sam = await open_client(server, lead), await open_client(server, sam)
+    clients += [c_lead, c_sam]
+    for client in (c_lead, c_sam):
+        await client.call("join", room=room)
+    for bad in (
+        {"slow_mode": -1},
+        {"slow_mode": 100_000},
+        {"slow_mode": "5"},
+        {"suspended": True},
+        {"notice": "x"},
+        {},
+    ):
+        r = await api.http.patch(f"/api/rooms/{room}", json=bad, headers=auth(lead))
+        assert r.status_code == 400, bad
+    assert (await api.http.patch(f"/api/rooms/{room}", json={"slow_mode": 30}, headers=auth(sam))).status_code == 403
+    r = await api.http.patch(f"/api/rooms/{room}", json={"slow_mode": 30}, headers=auth(lead))
+    assert r.status_code == 200 and r.json()["room"]["slow_mode"] == 30
+    told = await c_sam.event("room", room=room)
+    assert told["slow_mode"] == 30 and told["suspended"] is False
+    await c_sam.call("send", room=room, text="one", client_id="s1")
+    error = await c_sam.error("send", room=room, text="two", client_id="s2")
+    assert error["code"] == "rate_limited" and 25 < error["retry_after"] <= 30
+    for i in range(3):
+        await c_lead.call("send", room=room, text=f"staff {i}", client_id=f"l{i}")
+    assert (await api.http.patch(f"/api/rooms/{room}", json={"slow_mode": 0}, headers=auth(lead))).status_code == 200
+    await c_sam.event("room", room=room)
+    await c_sam.call("send", room=room, text="two", client_id="s2")
+
+
+async def test_a_suspended_room_tells_everyone_why_and_only_staff_may_send(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    lead = await api.staff()
+    room = await api.room(lead)
+    sam = await api.signup()
+    c_lead, c_sam = await open_client(server, lead), await open_client(server, sam)
+    clients += [c_lead, c_sam]
+    for client in (c_lead, c_sam):
+        await client.call("join", room=room)
+    notice = "Paused for tonight after a difficult conversation. Back tomorrow at 9."
+    r = await api.http.patch(f"/api/rooms/{room}", json={"suspended": True, "notice": notice}, headers=auth(lead))
+    assert r.status_code == 200 and r.json()["room"]["suspended"] is True
+    for client in (c_lead, c_sam):
+        told = await client.event("room", room=room)
+        assert told["suspended"] is True and told["notice"] == notice
+    error = await c_sam.error("send", room=room, text="hello?", client_id="s1")
+    assert error["code"] == "forbidden" and notice in error["message"]
+    await c_lead.call("send", room=room, text="We will be back tomorrow.", client_id="l1")
+    again = await open_client(server, sam)
+    clients.append(again)
+    assert (await again.call("join", room=room))["room"]["notice"] == notice
+    r = await api.http.patch(f"/api/rooms/{room}", json={"suspended": False}, headers=auth(lead))
+    assert r.status_code == 200 and "suspended" not in r.json()["room"]
+    await c_sam.event("room", room=room, where=lambda e: e["suspended"] is False)
+    await c_sam.call("send", room=room, text="hello again", client_id="s2")
+    assert len(await audit(server, "room.moderate", room_id=room)) == 2

@@ -349,6 +349,15 @@ async def _audit(w: World) -> Tried:
     return {kind: {"read": http_allowed(await w.call("GET", path, p))} for kind, p in w.kinds()}
 
 
+@row("set a room's slow mode, suspend it")
+async def _moderate_room(w: World) -> Tried:
+    room = await w.room("group")
+    return {
+        kind: {"slow mode": http_allowed(await w.call("PATCH", f"/api/rooms/{room}", p, {"slow_mode": 5}))}
+        for kind, p in w.kinds()
+    }
+
+
 @row("set the crisis resources")
 async def _crisis_resources(w: World) -> Tried:
     body = {"resources": [{"title": "Call for help", "text": "Call 112, day or night."}]}

@@ -37,7 +37,8 @@ def _user(row: Any) -> User:
 
 def _room(row: Any) -> Room:
     hours = orjson.loads(row.open_hours) if row.open_hours else None
-    return Room(RoomId(row.id), row.name, RoomKind(row.kind), CommunityId(row.community_id), hours)
+    community = CommunityId(row.community_id)
+    return Room(RoomId(row.id), row.name, RoomKind(row.kind), community, hours, row.slow_mode, row.suspended_notice)
 
 
 class Recent:
@@ -221,6 +222,15 @@ class SqlDirectory(Queries):
         )
         await self._write(*statements)
         return room
+
+    async def set_moderation(self, room: RoomId, slow_mode: int, suspended: str | None) -> None:
+        await self._write(
+            update(rooms).where(rooms.c.id == room).values(slow_mode=slow_mode, suspended_notice=suspended)
+        )
+        self.recent.drop(("room", room))
+
+    def forget_room(self, room: RoomId) -> None:
+        self.recent.drop(("room", room))
 
     def forget_role(self, room: RoomId, user: UserId) -> None:
         self.recent.drop(("member", room, user))

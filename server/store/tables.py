@@ -163,6 +163,8 @@ rooms = Table(
     Column("created_by", String(32), ForeignKey("users.id"), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("open_hours", Text, nullable=True),  # JSON: {"tz", "days", "from", "to"}; null: always open
+    Column("slow_mode", Integer, nullable=False, server_default="0"),  # seconds between a member's messages
+    Column("suspended_notice", Text, nullable=True),  # not null: suspended, with this notice
     Index("ix_rooms_community_id", "community_id"),
 )
 
