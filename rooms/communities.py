@@ -7,8 +7,10 @@ and held to the rules of `rooms.names`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from rooms.clock import iso_ts, now_us
 from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, User, UserId
 from rooms.names import MAX_DISPLAY_NAME, clean_display_name, name_key
@@ -16,6 +18,7 @@ from rooms.permissions import Op, Standing, allowed, in_community, require, requ
 from rooms.ports import Agreement, AuditLog, Communities
 from rooms.service import clean_name, clean_text
 
+MAX_MUTE_MINUTES = 30 * 24 * 60
 MAX_AGREEMENT = 20_000
 MAX_REASON = 500
 
@@ -197,6 +200,49 @@ class CommunityService:
             return member
         raise BadRequest("Choose a display name for this community first.")
 
+    # Timed mutes
+
+    async def mute(
+        self, actor: User, community_id: CommunityId, member_id: MemberId, minutes: object, reason: str
+    ) -> tuple[Member, int]:
+        """Mute a member in every room of the community for `minutes` (1 to 30 days'
+        worth); returns them and until when (microseconds since the epoch)."""
+        member = await self._moderated(actor, community_id, member_id, Op.COMMUNITY_MUTE)
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_MUTE_MINUTES:
+            raise BadRequest(f"`minutes` must be a whole number from 1 to {MAX_MUTE_MINUTES}.")
+        reason = clean_text(reason, max_chars=MAX_REASON, what="Reason")
+        until = now_us() + minutes * 60_000_000
+        await self.communities.mute(member.community, member.account, until, actor.id, reason)
+        await self.audit.record(
+            actor.id, "mute", community=member.community, target=member.id, reason=f"{minutes} min: {reason}"
+        )
+        return member, until
+
+    async def unmute(self, actor: User, community_id: CommunityId, member_id: MemberId) -> Member:
+        member = await self._moderated(actor, community_id, member_id, Op.COMMUNITY_MUTE)
+        if not await self.communities.unmute(member.community, member.account):
+            raise NotFound("That member is not muted.")
+        await self.audit.record(actor.id, "mute.lift", community=member.community, target=member.id)
+        return member
+
+    async def _moderated(self, actor: User, community_id: CommunityId, member_id: MemberId, op: Op) -> Member:
+        """The member `actor` acts on with `op`, once they may: as staff of the community, on
+        someone neither themselves nor an admin; a member of staff only as an admin."""
+        community = await self.community(community_id)
+        standing = await self.standing(actor, community.id)
+        require(op, standing)
+        member = await self.member_in(community.id, member_id)
+        require_bannable(member.role, itself=member.account == actor.id)
+        if member.role.is_staff:
+            require(Op.BAN_STAFF, standing)
+        return member
+
+    async def require_unmuted(self, member: Member) -> None:
+        """Forbidden while `member` is muted in their community."""
+        until = await self.communities.muted_until(member.community, member.account)
+        if until > now_us():
+            raise Forbidden(f"You are muted in this community until {iso_ts_us(until)}.")
+
     # The audit log
 
     async def audit_entries(
@@ -283,3 +329,7 @@ def _scope(member: Member, room: Room | None) -> RoomId | None:
     if room.community != member.community:
         raise NotFound("There is no such room in this community.")
     return room.id
+
+
+def iso_ts_us(us: int) -> str:
+    return iso_ts(datetime.fromtimestamp(us / 1_000_000, UTC))

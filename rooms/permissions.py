@@ -51,6 +51,7 @@ class Op(StrEnum):
     REDACT = "redact someone's message"
     AUDIT_READ = "read the audit log"
     ROOM_MODERATE = "set a room's slow mode, suspend it"
+    COMMUNITY_MUTE = "mute a member in the community, or lift it"
     CRISIS_RESOURCES = "set the crisis resources"
     # Rooms
     ROOM_CREATE = "create a room"
@@ -89,6 +90,7 @@ WHERE: dict[Op, str] = {
     Op.REDACT: "`redact`",
     Op.AUDIT_READ: "`GET /api/audit?community=c` (admins: without `community` too)",
     Op.ROOM_MODERATE: "`PATCH /api/rooms/{r}` with `slow_mode`, `suspended`; exempt from both",
+    Op.COMMUNITY_MUTE: "`POST /api/communities/{c}/mutes`, `DELETE …/mutes/{m}` (of staff: as a ban)",
     Op.CRISIS_RESOURCES: "`PUT /api/communities/{c}/resources/crisis`",
     Op.ROOM_CREATE: "`POST /api/rooms`",
     Op.ROOM_ENTER: "`join`; `GET /api/rooms/{r}/sessions`, a session's occurrences, the calendars",
@@ -128,6 +130,7 @@ MATRIX: dict[Op, frozenset[Who]] = {
     Op.REDACT: _STAFF | {Who.ROOM_FACILITATOR},
     Op.AUDIT_READ: frozenset({Who.CLINICIAN, Who.ADMIN}),
     Op.ROOM_MODERATE: _STAFF | {Who.ROOM_FACILITATOR},
+    Op.COMMUNITY_MUTE: _STAFF,
     Op.CRISIS_RESOURCES: _STAFF,
     Op.ROOM_CREATE: frozenset({Who.FACILITATOR, Who.ADMIN}),
     Op.ROOM_ENTER: _EVERYONE,
@@ -168,6 +171,7 @@ REFUSALS: dict[Op, str] = {
     Op.REDACT: "Only staff can redact someone's message.",
     Op.AUDIT_READ: "Only admins, and a community's clinicians, read its audit log.",
     Op.ROOM_MODERATE: "Only staff can change a room's slow mode or suspend it.",
+    Op.COMMUNITY_MUTE: "Only this community's staff can mute.",
     Op.CRISIS_RESOURCES: "Only this community's staff set its crisis resources.",
     Op.ROOM_CREATE: "Only facilitators and admins can open rooms.",
     Op.ROOM_ENTER: "This group is for its members. Ask its facilitator to add you.",

@@ -172,6 +172,18 @@ class Communities(Protocol):
     async def unban(self, community: CommunityId, user: UserId) -> bool:
         """False when the account was not banned."""
 
+    async def muted_until(self, community: CommunityId, user: UserId) -> int:
+        """Until when (microseconds since the epoch) `user` is muted in `community`; 0: not."""
+
+    async def mute(self, community: CommunityId, user: UserId, until: int, actor: UserId, reason: str) -> None:
+        """Mute `user` until `until` (replacing a mute they had)."""
+
+    async def unmute(self, community: CommunityId, user: UserId) -> bool:
+        """False when they were not muted."""
+
+    async def recheck_mute(self, community: CommunityId, user: UserId) -> None:
+        """Read one account's mute from the store now (changed on another worker)."""
+
     async def agreement(self, community: CommunityId, room: RoomId | None) -> Agreement | None:
         """The current version of the community's (or the room's own) agreement; None: none set."""
 

@@ -113,6 +113,7 @@ async def op_send(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     client_id = fields.string(args, "client_id", max_len=fields.ID)
     reply_to = fields.maybe_integer(args, "reply_to", low=1)
     may_post(hub, conn, room, message=True)
+    await hub.members.require_unmuted(member)
     if slow := hub.service.may_speak(await hub.service.room(room), conn.standing(room)):
         wait = await hub.quotas.take(f"slow:{room}:{member.id}", 1 / slow, 1)
         if wait:
@@ -132,6 +133,7 @@ def _on_a_message(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> tuple[
 
 async def op_edit(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     member, room, target, client_id = _on_a_message(hub, conn, args)
+    await hub.members.require_unmuted(member)  # (deleting one's own message stays possible)
     new = await hub.service.new_edit(member, room, target, text(hub, args, "text"), client_id)
     return await durable(hub, conn, new)
 
@@ -158,6 +160,7 @@ async def op_redact(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Repl
 
 async def op_react(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     member, room, target, client_id = _on_a_message(hub, conn, args)
+    await hub.members.require_unmuted(member)
     emoji = fields.string(args, "emoji", max_len=64)
     new = hub.service.new_reaction(member, room, target, emoji, fields.flag(args, "remove"), client_id)
     return await durable(hub, conn, new)

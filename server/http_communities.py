@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rooms import fields
+from rooms.communities import iso_ts_us
 from rooms.errors import BadRequest
 from rooms.model import CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, UserId
 from server.http import JSON, MAX_BODY, api, body, signed_in
@@ -174,7 +175,29 @@ def _query_int(value: str | None, name: str, low: int, high: int) -> int | None:
     return int(value)
 
 
+@api
+async def mute(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    data = await body(request)
+    hub, community = _hub(request), _community(request)
+    member_id = MemberId(fields.string(data, "member", max_len=fields.ID))
+    member, until = await hub.members.mute(user, community, member_id, data.get("minutes"), _text(data, "reason"))
+    await hub.notices.muted(member.community, member.account)
+    return JSON({"mute": {"member": member.public(), "until": iso_ts_us(until)}}, status_code=201)
+
+
+@api
+async def lift_mute(request: Request) -> Response:
+    user, _ = await signed_in(request)
+    hub, community = _hub(request), _community(request)
+    member = await hub.members.unmute(user, community, MemberId(request.path_params["member"]))
+    await hub.notices.muted(member.community, member.account)
+    return JSON({})
+
+
 routes = [
+    Route("/api/communities/{community}/mutes", mute, methods=["POST"]),
+    Route("/api/communities/{community}/mutes/{member}", lift_mute, methods=["DELETE"]),
     Route("/api/audit", read_audit, methods=["GET"]),
     Route("/api/communities", create_community, methods=["POST"]),
     Route("/api/communities", list_communities, methods=["GET"]),

@@ -116,6 +116,10 @@ class Notices:
         self.clients.banned(community, user)
         await self._send({"banned": [community, user]})
 
+    async def muted(self, community: CommunityId, user: UserId) -> None:
+        """`user`'s mute in `community` was set or lifted: every worker reads it afresh."""
+        await self._send({"muted": [community, user]})
+
     async def room_changed(self, room: RoomId, event: Mapping[str, Any]) -> None:
         """A room's settings changed (slow mode, suspension): every worker reads the room
         afresh at once, and everyone in it is told `event`."""
@@ -185,6 +189,9 @@ class Notices:
                 member, community, account, name, role = notice["renamed"]
                 card = Member(MemberId(member), CommunityId(community), UserId(account), name, Role(role))
                 self._renamed_here(card)
+            elif "muted" in notice:
+                community, user = notice["muted"]
+                await self.communities.recheck_mute(CommunityId(community), UserId(user))
             elif "room_changed" in notice:
                 room, event = notice["room_changed"]
                 self._room_changed_here(RoomId(room), event)

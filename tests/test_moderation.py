@@ -114,3 +114,38 @@ async def test_a_suspended_room_tells_everyone_why_and_only_staff_may_send(
     await c_sam.event("room", room=room, where=lambda e: e["suspended"] is False)
     await c_sam.call("send", room=room, text="hello again", client_id="s2")
     assert len(await audit(server, "room.moderate", room_id=room)) == 2
+
+
+async def test_a_timed_mute_silences_a_member_in_every_room_of_the_community_until_lifted(
+    server: Running, api: Api, clients: list[Client]
+) -> None:
+    lead = await api.staff()
+    room, other = await api.room(lead), await api.room(lead)
+    sam, kit = await api.signup(), await api.signup()
+    c_sam, c_kit = await open_client(server, sam), await open_client(server, kit)
+    clients += [c_sam, c_kit]
+    for r_ in (room, other):
+        await c_sam.call("join", room=r_)
+    await c_kit.call("join", room=room)
+    sent = await c_sam.call("send", room=room, text="before", client_id="b")
+    community = await api.community()
+    base = f"/api/communities/{community}/mutes"
+    for bad in ({"minutes": 0}, {"minutes": 100_000}, {"minutes": "5"}, {"minutes": 5, "reason": ""}):
+        body = {"member": sam.member, "reason": "Repeated insults", **bad}
+        assert (await api.http.post(base, json=body, headers=auth(lead))).status_code == 400, bad
+    body = {"member": sam.member, "minutes": 30, "reason": "Repeated insults"}
+    assert (await api.http.post(base, json=body, headers=auth(kit))).status_code == 403
+    r = await api.http.post(base, json=body, headers=auth(lead))
+    assert r.status_code == 201 and r.json()["mute"]["member"]["id"] == sam.member
+    for room_id in (room, other):
+        error = await c_sam.error("send", room=room_id, text="still here", client_id=f"m{room_id}")
+        assert error["code"] == "forbidden" and "muted" in error["message"]
+    assert (await c_sam.error("edit", room=room, target=sent["seq"], text="x"))["code"] == "forbidden"
+    assert (await c_sam.error("react", room=room, target=sent["seq"], emoji="🙂"))["code"] == "forbidden"
+    await c_kit.call("send", room=room, text="Kit is not muted", client_id="k")
+    assert (await api.http.delete(f"{base}/{sam.member}", headers=auth(kit))).status_code == 403
+    assert (await api.http.delete(f"{base}/{sam.member}", headers=auth(lead))).status_code == 200
+    assert (await api.http.delete(f"{base}/{sam.member}", headers=auth(lead))).status_code == 404
+    await c_sam.call("send", room=room, text="back", client_id="a")
+    assert [row["action"] for row in await audit(server, "mute", target=sam.member)] == ["mute"]
+    assert len(await audit(server, "mute.lift", target=sam.member)) == 1

@@ -358,6 +358,21 @@ async def _moderate_room(w: World) -> Tried:
     }
 
 
+@row("mute a member in the community, or lift it")
+async def _community_mute(w: World) -> Tried:
+    tried: Tried = {}
+    for kind, p in w.kinds():
+        target = (await w.person(communities=[w.b], client=False)).cards[w.b]
+        body = {"member": target, "minutes": 10, "reason": "A test."}
+        muted = http_allowed(await w.call("POST", f"/api/communities/{w.b}/mutes", p, body))
+        if not muted:
+            r = await w.call("POST", f"/api/communities/{w.b}/mutes", w.root, body)
+            assert r.status_code == 201, r.text
+        lifted = http_allowed(await w.call("DELETE", f"/api/communities/{w.b}/mutes/{target}", p))
+        tried[kind] = {"mute": muted, "lift": lifted}
+    return tried
+
+
 @row("set the crisis resources")
 async def _crisis_resources(w: World) -> Tried:
     body = {"resources": [{"title": "Call for help", "text": "Call 112, day or night."}]}

@@ -15,7 +15,7 @@ from rooms.fields import is_id
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, RoomId, User, UserId
 from rooms.ports import Agreement, AuditLog, Communities
 from server.store.directory import Queries, Recent, new_id
-from server.store.tables import acceptances, agreements, audit_log, bans, communities, members, users
+from server.store.tables import acceptances, agreements, audit_log, bans, communities, members, mutes, users
 
 _MEMBER_COLUMNS = (members.c.id, members.c.community_id, members.c.user_id, members.c.display_name, users.c.role)
 
@@ -46,6 +46,7 @@ class SqlCommunities(Queries):
         self.recent = Recent(absent_ttl=0.0)
         self._bans: set[tuple[CommunityId, UserId]] | None = None  # loaded by `load_bans`
         self._bans_meanwhile: list[tuple[tuple[CommunityId, UserId], bool]] | None = None
+        self._mutes: dict[tuple[CommunityId, UserId], int] | None = None  # loaded with the bans
         self._accepted: set[tuple[str, str, int]] = set()  # (member, scope, version): given for good
 
     async def create(self, name: str, join: JoinPolicy, creator: UserId) -> Community:
@@ -162,6 +163,10 @@ class SqlCommunities(Queries):
         finally:
             self._bans_meanwhile = None
         self._bans = loaded
+        rows = await self._all(
+            select(mutes.c.community_id, mutes.c.user_id, mutes.c.until).where(mutes.c.until > now_us())
+        )
+        self._mutes = {(CommunityId(row.community_id), UserId(row.user_id)): int(row.until) for row in rows}
         return frozenset(loaded)
 
     async def recheck_ban(self, community: CommunityId, user: UserId) -> bool:
@@ -193,6 +198,41 @@ class SqlCommunities(Queries):
             await self._write(bans.delete().where(*where))
         self._note_ban((community, user), False)
         return found is not None
+
+    async def muted_until(self, community: CommunityId, user: UserId) -> int:
+        """From memory once `load_bans` ran (it reloads mutes too, each heartbeat)."""
+        if self._mutes is None:
+            return await self._read_mute(community, user)
+        return self._mutes.get((community, user), 0)
+
+    async def _read_mute(self, community: CommunityId, user: UserId) -> int:
+        query = select(mutes.c.until).where(mutes.c.community_id == community, mutes.c.user_id == user)
+        row = await self._one(query)
+        return 0 if row is None else int(row.until)
+
+    async def mute(self, community: CommunityId, user: UserId, until: int, actor: UserId, reason: str) -> None:
+        where = (mutes.c.community_id == community, mutes.c.user_id == user)
+        values = {"until": until, "muted_by": actor, "reason": reason, "created_at": now_us()}
+        await self._write(
+            mutes.delete().where(*where), insert(mutes).values(community_id=community, user_id=user, **values)
+        )
+        if self._mutes is not None:
+            self._mutes[(community, user)] = until
+
+    async def unmute(self, community: CommunityId, user: UserId) -> bool:
+        found = await self._read_mute(community, user) > now_us()
+        await self._write(mutes.delete().where(mutes.c.community_id == community, mutes.c.user_id == user))
+        if self._mutes is not None:
+            self._mutes.pop((community, user), None)
+        return found
+
+    async def recheck_mute(self, community: CommunityId, user: UserId) -> None:
+        until = await self._read_mute(community, user)
+        if self._mutes is not None:
+            if until:
+                self._mutes[(community, user)] = until
+            else:
+                self._mutes.pop((community, user), None)
 
     async def agreement(self, community: CommunityId, room: RoomId | None) -> Agreement | None:
         async def load() -> Agreement | None:

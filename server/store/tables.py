@@ -80,6 +80,19 @@ bans = Table(
     PrimaryKeyConstraint("community_id", "user_id"),
 )
 
+# Accounts muted in every room of a community until `until` (microseconds since the epoch).
+mutes = Table(
+    "mutes",
+    metadata,
+    Column("community_id", String(32), ForeignKey("communities.id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("until", BigInteger, nullable=False),
+    Column("muted_by", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("community_id", "user_id"),
+)
+
 # Versions of a group agreement. `scope` is "" for the community's own, or a room's id for a
 # room's agreement on top of it; the current version is the highest.
 agreements = Table(
