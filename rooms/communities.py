@@ -7,10 +7,9 @@ and held to the rules of `rooms.names`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from rooms.clock import iso_ts, now_us
+from rooms.clock import from_us, iso_ts, now_us
 from rooms.errors import AgreementRequired, BadRequest, Banned, Conflict, Forbidden, NotFound
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, User, UserId
 from rooms.names import MAX_DISPLAY_NAME, clean_display_name, name_key
@@ -241,7 +240,7 @@ class CommunityService:
         """Forbidden while `member` is muted in their community."""
         until = await self.communities.muted_until(member.community, member.account)
         if until > now_us():
-            raise Forbidden(f"You are muted in this community until {iso_ts_us(until)}.")
+            raise Forbidden(f"You are muted in this community until {iso_ts(from_us(until))}.")
 
     # The audit log
 
@@ -329,7 +328,3 @@ def _scope(member: Member, room: Room | None) -> RoomId | None:
     if room.community != member.community:
         raise NotFound("There is no such room in this community.")
     return room.id
-
-
-def iso_ts_us(us: int) -> str:
-    return iso_ts(datetime.fromtimestamp(us / 1_000_000, UTC))

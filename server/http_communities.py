@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rooms import fields
-from rooms.communities import iso_ts_us
+from rooms.clock import from_us, iso_ts
 from rooms.errors import BadRequest
 from rooms.model import CommunityId, JoinPolicy, Member, MemberId, Room, RoomId, UserId
 from server.http import JSON, MAX_BODY, api, body, signed_in
@@ -183,7 +183,7 @@ async def mute(request: Request) -> Response:
     member_id = MemberId(fields.string(data, "member", max_len=fields.ID))
     member, until = await hub.members.mute(user, community, member_id, data.get("minutes"), _text(data, "reason"))
     await hub.notices.muted(member.community, member.account)
-    return JSON({"mute": {"member": member.public(), "until": iso_ts_us(until)}}, status_code=201)
+    return JSON({"mute": {"member": member.public(), "until": iso_ts(from_us(until))}}, status_code=201)
 
 
 @api

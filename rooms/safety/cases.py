@@ -14,11 +14,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from rooms.clock import iso_ts, now_us
+from rooms.clock import from_us, iso_ts, now_us
 from rooms.communities import CommunityService
 from rooms.errors import BadRequest, Conflict, NotFound
 from rooms.model import CommunityId, RoomId, User
@@ -86,7 +85,7 @@ class Case:
             "seq": self.seq,
             "member": dict(self.member),
             "status": self.status.value,
-            "opened_at": iso_ts_us(self.opened_at),
+            "opened_at": iso_ts(from_us(self.opened_at)),
         }
         if self.raised_by is not None:
             shown["raised_by"] = self.raised_by
@@ -97,10 +96,6 @@ class Case:
         if self.steps:
             shown["steps"] = [dict(step) for step in self.steps]
         return shown
-
-
-def iso_ts_us(us: int) -> str:
-    return iso_ts(datetime.fromtimestamp(us / 1_000_000, UTC))
 
 
 def new_case_id() -> str:
@@ -169,7 +164,11 @@ class CaseService:
         if action == "ack" and case.status is CaseStatus.ACKED:
             raise Conflict("This case is acknowledged already.")
         card = await self.members.communities.member_of(case.community, actor.id)
-        step: dict[str, Any] = {"action": action, "by": card.public() if card else None, "at": iso_ts_us(now_us())}
+        step: dict[str, Any] = {
+            "action": action,
+            "by": card.public() if card else None,
+            "at": iso_ts(from_us(now_us())),
+        }
         if clean_note is not None:
             step["note"] = clean_note
         status = CaseStatus.ACKED if action == "ack" else CaseStatus.RESOLVED

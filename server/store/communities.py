@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rooms.clock import iso_ts, now_us
+from rooms.clock import from_us, iso_ts, now_us
 from rooms.errors import Conflict
 from rooms.fields import is_id
 from rooms.model import Community, CommunityId, JoinPolicy, Member, MemberId, Role, RoomId, User, UserId
@@ -323,7 +322,7 @@ class SqlAuditLog(Queries):
         return [
             {
                 "id": row.id,
-                "at": iso_ts(datetime.fromtimestamp(row.at / 1_000_000, UTC)),
+                "at": iso_ts(from_us(row.at)),
                 "actor": row.actor,
                 "action": row.action,
                 "community": row.community_id,
