@@ -15,7 +15,20 @@ from typing import Any
 
 from rooms.errors import BadRequest, Banned, Forbidden, NotFound, TooLarge
 from rooms.hours import check_hours
-from rooms.model import CommunityId, EventKind, Member, MemberRole, NewEvent, Room, RoomId, RoomKind, Seq, User, UserId
+from rooms.model import (
+    CommunityId,
+    Event,
+    EventKind,
+    Member,
+    MemberRole,
+    NewEvent,
+    Room,
+    RoomId,
+    RoomKind,
+    Seq,
+    User,
+    UserId,
+)
 from rooms.permissions import (
     NOBODY,
     Op,
@@ -246,9 +259,7 @@ class RoomService:
         a redaction. The reason goes to the audit log, not to the room."""
         require(Op.REDACT, standing)
         clean_text(reason, max_chars=MAX_REASON, what="The reason")
-        event = await self.store.read_event(room, target)
-        if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
-            raise NotFound("There is no such message.")
+        await self.message(room, target)
         return NewEvent(room, EventKind.DELETE, actor, {"redacted": True}, None, target)
 
     def new_reaction(
@@ -260,10 +271,16 @@ class RoomService:
         body = {"emoji": emoji, "remove": remove}
         return NewEvent(room, EventKind.REACTION, user, body, _opt_client_id(client_id), target)
 
-    async def _own_message(self, user: Member, room: RoomId, target: Seq, verb: str) -> None:
-        event = await self.store.read_event(room, target)
+    async def message(self, room: RoomId, seq: Seq) -> Event:
+        """The message `seq` of `room` as it stands now: NotFound when there is none (not a
+        message, or deleted)."""
+        event = await self.store.read_event(room, seq)
         if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
             raise NotFound("There is no such message.")
+        return event
+
+    async def _own_message(self, user: Member, room: RoomId, target: Seq, verb: str) -> None:
+        event = await self.message(room, target)
         if event.sender.get("id") != user.id:
             raise Forbidden(f"You can only {verb} your own messages.")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from rooms import fields
 from rooms.clock import now_us
-from rooms.errors import BadRequest, NotFound, RateLimited
-from rooms.model import EventKind, Member, MemberId, RoomId, Seq
+from rooms.errors import BadRequest, RateLimited
+from rooms.model import Member, MemberId, RoomId, Seq
 from rooms.safety.cases import MAX_NOTE, Case, CaseKind, new_case_id
 from rooms.service import clean_text
 from server.commands import Handler, Reply, joined_room, signed_in
@@ -31,15 +31,6 @@ async def _charge(hub: Hub, conn: Connection) -> None:
         raise RateLimited("You have raised many concerns just now. Staff have them; please wait.", retry_after=wait)
 
 
-async def _message(hub: Hub, room: RoomId, seq: int) -> tuple[dict[str, str], str]:
-    """The card of a message's author, and its text as it stands now; NotFound when `seq` is
-    not a message of the room (or was deleted)."""
-    event = await hub.store.read_event(room, Seq(seq))
-    if event is None or event.kind is not EventKind.MESSAGE or event.body.get("deleted"):
-        raise NotFound("There is no such message.")
-    return dict(event.sender), str(event.body.get("text", ""))
-
-
 async def op_concern(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room = joined_room(conn, args)
     me: Member = conn.members[room]
@@ -50,46 +41,49 @@ async def op_concern(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Rep
     note = fields.maybe_string(args, "note", max_len=hub.limits.max_frame)
     clean_note = None if note is None else clean_text(note, max_chars=MAX_NOTE, what="The note")
     if seq is not None:
-        card, _ = await _message(hub, room, seq)
+        card = dict((await hub.service.message(room, Seq(seq))).sender)
     else:
         assert named is not None
         card = (await hub.members.member_in(me.community, MemberId(named))).public()
-    await _charge(hub, conn)
-    case = Case(
-        id=new_case_id(),
-        kind=CaseKind.CONCERN,
-        community=me.community,
-        room=room,
-        member=card,
-        opened_at=now_us(),
-        seq=seq,
-        raised_by=me.id,
-        note=clean_note,
-    )
-    await raise_case(hub.cases, hub.notices, case)
-    return {"case": case.id}
+    return await _raise(hub, conn, CaseKind.CONCERN, room, card, seq, clean_note)
 
 
 async def op_report(hub: Hub, conn: Connection, args: Mapping[str, Any]) -> Reply:
     room = joined_room(conn, args)
-    me: Member = conn.members[room]
     seq = fields.integer(args, "seq", low=1)
     reason = clean_text(
         fields.string(args, "reason", max_len=hub.limits.max_frame), max_chars=MAX_NOTE, what="The reason"
     )
-    card, text = await _message(hub, room, seq)
+    message = await hub.service.message(room, Seq(seq))
+    text = str(message.body.get("text", ""))
+    return await _raise(hub, conn, CaseKind.REPORT, room, dict(message.sender), seq, reason, snapshot=text)
+
+
+async def _raise(
+    hub: Hub,
+    conn: Connection,
+    kind: CaseKind,
+    room: RoomId,
+    card: dict[str, str],
+    seq: int | None,
+    note: str | None,
+    *,
+    snapshot: str | None = None,
+) -> Reply:
+    """Charge the raiser, open the case and alert the staff who should know of it."""
     await _charge(hub, conn)
+    me = conn.members[room]
     case = Case(
         id=new_case_id(),
-        kind=CaseKind.REPORT,
+        kind=kind,
         community=me.community,
         room=room,
         member=card,
         opened_at=now_us(),
         seq=seq,
         raised_by=me.id,
-        note=reason,
-        snapshot=text,
+        note=note,
+        snapshot=snapshot,
     )
     await raise_case(hub.cases, hub.notices, case)
     return {"case": case.id}
